@@ -1,0 +1,285 @@
+"""Typed run configuration: one source of truth for every default.
+
+A run's config is a YAML file (see ``platform/configs/``) plus ``key.sub=value``
+overrides from the command line, validated at load time by pydantic:
+
+    cfg = load_config("platform/configs/stage1_135m.yaml", ["training.lr_connector=3e-4"])
+
+Unknown keys and wrong types fail with a ``ConfigError`` that names the key and
+the file (``trainng.lr=1`` -> "unknown key 'trainng'").  Sections:
+
+    model     what to build (LLM, DINOv2, query width, ablation switches)
+    data      shards, interleave ratio, batching
+    training  stage, budget, optimiser groups, schedule, checkpoints
+    eval      validation cadence and inference modes
+    tracking  MLflow store and experiment
+    cluster   Ray address, workers, GPUs, fault tolerance
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+RUNS_DIR_DEFAULT = "runs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The Foveated VLM (spec section 1)."""
+
+    llm: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id or local path; local store first
+    dino: str = "facebook/dinov2-small"
+    query_dim: int | None = None  # None -> DINOv2 width (384 small, 768 base); A2 uses 192
+    deep_query: bool = True  # False -> shallow single cross-attention (A1, A7)
+    query_bias: bool = False  # A3 reintroduces BUG-002
+    query_init_std: float = 1.0  # A4 uses 0.02 (BUG-001)
+    visual_scale: float = 0.14  # ~ std of SmolLM2 input embeddings
+    lambda_coarse: float = 0.0  # weight of the auxiliary coarse CE
+    coarse_loss_every: int = Field(1, ge=0)  # with lambda 0: no-grad coarse CE every N steps (0 = never)
+    coarse_only: bool = False  # train in coarse_only mode (A6, A7)
+    freeze_dino: bool = False
+    freeze_llm: bool = False
+    gradient_checkpointing: bool = False
+    llm_dtype: Literal["float32", "bfloat16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+class DataConfig(_Section):
+    """Shards and batching (spec section 3)."""
+
+    train_shards: list[str] = Field(default_factory=list)  # globs of .tar shards
+    val_shards: list[str] = Field(default_factory=list)
+    text_shards: list[str] = Field(default_factory=list)  # SmolTalk shards of the stage
+    text_ratio: float = Field(0.14, ge=0.0, le=1.0)
+    max_frames: int = Field(64, ge=1)
+    replicate_image_frames: int = Field(1, ge=1)  # 8 in SFT stages
+    batch_size: int = Field(8, ge=1)
+    max_total_frames: int | None = None  # token-budget batching: cap on real frames per batch
+    max_text_tokens: int = Field(512, ge=8)
+    num_workers: int = Field(2, ge=0)
+    shuffle_buffer: int = Field(5000, ge=0)
+    shard_shuffle: bool = True
+
+
+class TrainingConfig(_Section):
+    """Optimisation and checkpoints (spec section 4)."""
+
+    stage: Literal[1, 2, 3] = 1
+    total_samples: int = Field(1_000_000, ge=1)
+    max_steps: int | None = None  # overrides total_samples when set
+    grad_accum: int = Field(4, ge=1)
+    lr_connector: float = Field(1e-3, ge=0.0)
+    lr_dino: float = Field(1e-5, ge=0.0)
+    lr_llm: float = Field(1e-5, ge=0.0)
+    lr_target: float | None = 3e-5  # converging schedule: every group ends here
+    schedule: Literal["cosine", "constant", "converging"] = "converging"
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_nonfinite_steps: int = Field(5, ge=1)  # abort after this many NaN/Inf steps in a row
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: bool = False
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_last: int = Field(2, ge=1)
+    checkpoint_metric: str = "val_loss"
+    checkpoint_mode: Literal["min", "max"] = "min"
+    init_from: str | None = None  # checkpoint path or mlflow run id (stage 2/3)
+    log_every: int = Field(10, ge=1)
+    diagnostics_every: int = Field(50, ge=1)
+    seed: int = 42
+
+
+class EvalConfig(_Section):
+    every_steps: int = Field(500, ge=0)  # 0 = no eval during training
+    max_samples: int = Field(1000, ge=1)
+    modes: list[Literal["coarse_only", "coarse_fine", "autoregressive"]] = Field(
+        default_factory=lambda: ["coarse_fine"]
+    )
+    caption_samples: int = Field(4, ge=0)  # generated captions logged as a table
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = None  # None -> sqlite:///<runs_dir>/mlflow.db
+    experiment: str = "fovea"
+    run_name: str | None = None
+    enabled: bool = True
+
+
+class ClusterConfig(_Section):
+    address: str | None = None  # None -> start a local Ray cluster (or use RAY_ADDRESS)
+    num_workers: int = Field(2, ge=1)
+    use_gpu: Literal["auto", True, False] = "auto"
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=0)
+    storage_path: str | None = None  # None -> <runs_dir>/ray
+
+
+class RunConfig(_Section):
+    """A whole run: ``name`` identifies the experiment (rerun the same name to resume)."""
+
+    name: str = "run"
+    runs_dir: str = RUNS_DIR_DEFAULT
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.training.schedule == "converging" and self.training.lr_target is None:
+            raise ValueError("training.lr_target is required by the converging schedule")
+        return self
+
+    # -- helpers -----------------------------------------------------------------
+    def flat(self) -> dict[str, Any]:
+        """``{"model.llm": ..., "training.lr_connector": ...}`` for MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def tracking_uri(self) -> str:
+        if self.tracking.tracking_uri:
+            return self.tracking.tracking_uri
+        return f"sqlite:///{Path(self.runs_dir).resolve() / 'mlflow.db'}"
+
+    def storage_path(self) -> str:
+        return self.cluster.storage_path or str(Path(self.runs_dir).resolve() / "ray")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Command-line value -> Python: numbers, bools, null, lists; anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", "~"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict (validation happens afterwards)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section ({source})")
+            node = nxt
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' in {source}")
+        else:
+            lines.append(f"bad value for '{key}' in {source}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config argument: a file path, or a name in platform/configs/ (``stage1_135m``)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+        if cand.exists():
+            return cand
+    raise ConfigError(f"config file not found: {path} (nor in {CONFIG_DIR})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load YAML (may be None: all defaults), apply overrides, validate.
+
+    A YAML file may say ``base: other.yaml`` to start from another config.
+    """
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = resolve_config_path(path)
+        source = str(p)
+        raw = _read_yaml(p)
+    overrides = list(overrides or [])
+    src = source + (f" + overrides {overrides}" if overrides else "")
+    raw = apply_overrides(raw, overrides, src)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, src)) from None
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    base = raw.pop("base", None)
+    if base:
+        merged = _read_yaml(resolve_config_path(p.parent / base if not Path(base).is_absolute() else base))
+        _deep_merge(merged, raw)
+        raw = merged
+    return raw
+
+
+def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def save_resolved(cfg: RunConfig, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(cfg.to_yaml())
+    return p
+
+
+def config_from_json(text: str) -> RunConfig:
+    return RunConfig.model_validate(json.loads(text))
