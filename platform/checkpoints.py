@@ -1,0 +1,139 @@
+"""Training checkpoints: what goes into one, and how to find the one you want.
+
+A checkpoint is a directory that Ray Train persists (``ray.train.report(...,
+checkpoint=Checkpoint.from_directory(d))``) under ``<storage>/<run name>/checkpoint_*``:
+
+    model/            FoveatedVLM.save_pretrained: safetensors + JSON config, enough to
+                      reload the model without the training config (evaluate, stage 2/3 init)
+    train_state.pt    optimizer, scheduler, step, samples seen, per-rank data position
+                      (epoch, batches consumed) and per-rank RNG states (python, numpy,
+                      torch, cuda) -- everything an exact resume needs
+    meta.json         step, samples seen, the metrics reported with it, run name, stage
+
+``init_from`` (stage 2 from stage 1, stage 3 from stage 2) accepts a checkpoint dir, a
+``model/`` dir, a Ray run dir (``runs/ray/stage1_135m``: its best checkpoint by the
+metric recorded in meta.json) or an MLflow run id (its ``best_checkpoint`` tag).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("fovea.checkpoints")
+
+TRAIN_STATE = "train_state.pt"
+META = "meta.json"
+MODEL_DIR = "model"
+
+
+# -- RNG -------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- write / read ------------------------------------------------------------------
+
+def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write one checkpoint directory (rank 0). ``model`` is the unwrapped FoveatedVLM."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path / MODEL_DIR)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
+        path / TRAIN_STATE,
+    )
+    (path / META).write_text(json.dumps(meta, indent=2, default=str))
+    return path
+
+
+def read_train_state(path: Path) -> dict[str, Any]:
+    return torch.load(Path(path) / TRAIN_STATE, map_location="cpu", weights_only=False)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    p = Path(path) / META
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+# -- finding checkpoints ----------------------------------------------------------
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint dirs of a Ray run dir that hold a complete checkpoint, oldest first."""
+    run_dir = Path(run_dir)
+    found = [p for p in run_dir.glob("checkpoint_*") if (p / META).exists() and (p / MODEL_DIR).exists()]
+    return sorted(found, key=lambda p: (read_meta(p).get("step", -1), p.name))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    cks = list_checkpoints(run_dir)
+    return cks[-1] if cks else None
+
+
+def best_checkpoint(run_dir: Path, metric: str = "val_loss", mode: str = "min") -> Path | None:
+    """Best by ``metric`` recorded in meta.json; checkpoints without it are skipped,
+    and if none has it, the latest is returned."""
+    scored = []
+    for p in list_checkpoints(run_dir):
+        v = read_meta(p).get("metrics", {}).get(metric)
+        if isinstance(v, (int, float)) and v == v:
+            scored.append((v, p))
+    if not scored:
+        return latest_checkpoint(run_dir)
+    scored.sort(key=lambda t: t[0], reverse=(mode == "max"))
+    return scored[0][1]
+
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def resolve_init_from(ref: str, tracking_uri: str | None = None, metric: str = "val_loss",
+                      mode: str = "min") -> Path:
+    """``init_from`` -> a ``model/`` directory saved by save_pretrained.
+
+    Errors name the reference and what was looked for.
+    """
+    p = Path(ref).expanduser()
+    if not p.exists() and _RUN_ID.match(ref):
+        p = _checkpoint_from_mlflow(ref, tracking_uri)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"init_from={ref!r}: no such path, and not an MLflow run id with a 'best_checkpoint' tag"
+        )
+    if (p / MODEL_DIR).is_dir():  # a checkpoint dir
+        return p / MODEL_DIR
+    if (p / "config.json").exists() or (p / "fovea_config.json").exists():  # a model dir
+        return p
+    best = best_checkpoint(p, metric, mode)  # a Ray run dir
+    if best is None:
+        raise FileNotFoundError(f"init_from={ref!r}: {p} holds no checkpoint_*/ with model/ and meta.json")
+    log.info("init_from %s -> best checkpoint %s (by %s)", ref, best, metric)
+    return best / MODEL_DIR
+
+
+def _checkpoint_from_mlflow(run_id: str, tracking_uri: str | None) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    tag = run.data.tags.get("best_checkpoint") or run.data.tags.get("latest_checkpoint")
+    if not tag:
+        raise FileNotFoundError(f"MLflow run {run_id} has no 'best_checkpoint' tag")
+    return Path(tag)

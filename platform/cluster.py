@@ -1,0 +1,54 @@
+"""Connecting to Ray: an existing cluster (address / RAY_ADDRESS) or a local one we start.
+
+``ray job submit --working-dir . -- python jobs/stage1.py`` runs the entry point on the
+head node with RAY_ADDRESS set, so ``connect`` joins that cluster; a plain
+``python jobs/stage1.py`` starts a local cluster sized to the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("fovea.cluster")
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+    """ray.init for an address, RAY_ADDRESS, or a fresh local cluster. Idempotent."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    env = {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1"),
+           "TOKENIZERS_PARALLELISM": "false"}
+    for k in ("FOVEA_MODEL_STORE", "FOVEA_FAULT_INJECT", "HF_HOME", "HF_HUB_OFFLINE"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, **kwargs)
+    else:
+        log.info("starting a local Ray cluster")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=quiet, **kwargs)
+    return ray
+
+
+def cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0))
+
+
+def want_gpu(use_gpu) -> bool:
+    """``cluster.use_gpu``: True/False, or "auto" = use GPUs when the cluster has any."""
+    if use_gpu == "auto":
+        return cluster_gpus() > 0
+    return bool(use_gpu)

@@ -1,0 +1,421 @@
+"""The per-worker training loop that Ray Train's TorchTrainer runs on every rank.
+
+One optimizer step = ``grad_accum`` micro-batches on each of ``world`` ranks:
+
+    effective batch = data.batch_size x training.grad_accum x world_size      (8 x 4 x 1 = 32)
+
+Per micro-batch: forward in one mode for the whole batch (coarse_fine, or coarse_only
+for A6/A7), loss / accum, backward under ``no_sync`` except on the last micro-batch, when
+DDP all-reduces the gradients.  Then: global-norm clip (the logged norm is pre-clip), a
+NaN/Inf guard (skip the step; abort after ``max_nonfinite_steps`` in a row), AdamW step,
+LambdaLR step.  A CUDA OOM skips the accumulation window on every rank (they agree
+through an all-reduce) and empties the cache.
+
+Every ``log_every`` steps the ranks average their metrics and report them
+(``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  Every
+``checkpoint_every`` steps (and at the end) rank 0 writes a checkpoint holding the model,
+optimizer, scheduler, step, samples seen, every rank's data position and RNG state, so a
+rerun of the same run name -- or a restart after a worker dies -- continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fovea.platform import checkpoints as ck
+from fovea.platform.config import RunConfig
+from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
+
+log = logging.getLogger("fovea.train")
+
+TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mask", "loss_mask", "is_text_only")
+
+
+# -- small helpers -------------------------------------------------------------------
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")}
+
+
+def world_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_mean(values: list[float], device: torch.device) -> list[float]:
+    """Average a list of floats across ranks (identity on one rank)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    _, world = world_info()
+    if world > 1:
+        dist.all_reduce(t)
+        t /= world
+    return t.tolist()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world_info()[1] > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    _, world = world_info()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def maybe_inject_fault(step: int, rank: int) -> None:
+    """FOVEA_FAULT_INJECT="step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
+
+    The marker file makes the fault fire only once, so the restarted worker group
+    (FailureConfig) runs through.  Used by the fault-tolerance test.
+    """
+    spec = os.environ.get("FOVEA_FAULT_INJECT")
+    if not spec:
+        return
+    kv = dict(p.split("=", 1) for p in spec.split(","))
+    marker = Path(kv.get("marker", "/tmp/fovea-fault-fired"))
+    if step == int(kv["step"]) and rank == int(kv.get("rank", 0)) and not marker.exists():
+        marker.write_text(f"killed rank {rank} at step {step}\n")
+        log.warning("fault injection: SIGKILL rank %d at step %d", rank, step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Stream:
+    """Endless, resumable batch stream over epochs of the rank's training loader."""
+
+    def __init__(self, cfg: RunConfig, rank: int, world: int, epoch: int = 0, consumed: int = 0):
+        from fovea.pipelines.loader import build_train_loader
+
+        self._build = build_train_loader
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.epoch, self.consumed = epoch, consumed
+        self._it = self._open(consumed)
+
+    def _open(self, start: int):
+        loader = self._build(self.cfg.data, rank=self.rank, world_size=self.world, epoch=self.epoch,
+                             seed=self.cfg.training.seed, start_batch=start)
+        return iter(loader)
+
+    def next(self) -> dict[str, Any]:
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._it = self._open(0)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise RuntimeError(
+                    f"rank {self.rank}: no training batches in data.train_shards={self.cfg.data.train_shards}"
+                ) from None
+        self.consumed += 1
+        return batch
+
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.consumed
+
+
+# -- evaluation during training -------------------------------------------------------
+
+@torch.no_grad()
+def validation_loss(model, cfg: RunConfig, device, autocast, mode: str) -> dict[str, float]:
+    """Batch-size-weighted mean loss over ``eval.max_samples`` val samples, across ranks."""
+    from fovea.pipelines.loader import build_eval_loader
+
+    rank, world = world_info()
+    loader = build_eval_loader(cfg.data, cfg.data.val_shards, rank=rank, world_size=world,
+                               max_samples=max(1, cfg.eval.max_samples // world))
+    was_training = model.training
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss*B, fine*B, coarse*B, B
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast():
+            out = model(**model_inputs(batch), mode=mode, compute_coarse=True)
+        b = float(batch["input_ids"].shape[0])
+        sums[0] += float(out["loss"]) * b
+        sums[1] += float(out["loss_fine"]) * b
+        sums[2] += float(out["loss_coarse"]) * b
+        sums[3] += b
+    model.train(was_training)
+    tot = all_sum(sums, device)
+    n = max(tot[3], 1.0)
+    res = {"val_loss": tot[0] / n, "val_loss_fine": tot[1] / n, "val_loss_coarse": tot[2] / n}
+    res["val_loss_ratio"] = res["val_loss_fine"] / res["val_loss_coarse"] if res["val_loss_coarse"] > 0 else 0.0
+    return res
+
+
+# -- the loop --------------------------------------------------------------------------
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from fovea.model import build_model
+    from fovea.platform.tracking import Tracker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = RunConfig.model_validate(loop_config["cfg"])
+    tc = cfg.training
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # Same initialisation on every rank (DDP also broadcasts rank 0's parameters).
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model)
+    if loop_config.get("init_model_dir"):
+        load_weights(model, Path(loop_config["init_model_dir"]))
+        log.info("initialised from %s", loop_config["init_model_dir"])
+    model.to(device)
+    if world > 1:
+        # find_unused_parameters: a text-only batch leaves the vision side unused, and
+        # coarse_only leaves llm_to_query / q_init unused.
+        net = ray.train.torch.prepare_model(
+            model, move_to_device=False, parallel_strategy_kwargs={"find_unused_parameters": True}
+        )
+    else:
+        net = model
+    optimizer = build_optimizer(model, tc, device)
+    total_steps = total_optimizer_steps(tc, cfg.data.batch_size, world)
+    scheduler = build_scheduler(optimizer, tc, total_steps)
+    mode = "coarse_only" if cfg.model.coarse_only else "coarse_fine"
+
+    # -- resume -----------------------------------------------------------------------
+    step, samples_seen, epoch, consumed = 0, 0, 0, 0
+    torch.manual_seed(tc.seed + 1000 * rank)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            load_weights(model, Path(d) / ck.MODEL_DIR)
+            state = ck.read_train_state(Path(d))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, samples_seen = state["step"], state["samples_seen"]
+        if len(state["data_positions"]) == world:
+            epoch, consumed = state["data_positions"][rank]
+            ck.set_rng_state(state["rng"][rank])
+        else:
+            log.warning("world size changed (%d -> %d): data restarts at the checkpoint's epoch",
+                        len(state["data_positions"]), world)
+            epoch = max(e for e, _ in state["data_positions"]) + 1
+        log.info("rank %d resumed at step %d (epoch %d, batch %d)", rank, step, epoch, consumed)
+    stream = Stream(cfg, rank, world, epoch, consumed)
+
+    tracker = None
+    run_dir = Path(cfg.storage_path()) / cfg.name
+    if rank == 0:
+        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=loop_config.get("mlflow_run_id"),
+                          enabled=cfg.tracking.enabled)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- loop -------------------------------------------------------------------------
+    window = {"loss": 0.0, "fine": 0.0, "coarse": 0.0, "n_coarse": 0.0, "n": 0.0, "samples": 0.0,
+              "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "grad_norm": 0.0}
+    nonfinite_streak, oom_skips, nonfinite_skips = 0, 0, 0
+    last_val: dict[str, float] = {}
+    net.train()
+    while step < total_steps:
+        compute_coarse = cfg.model.lambda_coarse > 0 or (
+            cfg.model.coarse_loss_every > 0 and (step + 1) % cfg.model.coarse_loss_every == 0)
+        oom = False
+        losses = torch.zeros(3, dtype=torch.float64)
+        micro_samples = micro_frames = 0
+        last_batch = None
+        for micro in range(tc.grad_accum):
+            t_wait = time.perf_counter()
+            batch = to_device(stream.next(), device)
+            window["wait"] += time.perf_counter() - t_wait
+            sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
+            try:
+                with sync:
+                    with autocast():
+                        out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse)
+                    (out["loss"] / tc.grad_accum).backward()
+            except torch.OutOfMemoryError:
+                if device.type != "cuda":
+                    raise
+                oom = True
+                del batch
+                torch.cuda.empty_cache()
+                break
+            losses += torch.stack([out["loss"].detach().double().cpu(), out["loss_fine"].detach().double().cpu(),
+                                   out["loss_coarse"].detach().double().cpu()]) / tc.grad_accum
+            micro_samples += int(batch["input_ids"].shape[0])
+            micro_frames += int(batch["num_frames"].sum())
+            last_batch = batch
+        if world > 1:
+            flag = torch.tensor([1.0 if oom else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            oom = bool(flag.item())
+        if oom:
+            optimizer.zero_grad(set_to_none=True)
+            oom_skips += 1
+            log.warning("rank %d: CUDA OOM, accumulation window skipped (%d so far)", rank, oom_skips)
+            continue
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+        if not math.isfinite(grad_norm) or not math.isfinite(float(losses[0])):
+            optimizer.zero_grad(set_to_none=True)
+            nonfinite_streak += 1
+            nonfinite_skips += 1
+            log.warning("rank %d: non-finite loss/grad at step %d, step skipped (%d in a row)",
+                        rank, step, nonfinite_streak)
+            if nonfinite_streak >= tc.max_nonfinite_steps:
+                raise FloatingPointError(
+                    f"{nonfinite_streak} non-finite steps in a row at step {step} "
+                    f"(training.max_nonfinite_steps={tc.max_nonfinite_steps}); aborting")
+            continue
+        nonfinite_streak = 0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        samples_seen += micro_samples * world  # spec 4.5: batch x world per micro-batch
+        window["loss"] += float(losses[0])
+        window["fine"] += float(losses[1])
+        if compute_coarse:
+            window["coarse"] += float(losses[2])
+            window["n_coarse"] += 1
+        window["grad_norm"] += grad_norm
+        window["n"] += 1
+        window["samples"] += micro_samples
+        window["frames"] += micro_frames
+        maybe_inject_fault(step, rank)
+
+        is_last = step >= total_steps
+        do_eval = bool(cfg.data.val_shards) and cfg.eval.every_steps > 0 and (
+            step % cfg.eval.every_steps == 0 or is_last)
+        do_ckpt = step % tc.checkpoint_every == 0 or is_last
+        if do_ckpt and cfg.data.val_shards and not do_eval and tc.checkpoint_metric.startswith("val_"):
+            do_eval = True  # the checkpoint metric needs a fresh validation loss
+        if step % tc.log_every == 0 or do_eval or do_ckpt:
+            metrics = _window_metrics(window, step, samples_seen, optimizer, device)
+            if step % tc.diagnostics_every == 0 and last_batch is not None:
+                metrics.update(_diagnostics(model, last_batch, autocast, device))
+            if do_eval:
+                last_val = validation_loss(net, cfg, device, autocast, mode)
+                metrics.update(last_val)
+            metrics["oom_skipped"] = float(oom_skips)
+            metrics["nonfinite_skipped"] = float(nonfinite_skips)
+            metrics["epoch"] = float(stream.epoch)
+            if rank == 0:
+                tracker.log_metrics(metrics, step)
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, **metrics}) + "\n")
+                log.info("step %d/%d %s", step, total_steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOW))
+            _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank)
+            window.update({k: 0.0 for k in window if k != "t0"})
+            window["t0"] = time.perf_counter()
+
+    if rank == 0:
+        _final_artifacts(model, cfg, tracker, device, autocast)
+
+
+_SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy")
+
+
+def _window_metrics(w: dict[str, float], step: int, samples_seen: int, optimizer, device) -> dict[str, float]:
+    dt = max(time.perf_counter() - w["t0"], 1e-9)
+    n = max(w["n"], 1.0)
+    mean = all_mean([w["loss"] / n, w["fine"] / n, w["coarse"] / max(w["n_coarse"], 1.0),
+                     w["grad_norm"] / n, w["wait"] / dt], device)
+    tot = all_sum([w["samples"], w["frames"]], device)
+    m = {"loss": mean[0], "loss_fine": mean[1], "grad_norm": mean[3], "data_wait_frac": mean[4],
+         "samples_per_s": tot[0] / dt, "frames_per_s": tot[1] / dt, "samples_seen": float(samples_seen),
+         "step": float(step)}
+    if w["n_coarse"] > 0:
+        m["loss_coarse"] = mean[2]
+        m["loss_ratio"] = mean[1] / mean[2] if mean[2] > 0 else 0.0
+    m.update(group_lrs(optimizer))
+    if device.type == "cuda":
+        m["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return m
+
+
+@torch.no_grad()
+def _diagnostics(model, batch, autocast, device) -> dict[str, float]:
+    """q_static std, attention entropy (vs log N), |fine - coarse| on this rank's last batch."""
+    was = model.training
+    model.eval()
+    with autocast():
+        out = model(**model_inputs(batch), mode="coarse_fine", compute_coarse=True, return_diagnostics=True)
+    model.train(was)
+    diag = {k: float(v) for k, v in out.get("diagnostics", {}).items() if isinstance(v, (int, float))
+            or (isinstance(v, torch.Tensor) and v.numel() == 1)}
+    keys = sorted(diag)
+    vals = all_mean([diag[k] for k in keys], device) if keys else []
+    return dict(zip(keys, vals))
+
+
+def _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank) -> None:
+    import ray.train
+
+    metric = cfg.training.checkpoint_metric
+    if metric not in metrics:
+        # Ray scores checkpoints by this key; without validation shards the training loss
+        # stands in (spec 4.6), but only towards Ray, never under a val_* name in MLflow.
+        metrics = {**metrics, metric: metrics["loss"]}
+    if not do_ckpt:
+        ray.train.report(metrics)
+        return
+    positions = gather_objects(stream.position())
+    rngs = gather_objects(ck.rng_state())
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="fovea-ckpt-") as tmp:
+        ck.write_checkpoint(
+            Path(tmp), model, optimizer, scheduler,
+            state={"step": step, "samples_seen": samples_seen, "data_positions": positions, "rng": rngs},
+            meta={"step": step, "samples_seen": samples_seen, "metrics": metrics, "run_name": cfg.name,
+                  "stage": cfg.training.stage, "time": time.time()},
+        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def load_weights(model, model_dir: Path) -> None:
+    """Load a save_pretrained dir into an already built model (any prefix, strict)."""
+    from fovea.model import load_state_dict_flexible
+
+    load_state_dict_flexible(model, model_dir)
+
+
+def _final_artifacts(model, cfg: RunConfig, tracker, device, autocast) -> None:
+    """Rank 0, end of run: generated captions for a few val videos + an attention heatmap."""
+    if not cfg.data.val_shards or cfg.eval.caption_samples <= 0 or tracker is None:
+        return
+    try:
+        from fovea.platform.evaluation import log_training_artifacts
+
+        log_training_artifacts(model, cfg, tracker, device=device, autocast=autocast)
+    except Exception as e:  # noqa: BLE001 - artifacts must never fail a finished run
+        log.warning("final artifacts failed: %s: %s", type(e).__name__, e)

@@ -1,0 +1,102 @@
+"""Foundation: the import mapping, typed configs, and the offline model store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fovea.platform.config import ConfigError, load_config
+
+
+def test_stdlib_platform_is_not_shadowed(repo_root):
+    # From the repo root, a bare `import platform` must still be the standard library.
+    code = (
+        "import platform, fovea.platform, fovea.model, fovea.pipelines, fovea.search_spaces;"
+        "print(platform.system())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Linux"
+    assert not (repo_root / "platform" / "__init__.py").exists()
+
+
+def test_stdlib_platform_inside_pytest():
+    import platform
+
+    assert platform.system() == "Linux"
+    assert hasattr(platform, "python_version")
+
+
+def test_typo_in_override_names_the_key():
+    with pytest.raises(ConfigError) as err:
+        load_config("stage1_135m", ["trainng.lr=1"])
+    assert "trainng" in str(err.value)
+    assert "stage1_135m.yaml" in str(err.value)
+
+
+def test_typo_in_file_names_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lr_conector: 1.0e-3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    msg = str(err.value)
+    assert "training.lr_conector" in msg and str(bad) in msg
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError) as err:
+        load_config("stage1_135m", ["data.batch_size=eight"])
+    assert "data.batch_size" in str(err.value)
+
+
+def test_stage_configs_carry_the_spec_values():
+    s1 = load_config("stage1_135m")
+    assert (s1.training.lr_connector, s1.training.lr_dino, s1.training.lr_llm) == (1e-3, 1e-5, 1e-5)
+    assert s1.training.schedule == "converging" and s1.training.lr_target == 3e-5
+    assert s1.data.batch_size * s1.training.grad_accum == 32
+    assert s1.data.text_ratio == 0.14 and s1.training.stage == 1
+    s2 = load_config("stage2_135m")
+    assert s2.training.stage == 2 and s2.data.replicate_image_frames == 8
+    assert s2.training.schedule == "cosine" and s2.training.lr_connector == 3e-5
+    s3 = load_config("stage3_135m")
+    assert s3.training.stage == 3 and s3.training.total_samples == 500_000
+
+
+def test_overrides_apply_and_resolved_config_round_trips(tmp_path):
+    cfg = load_config("demo", ["training.lr_connector=3e-4", "data.train_shards=['a/*.tar','b/*.tar']"])
+    assert cfg.training.lr_connector == 3e-4
+    assert cfg.data.train_shards == ["a/*.tar", "b/*.tar"]
+    assert cfg.training.lr_dino == 1e-5  # inherited from stage1_135m through `base:`
+    from fovea.platform.config import save_resolved
+
+    p = save_resolved(cfg, tmp_path / "resolved.yaml")
+    assert load_config(p) == cfg
+    assert cfg.flat()["training.lr_connector"] == 3e-4
+
+
+def test_model_refs_resolve_to_the_local_store(model_store):
+    from fovea.platform.model_store import is_random, resolve_model_ref
+
+    assert resolve_model_ref("HuggingFaceTB/SmolLM2-135M-Instruct") == model_store["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert is_random("facebook/dinov2-small")
+    assert not is_random("HuggingFaceTB/SmolLM2-135M-Instruct")
+    # Unknown hub ids pass through unchanged (a connected machine downloads them).
+    assert resolve_model_ref("HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
+def test_converted_smollm2_knows_the_capital_of_france(model_store, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = model_store["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    msgs = [
+        {"role": "system", "content": "You are a helpful AI assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**enc, max_new_tokens=16, do_sample=False)
+    answer = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer, answer

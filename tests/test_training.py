@@ -1,0 +1,134 @@
+"""Ray Train on CPU with tiny models: learning, exact resume, fault tolerance, MLflow,
+stage chaining.  One local Ray cluster (2 CPUs) serves the whole module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fovea.platform.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from fovea.platform.cluster import connect
+
+    connect(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, tokenizer, model_store):
+    from colour_shards import write_colour_shards
+
+    return write_colour_shards(tmp_path_factory.mktemp("shards"), tokenizer)
+
+
+def tiny_cfg(runs: Path, shards: dict, name: str, *extra: str):
+    return load_config("tiny", [
+        f"name={name}", f"runs_dir={runs}",
+        f"data.train_shards=['{shards['train']}']", f"data.val_shards=['{shards['val']}']",
+        f"data.text_shards=['{shards['text']}']", "data.shuffle_buffer=0",
+        *extra,
+    ])
+
+
+def read_metrics(runs: Path, name: str) -> list[dict]:
+    lines = (runs / "ray" / name / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from fovea.platform.trainer import fit
+
+    cfg = tiny_cfg(tmp_path, shards, "learn", "training.max_steps=30", "training.checkpoint_every=15",
+                   "training.log_every=5", "eval.every_steps=15", "eval.caption_samples=1",
+                   "eval.max_new_tokens=4")
+    s = fit(cfg)
+    rows = [r for r in read_metrics(tmp_path, "learn")]
+    assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], [r["loss"] for r in rows]
+    assert s.best_checkpoint is not None and (s.best_checkpoint / "model").is_dir()
+
+    client = MlflowClient(cfg.tracking_uri())
+    run = client.get_run(s.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.lr_connector"] == "0.001"
+    assert run.data.params["model.llm"] == "fovea/tiny-llama"
+    assert run.data.tags["stage"] == "1" and run.data.tags["git_commit"]
+    for key in ("loss", "loss_fine", "loss_coarse", "loss_ratio", "grad_norm", "lr_connector", "lr_dino",
+                "lr_llm", "samples_per_s", "frames_per_s", "val_loss", "attn_entropy", "q_static_std",
+                "fine_coarse_diff"):
+        assert key in run.data.metrics, key
+    fine = client.get_metric_history(s.mlflow_run_id, "loss_fine")
+    assert len(fine) == len(rows)
+    arts = {a.path for a in client.list_artifacts(s.mlflow_run_id)}
+    assert "resolved_config.yaml" in arts
+    assert run.data.tags["best_checkpoint"] == str(s.best_checkpoint)
+
+
+def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
+    from fovea.platform.trainer import fit
+
+    common = ("training.max_steps=8", "training.checkpoint_every=4", "eval.every_steps=0",
+              "cluster.max_failures=0", "tracking.enabled=false")
+    fit(tiny_cfg(tmp_path, shards, "straight", *common))
+    straight = {r["step"]: r["loss"] for r in read_metrics(tmp_path, "straight")}
+
+    # Interrupt the second run right after its step-4 checkpoint: rank 1 dies at step 5
+    # and no restart is allowed, so the run fails ...
+    monkeypatch.setenv("FOVEA_FAULT_INJECT", f"step=5,rank=1,marker={tmp_path / 'fired'}")
+    with pytest.raises(Exception):
+        fit(tiny_cfg(tmp_path, shards, "stopped", *common))
+    monkeypatch.delenv("FOVEA_FAULT_INJECT")
+    before = read_metrics(tmp_path, "stopped")
+    assert max(r["step"] for r in before) == 4
+    # ... and rerunning the same name resumes from step 4 with the same next losses.
+    fit(tiny_cfg(tmp_path, shards, "stopped", *common))
+    after = read_metrics(tmp_path, "stopped")[len(before):]
+    assert [r["step"] for r in after] == [5, 6, 7, 8]
+    for r in after:
+        assert r["loss"] == pytest.approx(straight[r["step"]], rel=1e-6, abs=1e-7), r["step"]
+
+
+def test_killed_worker_restarts_from_checkpoint_and_finishes(ray_local, shards, tmp_path, monkeypatch):
+    from fovea.platform.trainer import fit
+
+    marker = tmp_path / "fired"
+    monkeypatch.setenv("FOVEA_FAULT_INJECT", f"step=6,rank=0,marker={marker}")
+    s = fit(tiny_cfg(tmp_path, shards, "faulty", "training.max_steps=10", "training.checkpoint_every=4",
+                     "eval.every_steps=0", "cluster.max_failures=2", "tracking.enabled=false"))
+    assert marker.exists(), "the fault was never injected"
+    steps = [r["step"] for r in read_metrics(tmp_path, "faulty")]
+    # Steps 5 (and maybe 6) ran twice: once before the kill, once after restarting from step 4.
+    assert steps[-1] == 10 and steps.count(5) == 2
+    assert s.latest_checkpoint is not None
+
+
+def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
+    from safetensors.torch import load_file
+
+    from fovea.platform.trainer import fit
+
+    s1 = fit(tiny_cfg(tmp_path, shards, "s1", "training.max_steps=4", "training.checkpoint_every=2",
+                      "eval.every_steps=2", "tracking.enabled=false"))
+    # Stage 2 with every LR at 0 must keep stage 1's best weights exactly.
+    s2 = fit(tiny_cfg(tmp_path, shards, "s2", "training.stage=2", "training.max_steps=1",
+                      f"training.init_from={tmp_path / 'ray' / 's1'}", "training.lr_connector=0",
+                      "training.lr_dino=0", "training.lr_llm=0", "eval.every_steps=0",
+                      "tracking.enabled=false"))
+    w1 = load_file(str(next((s1.best_checkpoint / "model").glob("*.safetensors"))))
+    w2 = load_file(str(next((s2.latest_checkpoint / "model").glob("*.safetensors"))))
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k
