@@ -79,7 +79,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint dirs of a Ray run dir that hold a complete checkpoint, oldest first."""
     run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob("checkpoint_*") if (p / META).exists() and (p / MODEL_DIR).exists()]
+    found = [p for p in run_dir.glob("checkpoint_*")
+             if (p / META).exists() and (p / TRAIN_STATE).exists() and (p / MODEL_DIR / "model.safetensors").exists()]
     return sorted(found, key=lambda p: (read_meta(p).get("step", -1), p.name))
 
 

@@ -21,7 +21,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         return ray
     env = {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1"),
            "TOKENIZERS_PARALLELISM": "false"}
-    for k in ("FOVEA_MODEL_STORE", "FOVEA_FAULT_INJECT", "HF_HOME", "HF_HUB_OFFLINE"):
+    for k in ("FOVEA_MODEL_STORE", "HF_HOME", "HF_HUB_OFFLINE"):
         if k in os.environ:
             env[k] = os.environ[k]
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)

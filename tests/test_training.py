@@ -57,7 +57,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     s = fit(cfg)
     rows = [r for r in read_metrics(tmp_path, "learn")]
     assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
-    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], [r["loss"] for r in rows]
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"], [r["loss"] for r in rows]
     assert s.best_checkpoint is not None and (s.best_checkpoint / "model").is_dir()
 
     client = MlflowClient(cfg.tracking_uri())
@@ -67,8 +67,8 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert run.data.params["model.llm"] == "fovea/tiny-llama"
     assert run.data.tags["stage"] == "1" and run.data.tags["git_commit"]
     for key in ("loss", "loss_fine", "loss_coarse", "loss_ratio", "grad_norm", "lr_connector", "lr_dino",
-                "lr_llm", "samples_per_s", "frames_per_s", "val_loss", "attn_entropy", "q_static_std",
-                "fine_coarse_diff"):
+                "lr_llm", "samples_per_s", "frames_per_s", "val_loss", "attn_entropy_fine", "attn_entropy_coarse",
+                "attn_entropy_max", "q_static_std", "fine_coarse_token_diff"):
         assert key in run.data.metrics, key
     fine = client.get_metric_history(s.mlflow_run_id, "loss_fine")
     assert len(fine) == len(rows)

@@ -1,0 +1,214 @@
+"""FoveatedEncoder: a DINOv2 backbone read by one query token per frame (spec 1.2).
+
+Two phases, run separately so one patch pass serves any number of queries:
+
+1. ``encode_patches(frames)``: the unmodified Hugging Face ``Dinov2Model`` runs once
+   over the real frames (the caller drops padded frames). Forward hooks on every
+   layer's ``attention.k_proj`` / ``attention.v_proj`` capture that layer's keys and
+   values (``W_k LN1(h) + b_k``, full width) while the layer itself runs normally,
+   so the cache costs no extra FLOPs. The query is never part of this pass, so the
+   patches can never attend to it ("asymmetric mask" by construction).
+
+2. ``query_pass(cache, queries)``: a query token with its own residual stream walks
+   through every DINOv2 block, reusing that block's weights, but its attention
+   keys/values are only the cached CLS+patch K/V of that layer (it does not attend
+   to itself). Fused SDPA on the training path; ``return_attn=True`` computes the
+   softmax explicitly and also returns each layer's weights [n, H, 1, Np].
+
+   deep (default):  h = W_in q                                        [n, 1, D]
+                    for each block l:
+                        a = MHA(W_q LN1(h), K_l, V_l)                  [n, 1, D]
+                        h = h + ls1 * W_o a
+                        h = h + ls2 * MLP(LN2(h))
+                    z = output_proj(LN_final(h))                      [n, D]
+   shallow (A1/A7): a = MHA(Q = W_in q (no LN, no W_q), K/V = last block's k/v
+                    projections of LN1(final features)); z = output_proj(LN_final(a))
+
+FLOPs for DINOv2-small at 224 px (Np = 257, D = 384, 12 layers), per frame (1 MAC = 2 FLOP):
+    patch pass   12 * Np * (24 D^2 + 4 Np D)        ~ 12.1 GFLOP (6.07 GMAC: the repo's
+                 "6.07 GFLOP" counts MACs)
+    query pass   12 * (20 D^2 + 4 Np D)  (1 token)  ~ 40 MFLOP: q/o projections and the
+                 MLP for one token plus attention over Np cached keys; ~300x cheaper.
+
+Attribute names follow transformers 5.24 ``modeling_dinov2.py``: ``dino.embeddings``,
+``dino.encoder.layer[i].{norm1, attention.{q,k,v,o}_proj, layer_scale1, drop_path,
+norm2, mlp, layer_scale2}``, ``dino.layernorm`` (``attn_linears`` also accepts the older
+``attention.attention.{query,key,value}`` / ``attention.output.dense`` naming).
+
+Decisions: ``query_input_proj`` has no bias (BUG-002; ``query_bias=True`` brings it
+back for ablation A3); ``query_dim`` is free (A2 uses 192). The patch pass does not
+chunk frames: K/V are activations autograd keeps anyway, so chunking would not lower
+the training peak; call it in chunks under ``torch.no_grad`` if needed for inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attn_linears(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    """(W_q, W_k, W_v, W_o) of a Dinov2Layer, for either transformers 5 naming:
+    ``attention.{q,k,v,o}_proj`` (5.2x) or ``attention.attention.{query,key,value}`` +
+    ``attention.output.dense`` (earlier releases)."""
+    at = layer.attention
+    if hasattr(at, "q_proj"):
+        return at.q_proj, at.k_proj, at.v_proj, at.o_proj
+    return at.attention.query, at.attention.key, at.attention.value, at.output.dense
+
+
+@dataclass
+class PatchCache:
+    """Per-layer keys/values of the patch pass, for ``n`` real frames.
+
+    keys[l], values[l]: [n, H, Np, hd] (views of the k/v projections, biases included)
+    features:           [n, Np, D]  final LayerNorm output (== Dinov2Model.last_hidden_state)
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    features: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.features.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "PatchCache":
+        """Rows ``idx`` [m] of every tensor -> a cache of m frames (used frame by frame)."""
+        return PatchCache(
+            keys=[k[idx] for k in self.keys],
+            values=[v[idx] for v in self.values],
+            features=self.features[idx],
+        )
+
+
+class FoveatedEncoder(nn.Module):
+    """DINOv2 + query-token read-out. ``dino`` is any HF ``Dinov2Model`` (small/base, real or random).
+
+    Args:
+        dino: a ``transformers.Dinov2Model``.
+        query_dim: width Dq of the query vectors fed to ``query_pass`` (None -> D).
+        deep_query: True = query walks all blocks; False = one shallow cross-attention.
+        query_bias: bias on ``query_input_proj`` (False, BUG-002).
+    """
+
+    def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
+                 query_bias: bool = False):
+        super().__init__()
+        self.dino = dino
+        cfg = dino.config
+        self.dim = cfg.hidden_size  # D
+        self.num_heads = cfg.num_attention_heads  # H
+        self.head_dim = self.dim // self.num_heads  # hd
+        self.num_layers = cfg.num_hidden_layers  # L
+        self.query_dim = query_dim or self.dim  # Dq
+        self.output_dim = self.dim
+        self.deep_query = deep_query
+        self.query_input_proj = nn.Linear(self.query_dim, self.dim, bias=query_bias)  # Dq -> D
+        self.output_proj = nn.Linear(self.dim, self.output_dim)  # D -> D
+
+    # -- helpers ----------------------------------------------------------------------
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.dino.encoder.layer
+
+    @property
+    def num_patches(self) -> int:
+        """Np = 1 (CLS) + (image / patch)^2, e.g. 257 at 224 px / patch 14."""
+        return self.dino.embeddings.patch_embeddings.num_patches + 1
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, N, D] -> [n, H, N, hd]."""
+        n, N, _ = x.shape
+        return x.view(n, N, self.num_heads, self.head_dim).transpose(1, 2)
+
+    # -- phase 1: patch pass -------------------------------------------------------------
+    def encode_patches(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> PatchCache:
+        """Run DINOv2 over real frames only and cache every layer's K/V.
+
+        frames: [n, 3, H, W] real frames, or [B, T, 3, H, W] with frame_mask [B, T] (padded
+        frames are dropped before DINOv2; flat order = frames[frame_mask], b-major).
+        returns PatchCache with keys/values [n, H, Np, hd] per layer, features [n, Np, D].
+        """
+        if frame_mask is not None:
+            frames = frames[frame_mask.bool()]
+        if frames.dim() != 4:
+            raise ValueError(f"encode_patches expects [n,3,H,W], got {tuple(frames.shape)}")
+        frames = frames.contiguous(memory_format=torch.channels_last)
+        kv: list[torch.Tensor] = []  # k_1, v_1, k_2, v_2, ... each [n, Np, D]
+        # Hooks live only for this forward: a checkpoint recompute in backward records nothing.
+        hooks = [lin.register_forward_hook(lambda mod, inp, out: kv.append(out))
+                 for layer in self.layers for lin in attn_linears(layer)[1:3]]
+        try:
+            h = self.dino.embeddings(frames)  # [n, Np, D]: CLS + patches + pos-emb
+            for layer in self.layers:  # the unmodified HF blocks
+                h = layer(h)
+                if isinstance(h, tuple):  # older transformers returned tuples (BUG-009)
+                    h = h[0]
+        finally:
+            for hk in hooks:
+                hk.remove()
+        if len(kv) != 2 * self.num_layers:
+            raise RuntimeError(f"captured {len(kv)} k/v tensors, expected {2 * self.num_layers}")
+        feats = self.dino.layernorm(h)  # [n, Np, D]
+        return PatchCache(keys=[self._heads(k) for k in kv[0::2]],
+                          values=[self._heads(v) for v in kv[1::2]], features=feats)
+
+    # -- phase 2: query pass -------------------------------------------------------------
+    def query_pass(self, cache: PatchCache, queries: torch.Tensor, return_attn: bool = False):
+        """One foveated token per frame.
+
+        cache:   PatchCache of n frames.
+        queries: [n, Dq] (one query per frame) or [1, Dq] (broadcast).
+        returns  z [n, D]; with return_attn also a list of L (deep) or 1 (shallow)
+                 attention-weight tensors [n, H, 1, Np].
+        """
+        n = cache.num_frames
+        if queries.dim() != 2 or queries.shape[-1] != self.query_dim:
+            raise ValueError(f"queries must be [n,{self.query_dim}], got {tuple(queries.shape)}")
+        h = self.query_input_proj(queries).unsqueeze(1).expand(n, 1, self.dim)  # [n, 1, D]
+        if self.deep_query:
+            h, attn = self._deep(cache, h, return_attn)
+        else:
+            h, attn = self._shallow(cache, h, return_attn)
+        z = self.output_proj(self.dino.layernorm(h))[:, 0]  # [n, D]
+        return (z, attn) if return_attn else z
+
+    def _attend(self, q, k, v, return_attn: bool):
+        """q [n,H,1,hd], k/v [n,H,Np,hd] -> out [n,1,D] (+ weights [n,H,1,Np])."""
+        if return_attn:  # explicit softmax (diagnostics, heatmaps)
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5  # [n, H, 1, Np]
+            w = scores.float().softmax(-1)
+            out = (w.to(v.dtype) @ v)
+        else:  # fused kernel: ~4*Np*D FLOPs per layer for the 1-token query
+            w = None
+            out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(hd), as DINOv2
+        n = q.shape[0]
+        return out.transpose(1, 2).reshape(n, 1, self.dim), w
+
+    def _deep(self, cache: PatchCache, h: torch.Tensor, return_attn: bool):
+        attn = []
+        for layer, k, v in zip(self.layers, cache.keys, cache.values):
+            q_proj, _, _, o_proj = attn_linears(layer)
+            q = self._heads(q_proj(layer.norm1(h)))  # [n, H, 1, hd]
+            a, w = self._attend(q, k.to(q.dtype), v.to(q.dtype), return_attn)  # [n, 1, D]
+            h = h + layer.drop_path(layer.layer_scale1(o_proj(a)))
+            h = h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))
+            if return_attn:
+                attn.append(w)
+        return h, attn
+
+    def _shallow(self, cache: PatchCache, h: torch.Tensor, return_attn: bool):
+        last = self.layers[-1]
+        _, k_proj, v_proj, _ = attn_linears(last)
+        x = last.norm1(cache.features)  # LN1 of the final (post-LayerNorm) features
+        k, v = self._heads(k_proj(x)), self._heads(v_proj(x))  # [n, H, Np, hd]
+        a, w = self._attend(self._heads(h), k.to(h.dtype), v.to(h.dtype), return_attn)  # no W_q/W_o/FFN
+        return a, ([w] if return_attn else [])
+
+    def forward(self, frames: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Convenience: frames [n,3,H,W], queries [n,Dq] -> z [n,D]."""
+        return self.query_pass(self.encode_patches(frames), queries)

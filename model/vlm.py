@@ -1,0 +1,379 @@
+"""FoveatedVLM: DINOv2 foveated tokens + a Llama-family causal LM (spec 1.3-1.5).
+
+One token per frame. Frame t's query comes from the LLM state at frame t-1
+("shifted"): frame 1 uses the learned ``q_init``; the coarse pass uses the learned
+``q_static`` for every frame. Visual tokens come first, then the chat text.
+
+Shapes: B videos, T frame slots (frame_mask [B,T]), n real frames in the batch,
+n_b real frames of sample b, Tv = max_b n_b, S text tokens, D DINO width, Dq query
+width, d LLM width, V vocab.
+
+Forward modes (one per batch, never per sample: BUG-003):
+
+    coarse_fine   patch pass (n frames, once) -> q_static query pass -> z_c [n,D]
+                  -> coarse LLM pass over the visual tokens only [B,Tv,d] (causality
+                  makes the text irrelevant for these states) -> llm_to_query, shift
+                  -> fine query pass on the same K/V -> z_f -> LLM over [vis_f; text]
+    coarse_only   z_c -> LLM over [vis_c; text]                       (A6, A7, fast eval)
+    autoregressive  frame by frame with the LLM's KV cache, then the whole text in one
+                  call (generation.py); no coarse pass unless the coarse loss is wanted.
+
+Sequence layout: PACKED, the one decision that makes padding invisible.
+Sample b's row is [its n_b real visual tokens][its S text slots][Tv-n_b tail slots]:
+real frames are compacted to the front (by rank among the sample's real frames),
+the text follows them directly, and every slot a real token could see is real (text
+padding is on the right, tail slots are zeros at the end). With the LLM's causal mask
+and default position ids 0..Tv+S-1 each real token sees exactly what it would see if
+its sample ran alone, so padded frames and other samples' lengths never change a real
+sample's logits or loss; no attention mask or position ids are passed (the fast
+``is_causal`` SDPA path stays on). Deviation from the reference, which put padded
+frames (constant 0.14*b_dino_to_llm tokens) between video and text and let text attend
+to them (spec 1.5, open question 6). Text-only samples (num_frames 0) have n_b = 0:
+no visual token at all (no "null" token), their text starts at position 0, so they
+equal a plain LLM run on the text; a batch with no real frame skips DINOv2 entirely.
+Autoregressive mode uses the same layout (see generation.py), so its padded frames
+are invisible too (the reference ran them through the encoder over zero K/V).
+
+Losses (losses.py): CE on text positions only, token-weighted mean, ignore index -100,
+targets from ``loss_mask`` (the stage rule). The lm_head is applied to the S text
+positions only ([B,S,V], never [B,Tv+S,V]); ``return_logits=False`` applies it to the
+target positions only (training fast path, logits=None). All three modes score the
+same tokens (the reference's coarse_only also scored the first text token from the
+last visual position; here no mode does, so their losses are comparable).
+
+Forward FLOPs per sample, 135M + DINOv2-small, T = 8 frames, S = 128 text tokens
+(LLM body 2 * 106M FLOP per token, tied lm_head 2 * 28.3M per scored token):
+    patch pass    8 * 12.1 GFLOP                = 97 GFLOP   (~70 %: DINO dominates)
+    query passes  2 * 8 * 40 MFLOP              = 0.6 GFLOP
+    coarse LLM    8 visual tokens * 212 MFLOP    = 1.7 GFLOP  (visual tokens only)
+    fine LLM      136 tokens * 212 MFLOP         = 29 GFLOP   + lm_head 128 * 57 MFLOP = 7 GFLOP
+    coarse CE     another 29 + 7 GFLOP, no grad (only when computed and lambda = 0)
+Training ~ 3x forward for the parts with gradient.
+
+``loss_coarse`` is always reported: with ``lambda_coarse > 0`` it is trained
+(loss = fine + lambda * coarse); with 0 it is computed under no_grad, in training every
+``coarse_loss_every``-th forward call (0 = never), always in eval mode; when not
+computed it is NaN. ``compute_coarse=True/False`` overrides the cadence (forced off
+with lambda > 0, e.g. in evaluation, the loss is the fine loss alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fovea.platform.config import ModelConfig
+
+from .encoder import FoveatedEncoder, PatchCache
+from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
+
+MODES = ("coarse_fine", "coarse_only", "autoregressive")
+BATCH_EXTRAS = {"num_frames", "is_text_only", "keys", "sources", "users", "assistants"}  # ignored
+
+
+@dataclass
+class FrameIndex:
+    """Where the n real frames of a batch live. Flat order = frames[frame_mask] (b-major, t)."""
+
+    b: torch.Tensor  # [n] sample of each real frame
+    t: torch.Tensor  # [n] original slot in frame_mask
+    rank: torch.Tensor  # [n] position among its sample's real frames (0..n_b-1)
+    n_vis: torch.Tensor  # [B] real frames per sample
+    first: torch.Tensor  # [B] flat index of each sample's first real frame
+    Tv: int  # max_b n_b (visual slots in the packed sequence)
+
+    @property
+    def n(self) -> int:
+        return self.b.numel()
+
+    @classmethod
+    def from_mask(cls, frame_mask: torch.Tensor) -> "FrameIndex":
+        fm = frame_mask.bool()
+        b, t = fm.nonzero(as_tuple=True)
+        rank = (fm.long().cumsum(1) - 1)[b, t]
+        n_vis = fm.sum(1)
+        first = n_vis.cumsum(0) - n_vis
+        Tv = int(n_vis.max()) if n_vis.numel() else 0
+        return cls(b=b, t=t, rank=rank, n_vis=n_vis, first=first, Tv=Tv)
+
+
+def check_mode(mode) -> str:
+    """One mode for the whole batch: a per-sample list or an unknown name is refused."""
+    if not isinstance(mode, str):
+        raise ValueError(f"mode must be one string for the whole batch (BUG-003), got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    return mode
+
+
+class FoveatedVLM(nn.Module):
+    """Foveated video-language model.
+
+    Args:
+        llm: a Hugging Face causal LM of the Llama family (``LlamaForCausalLM``: SmolLM2).
+        dino: a Hugging Face ``Dinov2Model``.
+        cfg: ``ModelConfig`` (query width, deep/shallow, init std, visual scale, lambda...).
+
+    Parameters named for the optimizer groups: ``q_static`` [1,Dq], ``q_init`` [1,Dq]
+    (N(0, query_init_std^2), std 1.0: BUG-001), ``dino_to_llm`` D->d, ``llm_to_query``
+    d->Dq, ``encoder.{dino, query_input_proj, output_proj}``, ``llm``.
+    """
+
+    def __init__(self, llm: nn.Module, dino: nn.Module, cfg: ModelConfig | None = None):
+        super().__init__()
+        self.cfg = (cfg or ModelConfig()).model_copy()
+        c = self.cfg
+        self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias)
+        self.llm = llm
+        D, Dq, d = self.encoder.output_dim, self.encoder.query_dim, llm.config.hidden_size
+        self.q_static = nn.Parameter(torch.randn(1, Dq) * c.query_init_std)
+        self.q_init = nn.Parameter(torch.randn(1, Dq) * c.query_init_std)
+        self.dino_to_llm = nn.Linear(D, d)
+        self.llm_to_query = nn.Linear(d, Dq)
+        self.visual_scale = float(c.visual_scale)  # ~ std of the LLM's input embeddings
+        self._train_calls = 0  # forward calls in training mode (coarse-loss cadence)
+        dec = self.llm.get_decoder()
+        self._cache_kw = "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"
+
+    # -- small helpers ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.q_static.device
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def decoder(self, embeds: torch.Tensor, **kw) -> torch.Tensor:
+        """Base LLM (after its final norm): embeds [B,L,d] -> hidden [B,L,d] in the LLM dtype."""
+        if "cache" in kw:
+            kw[self._cache_kw] = kw.pop("cache")
+        kw.setdefault("use_cache", False)
+        out = self.llm.get_decoder()(inputs_embeds=embeds.to(self.llm_dtype), **kw)
+        return out.last_hidden_state
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B,S] -> [B,S,d]."""
+        return self.llm.get_input_embeddings()(ids)
+
+    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        """h [...,d] -> logits [...,V]. (Llama family: no logit scaling/soft-capping.)"""
+        return self.llm.get_output_embeddings()(h)
+
+    def visual_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """z [n,D] -> visual_scale * dino_to_llm(z) [n,d]."""
+        return self.visual_scale * self.dino_to_llm(z)
+
+    def queries_from_llm(self, h: torch.Tensor) -> torch.Tensor:
+        """LLM state h [m,d] -> next-frame query [m,Dq]."""
+        return self.llm_to_query(h.to(self.llm_to_query.weight.dtype))
+
+    def scatter_visual(self, e: torch.Tensor, fi: FrameIndex, B: int) -> torch.Tensor:
+        """e [n,d] -> packed [B,Tv,d] (sample b's frames at ranks 0..n_b-1, zeros after)."""
+        out = e.new_zeros(B, fi.Tv, e.shape[-1])
+        return out.index_put((fi.b, fi.rank), e) if fi.n else out
+
+    @staticmethod
+    def pack(vis: torch.Tensor, n_vis: torch.Tensor, text: torch.Tensor):
+        """Packed LLM input: row b = [vis[b,:n_b]; text[b]; zeros(Tv-n_b)].
+
+        vis [B,Tv,d], n_vis [B], text [B,S,d] -> seq [B,Tv+S,d], text_pos [B,S].
+        """
+        B, Tv, d = vis.shape
+        S = text.shape[1]
+        p = torch.arange(Tv + S, device=text.device).unsqueeze(0)  # [1, L]
+        n = n_vis.unsqueeze(1)  # [B, 1]
+        j = p - n  # index into the text, valid in [0, S)
+        idx = torch.where(p < n, p, torch.where(j < S, Tv + j, Tv + S))  # into src [B, L]
+        src = torch.cat([vis.to(text.dtype), text, text.new_zeros(B, 1, d)], dim=1)
+        seq = src.gather(1, idx.unsqueeze(-1).expand(B, Tv + S, d))
+        text_pos = n + torch.arange(S, device=text.device).unsqueeze(0)
+        return seq, text_pos
+
+    @staticmethod
+    def gather_text(h: torch.Tensor, text_pos: torch.Tensor) -> torch.Tensor:
+        """h [B,L,d], text_pos [B,S] -> [B,S,d]."""
+        return h.gather(1, text_pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+
+    def text_head(self, h_text: torch.Tensor, targets: torch.Tensor, return_logits: bool = True):
+        """h_text [B,S,d], targets [B,S] -> (loss, logits [B,S,V] or None)."""
+        if return_logits:
+            logits = self.lm_head(h_text)
+            return text_ce(logits, targets), logits
+        sel = targets != IGNORE_INDEX  # lm_head only where there is a target
+        return text_ce(self.lm_head(h_text[sel]), targets[sel]), None
+
+    def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True):
+        """One LLM pass over [visual; text] -> (loss, logits [B,S,V] or None)."""
+        seq, text_pos = self.pack(vis, fi.n_vis, text_emb)
+        h = self.decoder(seq)  # [B, Tv+S, d]
+        return self.text_head(self.gather_text(h, text_pos), targets, return_logits)
+
+    def shifted_queries(self, h_c: torch.Tensor, fi: FrameIndex) -> torch.Tensor:
+        """Coarse states h_c [B,Tv,d] -> fine queries [n,Dq]: q_init for rank 0, else
+        llm_to_query of the state at the sample's previous frame."""
+        prev = h_c[fi.b, (fi.rank - 1).clamp(min=0)]  # [n, d]
+        q = self.queries_from_llm(prev)
+        return torch.where((fi.rank == 0).unsqueeze(1), self.q_init.to(q.dtype), q)
+
+    def coarse_tokens(self, cache: PatchCache | None, fi: FrameIndex) -> torch.Tensor | None:
+        """q_static read-out of every real frame: z_c [n,D] (None without frames)."""
+        if cache is None:
+            return None
+        return self.encoder.query_pass(cache, self.q_static)
+
+    def _want_coarse(self, compute_coarse: bool | None) -> bool:
+        step = self._train_calls
+        if self.training:
+            self._train_calls += 1
+        if compute_coarse is not None:
+            return bool(compute_coarse)
+        if self.cfg.lambda_coarse > 0 or not self.training:
+            return True
+        every = self.cfg.coarse_loss_every
+        return every > 0 and step % every == 0
+
+    # -- forward ----------------------------------------------------------------------
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, loss_mask: torch.Tensor | None = None,
+                mode: str = "coarse_fine", compute_coarse: bool | None = None,
+                return_diagnostics: bool = False, return_logits: bool = True,
+                use_kv_cache: bool = True, **batch_extras) -> dict:
+        """Loss and logits for one batch, all samples in one ``mode``.
+
+        frames [B,T,3,224,224] float, frame_mask [B,T] bool, input_ids [B,S] long
+        (right-padded), attention_mask [B,S] bool, loss_mask [B,S] float.
+        Returns dict: ``loss`` (what to backprop), ``loss_fine``, ``loss_coarse`` (NaN when
+        not computed), ``logits`` [B,S,V] over text positions (position i predicts token
+        i+1; None with return_logits=False), ``num_targets`` (tokens in the mean), and
+        ``diagnostics`` (dict of floats) on request. ``use_kv_cache`` only affects the
+        autoregressive mode (False recomputes the prefix at every frame; for tests).
+        The other collate keys (num_frames, is_text_only, keys, ...) are accepted and
+        ignored, so ``model(**batch, mode=...)`` works.
+        """
+        mode = check_mode(mode)
+        unknown = set(batch_extras) - BATCH_EXTRAS
+        if unknown:  # model(**batch) is fine; a misspelt option is not
+            raise TypeError(f"unexpected forward arguments {sorted(unknown)}")
+        am = attention_mask.bool().long() if attention_mask is not None else None
+        if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
+            raise ValueError("text must be right-padded (attention_mask True then False per row)")
+        B = input_ids.shape[0]
+        lam = float(self.cfg.lambda_coarse)
+        want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
+        fi = FrameIndex.from_mask(frame_mask)
+        targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
+        text_emb = self.embed_tokens(input_ids)  # [B, S, d]
+        cache = self.encoder.encode_patches(frames[frame_mask.bool()]) if fi.n else None  # 12x2x[n,H,Np,hd]
+        nan = torch.full((), float("nan"), device=input_ids.device)
+
+        z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
+                                                or return_diagnostics) else None  # [n, D]
+        vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B) if z_c is not None else None
+        q_f = z_f = None
+        loss_fine, loss_coarse, logits = nan, nan, None
+
+        if mode == "coarse_fine":
+            if cache is not None:
+                h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
+                q_f = self.shifted_queries(h_c, fi)  # [n, Dq]
+                z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
+                vis_f = self.scatter_visual(self.visual_tokens(z_f), fi, B)
+            else:
+                vis_f = text_emb.new_zeros(B, 0, text_emb.shape[-1])
+            loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits)
+        elif mode == "autoregressive":
+            from .generation import autoregressive_hidden
+
+            h_text, z_f, q_f = autoregressive_hidden(self, cache, fi, text_emb, use_kv_cache)
+            loss_fine, logits = self.text_head(h_text, targets, return_logits)
+
+        if mode == "coarse_only":
+            if vis_c is None:
+                vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
+            loss_coarse, logits = self.text_pass(vis_c, fi, text_emb, targets, return_logits)
+            loss = loss_coarse
+        else:
+            if want_coarse:
+                if vis_c is None:
+                    vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
+                ctx = contextlib.nullcontext() if lam > 0 else torch.no_grad()
+                with ctx:
+                    loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, return_logits=False)
+            # compute_coarse=False with lambda > 0 (e.g. evaluation): loss = fine loss alone
+            loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine
+
+        out = {"loss": loss, "loss_fine": loss_fine, "loss_coarse": loss_coarse, "logits": logits,
+               "num_targets": (targets != IGNORE_INDEX).sum()}
+        if return_diagnostics:
+            from .diagnostics import forward_diagnostics
+
+            out["diagnostics"] = forward_diagnostics(self, cache, z_c, z_f, q_f, loss_fine, loss_coarse)
+        return out
+
+    # -- inference helpers --------------------------------------------------------------
+    @torch.no_grad()
+    def query_attention(self, frames: torch.Tensor, frame_mask: torch.Tensor,
+                        which: str = "fine") -> torch.Tensor:
+        """Attention of the query over CLS+patches, per layer and head, for heatmaps.
+
+        frames [B,T,3,H,W], frame_mask [B,T] -> [B,T,L,H,Np] (zeros at padded frames; L = 1
+        in shallow mode). ``which="coarse"``: q_static; ``"fine"``: the coarse_fine queries
+        (shifted from the coarse LLM pass). Drop index 0 (CLS) and reshape 16x16 to plot.
+        """
+        if which not in ("fine", "coarse"):
+            raise ValueError(f"which must be 'fine' or 'coarse', got {which!r}")
+        fi = FrameIndex.from_mask(frame_mask)
+        B, T = frame_mask.shape
+        L = self.encoder.num_layers if self.encoder.deep_query else 1
+        H, Np = self.encoder.num_heads, self.encoder.num_patches
+        out = torch.zeros(B, T, L, H, Np, device=frames.device)
+        if fi.n == 0:
+            return out
+        cache = self.encoder.encode_patches(frames[frame_mask.bool()])
+        q = self.q_static
+        if which == "fine":
+            vis_c = self.scatter_visual(self.visual_tokens(self.coarse_tokens(cache, fi)), fi, B)
+            q = self.shifted_queries(self.decoder(vis_c), fi)
+        _, w = self.encoder.query_pass(cache, q, return_attn=True)  # L x [n,H,1,Np]
+        out[fi.b, fi.t] = torch.stack(w, dim=1)[:, :, :, 0].float()  # [n, L, H, Np]
+        return out
+
+    def generate(self, frames, frame_mask, prompt_ids, max_new_tokens: int = 48,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 eos_token_id=None, use_cache: bool = True, generator=None) -> list[list[int]]:
+        """Autoregressive visual loop + text decoding; see ``generation.generate``.
+
+        frames [B,T,3,H,W], frame_mask [B,T], prompt_ids: B lists of token ids (chat
+        prompt ending with the generation prefix) -> B lists of new token ids (eos excluded).
+        """
+        from .generation import generate
+
+        return generate(self, frames, frame_mask, prompt_ids, max_new_tokens, do_sample,
+                        temperature, top_p, eos_token_id, use_cache, generator)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """HF non-reentrant checkpointing for the LLM and DINOv2 (active in train mode)."""
+        for m in (self.llm, self.encoder.dino):
+            if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # -- persistence (io.py) --------------------------------------------------------------
+    def save_pretrained(self, directory, tokenizer=None) -> None:
+        """safetensors weights + JSON config (ModelConfig, LLM and DINOv2 configs) in ``directory``."""
+        from .io import save_pretrained
+
+        save_pretrained(self, directory, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu") -> "FoveatedVLM":
+        """Rebuild from a ``save_pretrained`` folder (no store or hub access)."""
+        from .io import from_pretrained
+
+        return from_pretrained(directory, device)
