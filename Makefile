@@ -28,7 +28,7 @@ ui: venv   ## MLflow UI on 127.0.0.1:5000 over the project's store
 lint: venv
 	@$(PY) -m pytest tests/test_docker_lint.py -q
 
-docker-test: venv   ## real image build with podman (see docker/README section in README.md)
+docker-test: venv   ## real image build with podman + smoke in its rootfs (root; 5-7 min; docker/README.md)
 	@bash docker/build_test.sh
 
 clean:

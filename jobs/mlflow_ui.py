@@ -4,13 +4,16 @@
     python jobs/mlflow_ui.py [--runs-dir runs] [--host 127.0.0.1] [--port 5000]
 
 Binds to 127.0.0.1 unless told otherwise; on a remote machine, tunnel it:
-`ssh -N -L 5000:127.0.0.1:5000 user@host`.
+`ssh -N -L 5000:127.0.0.1:5000 user@host`.  Prints each experiment's runs page
+(`#/experiments/<id>/runs`; the bare experiment URL opens the traces view).
+Comparing a sweep's loss_fine against loss_coarse: see docs/SWEEPS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -23,17 +26,48 @@ def server_command(store: Path, host: str, port: int) -> list[str]:
             "--host", host, "--port", str(port), "--workers", "1"]
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def experiment_pages(store: Path, base: str) -> list[str]:
+    """'<name>: <runs page URL> (<n> runs)' for every experiment in the store (best effort)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{store.resolve()}")
+        out = []
+        for e in client.search_experiments():
+            n = len(client.search_runs([e.experiment_id], max_results=1000))
+            out.append(f"  {e.name}: {base}/#/experiments/{e.experiment_id}/runs  ({n} runs)")
+        return out
+    except Exception as e:  # noqa: BLE001 - listing is a convenience only
+        return [f"  (could not list experiments: {type(e).__name__}: {e})"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
+    ap.add_argument("--quiet", action="store_true", help="do not list the experiments")
     a = ap.parse_args()
     store = Path(a.runs_dir) / "mlflow.db"
     if not store.exists():
         sys.exit(f"no MLflow store at {store}: run `make demo` (or a training job) first")
+    if not port_free(a.host, a.port):
+        sys.exit(f"{a.host}:{a.port} is in use (another `make ui`?): pass --port")
     cmd = server_command(store, a.host, a.port)
-    print(f"MLflow UI: http://{a.host}:{a.port}  (store {store}); Ctrl-C stops it", flush=True)
+    base = f"http://{a.host}:{a.port}"
+    print(f"MLflow UI: {base}  (store {store}); Ctrl-C stops it", flush=True)
+    if not a.quiet:
+        print("\n".join(experiment_pages(store, base)), flush=True)
     os.execv(cmd[0], cmd)
 
 

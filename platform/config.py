@@ -111,6 +111,15 @@ class EvalConfig(_Section):
     )
     caption_samples: int = Field(4, ge=0)  # generated captions logged as a table
     max_new_tokens: int = Field(48, ge=1)
+    # jobs/evaluate.py (platform/evaluation.py run_evaluation)
+    batch_size: int | None = Field(None, ge=1)  # None -> data.batch_size
+    image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (spec 6.2/6.3)
+    benchmarks_dir: str | None = None  # data/benchmarks: MCQ benchmarks present there are run
+    benchmark_max_items: int | None = Field(None, ge=1)  # per benchmark, spread over its items
+    reference_model: str | None = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"  # scored when local
+    mcq_pad_quirk: bool = False  # True: old reference MCQ loss (pad-id <|im_end|> adds 0, counted)
+    heatmap_videos: int = Field(3, ge=0)  # videos in the attention-heatmap grid
+    spice: bool = False  # SPICE needs Stanford CoreNLP downloads
 
 
 class TrackingConfig(_Section):

@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 from fovea.platform import checkpoints as ck
 from fovea.platform.config import RunConfig
+from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
 
 log = logging.getLogger("fovea.train")
@@ -86,13 +87,14 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def maybe_inject_fault(step: int, rank: int) -> None:
-    """FOVEA_FAULT_INJECT="step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
+def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
+    """``spec`` = "step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
 
-    The marker file makes the fault fire only once, so the restarted worker group
-    (FailureConfig) runs through.  Used by the fault-tolerance test.
+    The driver copies FOVEA_FAULT_INJECT from its environment into the loop config (a
+    running cluster's workers do not see the driver's later environment).  The marker
+    file makes the fault fire only once, so the restarted worker group (FailureConfig)
+    runs through.  Used by the fault-tolerance and resume tests.
     """
-    spec = os.environ.get("FOVEA_FAULT_INJECT")
     if not spec:
         return
     kv = dict(p.split("=", 1) for p in spec.split(","))
@@ -212,9 +214,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # -- resume -----------------------------------------------------------------------
     step, samples_seen, epoch, consumed = 0, 0, 0, 0
     torch.manual_seed(tc.seed + 1000 * rank)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
+    run_dir = Path(cfg.storage_path()) / cfg.name
+    source = _resume_source(ray.train.get_checkpoint(), run_dir)
+    if source:
+        with source.as_directory() as d:
             load_weights(model, Path(d) / ck.MODEL_DIR)
             state = ck.read_train_state(Path(d))
         optimizer.load_state_dict(state["optimizer"])
@@ -231,7 +234,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     stream = Stream(cfg, rank, world, epoch, consumed)
 
     tracker = None
-    run_dir = Path(cfg.storage_path()) / cfg.name
     if rank == 0:
         tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=loop_config.get("mlflow_run_id"),
                           enabled=cfg.tracking.enabled)
@@ -308,7 +310,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window["n"] += 1
         window["samples"] += micro_samples
         window["frames"] += micro_frames
-        maybe_inject_fault(step, rank)
+        maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
 
         is_last = step >= total_steps
         do_eval = bool(cfg.data.val_shards) and cfg.eval.every_steps > 0 and (
@@ -320,8 +322,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics = _window_metrics(window, step, samples_seen, optimizer, device)
             if step % tc.diagnostics_every == 0 and last_batch is not None:
                 metrics.update(_diagnostics(model, last_batch, autocast, device))
+                flag_failure_signatures(metrics, cfg, tracker, rank, step)  # issue 10: warnings + MLflow tags
             if do_eval:
-                last_val = validation_loss(net, cfg, device, autocast, mode)
+                last_val = validation_loss(model, cfg, device, autocast, mode)  # unwrapped: ranks may see different batch counts
                 metrics.update(last_val)
             metrics["oom_skipped"] = float(oom_skips)
             metrics["nonfinite_skipped"] = float(nonfinite_skips)
@@ -340,7 +343,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _final_artifacts(model, cfg, tracker, device, autocast)
 
 
-_SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy")
+_SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")
 
 
 def _window_metrics(w: dict[str, float], step: int, samples_seen: int, optimizer, device) -> dict[str, float]:
@@ -371,9 +374,14 @@ def _diagnostics(model, batch, autocast, device) -> dict[str, float]:
     model.train(was)
     diag = {k: float(v) for k, v in out.get("diagnostics", {}).items() if isinstance(v, (int, float))
             or (isinstance(v, torch.Tensor) and v.numel() == 1)}
-    keys = sorted(diag)
-    vals = all_mean([diag[k] for k in keys], device) if keys else []
-    return dict(zip(keys, vals))
+    # Ranks may hold different keys (a text-only batch has no attention to measure), so
+    # gather the dicts and average each key over the ranks that have it.
+    merged: dict[str, list[float]] = {}
+    for d in gather_objects(diag):
+        for k, v in d.items():
+            if math.isfinite(v):
+                merged.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in merged.items()}
 
 
 def _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank) -> None:
@@ -402,11 +410,36 @@ def _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_se
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def _resume_source(ray_checkpoint, run_dir: Path):
+    """The newest complete checkpoint: Ray's, or a newer one already persisted on disk.
+
+    Ray registers a reported checkpoint when its controller next polls the worker; a
+    worker killed right after ``report`` can leave a persisted but unregistered
+    checkpoint.  With local storage we scan the run dir too, so no finished checkpoint is
+    lost.  Returns an object with ``as_directory()`` or None.
+    """
+    import ray.train
+
+    best, best_step = ray_checkpoint, -1
+    if ray_checkpoint is not None:
+        with ray_checkpoint.as_directory() as d:
+            best_step = ck.read_meta(Path(d)).get("step", -1)
+    on_disk = ck.latest_checkpoint(run_dir) if run_dir.exists() else None
+    if on_disk is not None and ck.read_meta(on_disk).get("step", -1) > best_step:
+        log.info("resuming from %s (newer than Ray's registered checkpoint)", on_disk)
+        best = ray.train.Checkpoint.from_directory(str(on_disk))
+    return best
+
+
 def load_weights(model, model_dir: Path) -> None:
     """Load a save_pretrained dir into an already built model (any prefix, strict)."""
-    from fovea.model import load_state_dict_flexible
+    from safetensors.torch import load_file
 
-    load_state_dict_flexible(model, model_dir)
+    from fovea.model import load_state_dict_flexible
+    from fovea.model.io import WEIGHTS_FILE
+
+    load_state_dict_flexible(model, load_file(str(Path(model_dir) / WEIGHTS_FILE)), strict=True)
+    model.llm.tie_weights()
 
 
 def _final_artifacts(model, cfg: RunConfig, tracker, device, autocast) -> None:

@@ -1,0 +1,944 @@
+#!/usr/bin/env python
+"""Does the fine pass look somewhere useful?  A built-in "where to look" experiment (issue 10).
+
+    python jobs/foveation_check.py --preset cpu-tiny                 # ~2 min on 2 CPU cores
+    python jobs/foveation_check.py --preset gpu                      # 1 H100: ~8 min in all
+    python jobs/foveation_check.py --preset gpu --bug both           # BUG-001 + BUG-002 reintroduced
+    python jobs/foveation_check.py --preset gpu --steps 400 --videos 4000 --max-minutes 9
+
+1. Generate the glyph task (``pipelines/glyph_task.py``: a small glyph moving along a
+   predictable path on a cluttered photo, with same-style distractors; the caption names
+   the target's labels), in the WebVid raw layout, with parallel workers.
+2. Preprocess it with the normal path (``run_preprocess("webvid", ...)``, what
+   ``jobs/preprocess.py webvid --stage 2`` runs): 1 FPS decode, JPEG shards, answer-only loss
+   masks (stage 2: the caption is the target, not the fixed prompt) with the run's own
+   tokenizer; the hash split's ``val`` shards are the held-out videos.  Without PyAV
+   (the offline GPU image) ``--data-path direct`` writes the same shards from the rendered
+   frames.
+3. Train two arms with identical budgets (same data, steps, batch, LRs, seed) through
+   ``fovea.platform.trainer.fit``: the baseline (``coarse_fine``) and A6 (``model.coarse_only``),
+   as MLflow children of one parent run.  ``training.lambda_coarse`` stays 0; the loop logs
+   the no-grad ``loss_coarse`` every ``model.coarse_loss_every`` steps, the diagnostics
+   (attention entropy vs log N, q_static std, |z_fine - z_coarse|) every
+   ``training.diagnostics_every`` steps, and flags the failure signatures
+   (``platform/foveation.py``) as warnings and ``warning.*`` tags.
+4. Evaluate both on the held-out videos in the driver: loss_fine vs loss_coarse (baseline,
+   coarse_fine mode) and A6's coarse_only loss; greedy captions (the baseline through
+   ``model.generate``, the deployment loop; A6 from its coarse tokens) -> caption exact match
+   and per-glyph accuracy; where the queries look: attention mass on the target glyph's box
+   relative to a uniform spread ("lift"); the entropy series from each run's metrics.jsonl.
+5. Verdict lines, a heatmap strip (held-out frames with the fine query's attention and the
+   glyph box from the metadata; rows: baseline fine, baseline coarse, A6 coarse), training
+   curves, all logged to the parent MLflow run (``foveation_check/``) and printed.
+
+Options: ``--preset cpu-tiny|gpu`` (sizes, models, steps), ``--steps``, ``--videos``,
+``--frames``, ``--batch-size``, ``--eval-videos``, the task knobs (``--glyph-size --motion
+--distractors --alphabet --clutter ...``), ``--bug none|init_std|bias|both`` (BUG-001:
+``model.query_init_std=0.02``; BUG-002: ``model.query_bias=true``; the historical BUG-001 had
+both), ``--runs-dir``, ``--address`` (Ray), ``--parallel`` (both arms at once: 2 GPUs),
+``--max-minutes`` (wall-clock bound: prints what is done and exits 3), ``--strict`` (exit 1
+unless the verdict is "helping"), and ``key.sub=value`` overrides applied to both arms.
+
+The gpu preset: SmolLM2-135M-Instruct + DINOv2-small from the model store (random weights
+where the store has random ones: the job does not care; ``--random-llm-from DIR`` builds a
+random-weight SmolLM2 from DIR's config + tokenizer when the store has none), one GPU per arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fovea.pipelines.glyph_task import (
+    GlyphTaskConfig, add_arguments, config_from_args, generate_glyph_task, have_pyav, normalise_caption,
+    write_direct_shards,
+)
+from fovea.platform.config import ConfigError, RunConfig, load_config
+from fovea.platform.foveation import ENTROPY_FRAC, failure_signatures
+
+log = logging.getLogger("fovea.foveation_check")
+
+ARMS = ("baseline", "a6")
+ARM_TITLE = {"baseline": "baseline (coarse_fine)", "a6": "A6 (coarse_only)"}
+BUGS = {"none": [], "init_std": ["model.query_init_std=0.02"], "bias": ["model.query_bias=true"],
+        "both": ["model.query_init_std=0.02", "model.query_bias=true"]}
+LOSS_MARGIN = 0.01  # "fine beats coarse" needs a relative gap above 1 %
+LIFT_MIN = 2.0  # "looks at the glyph": attention on the glyph box >= 2x a uniform spread
+ARTIFACT_DIR = "foveation_check"
+
+
+# -- presets -------------------------------------------------------------------------------
+
+@dataclass
+class Preset:
+    task: dict
+    overrides: list[str]
+    eval_videos: int
+    heatmap_videos: int = 3
+    max_new_tokens: int = 40
+    val_fraction: float = 0.1
+    samples_per_shard: int = 1000
+    notes: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    # 2 CPU cores: tiny 2-layer LLM + ViT, a handful of videos, a few steps (the CPU test).
+    "cpu-tiny": Preset(
+        task=dict(num_videos=32, frames=4, distractors=1, glyph_size=0.3),
+        overrides=[
+            "model.llm=fovea/tiny-llama", "model.dino=fovea/tiny-dinov2", "model.coarse_loss_every=1",
+            "data.batch_size=4", "data.max_frames=8", "data.num_workers=0", "data.shuffle_buffer=32",
+            "data.max_text_tokens=96", "data.text_ratio=0",
+            "training.stage=2", "training.max_steps=10", "training.grad_accum=1", "training.lr_connector=2e-3",
+            "training.lr_dino=1e-3", "training.lr_llm=1e-3", "training.lr_target=null",
+            "training.schedule=constant", "training.warmup_ratio=0", "training.checkpoint_every=1000",
+            "training.log_every=2", "training.diagnostics_every=2", "training.checkpoint_metric=loss",
+            "eval.every_steps=0", "eval.caption_samples=0", "eval.max_samples=8",
+            "cluster.num_workers=1", "cluster.cpus_per_worker=1", "cluster.max_failures=0",
+            "cluster.use_gpu=false",
+        ],
+        eval_videos=8, heatmap_videos=2, max_new_tokens=16, val_fraction=0.25, samples_per_shard=16,
+        notes="tiny random models: checks the plumbing, not foveation"),
+    # One H100 per arm, <= ~4 min each: SmolLM2-135M + DINOv2-small (random weights in the
+    # offline store: everything is learned from scratch, hence the higher backbone LRs).
+    "gpu": Preset(
+        task=dict(num_videos=6000, frames=6, distractors=1, glyph_size=0.3),
+        overrides=[
+            "model.llm=HuggingFaceTB/SmolLM2-135M-Instruct", "model.dino=facebook/dinov2-small",
+            "model.coarse_loss_every=10", "model.llm_dtype=float32",
+            "data.batch_size=32", "data.max_frames=16", "data.num_workers=8", "data.shuffle_buffer=2000",
+            "data.max_text_tokens=128", "data.text_ratio=0",
+            "training.stage=2", "training.max_steps=600", "training.grad_accum=1",
+            "training.lr_connector=1e-3", "training.lr_dino=5e-4", "training.lr_llm=3e-4", "training.lr_target=null",
+            "training.schedule=cosine", "training.warmup_ratio=0.05", "training.checkpoint_every=100000",
+            "training.log_every=10", "training.diagnostics_every=50", "training.checkpoint_metric=loss",
+            "eval.every_steps=200", "eval.max_samples=128", "eval.caption_samples=0",
+            "cluster.num_workers=1", "cluster.cpus_per_worker=4", "cluster.max_failures=0",
+            "cluster.use_gpu=auto",
+        ],
+        eval_videos=256, heatmap_videos=3, max_new_tokens=40, val_fraction=0.05, samples_per_shard=1000,
+        notes="random-init SmolLM2-135M + DINOv2-small, one GPU per arm"),
+}
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="jobs/foveation_check.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (default: the preset's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: the preset's)")
+    ap.add_argument("--eval-videos", type=int, default=None, help="held-out videos evaluated (default: the preset's)")
+    ap.add_argument("--heatmap-videos", type=int, default=None, help="videos in the heatmap strip")
+    ap.add_argument("--bug", choices=sorted(BUGS), default="none",
+                    help="reintroduce BUG-001 (init_std: query_init_std=0.02), BUG-002 (bias: query_bias=true) "
+                         "or both (the historical BUG-001 setting)")
+    ap.add_argument("--runs-dir", default="runs", help="runs dir: MLflow store, Ray runs, generated data")
+    ap.add_argument("--data-dir", default=None, help="task data (default: <runs-dir>/foveation_check/data)")
+    ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local cluster)")
+    ap.add_argument("--name", default=None, help="run-name prefix (default: fovcheck-<bug>-<time>)")
+    ap.add_argument("--experiment", default="foveation_check", help="MLflow experiment")
+    ap.add_argument("--workers", type=int, default=None, help="processes generating videos (default: CPUs)")
+    ap.add_argument("--parallel", choices=("auto", "yes", "no"), default="auto",
+                    help="train both arms at once (auto: when the cluster has >= 2 GPUs)")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="wall-clock bound: at the limit print what is done and exit 3")
+    ap.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is 'helping'")
+    ap.add_argument("--random-llm-from", default=None,
+                    help="folder with SmolLM2 config.json + tokenizer: build the LLM with random weights "
+                         "in the model store if it is missing there (offline GPU machines)")
+    ap.add_argument("--data-path", choices=("auto", "preprocess", "direct"), default="auto",
+                    help="preprocess: videos -> run_preprocess (the normal path, needs PyAV); direct: shards "
+                         "from the rendered frames (no PyAV); auto: preprocess when PyAV imports")
+    ap.add_argument("--out", default=None, help="also write report.json / report.txt / PNGs here")
+    add_arguments(ap)
+    ap.add_argument("overrides", nargs="*", help="key.sub=value overrides for both arms")
+    return ap.parse_args(argv)
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "nan" if not math.isfinite(x) else f"{x:.{nd}g}"
+    return str(x)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in s).strip("-").lower()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Deadline:
+    """``--max-minutes``: a watchdog that prints the partial report and exits 3 at the limit."""
+
+    def __init__(self, minutes: float | None, state: dict):
+        self.state = state
+        self.t0 = time.time()
+        self.limit = minutes * 60 if minutes else None
+        if self.limit:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while time.time() - self.t0 < self.limit:
+            time.sleep(1.0)
+        print(f"\n!!! foveation check: --max-minutes {self.limit / 60:g} reached during phase "
+              f"'{self.state.get('phase')}'; partial results:", flush=True)
+        print(json.dumps({k: v for k, v in self.state.items() if k != "phase"}, indent=1, default=str)[:20000],
+              flush=True)
+        os._exit(3)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def prepare_data(task: GlyphTaskConfig, data_dir: Path, tokenizer_ref: str, stage: int, preset: Preset,
+                 workers: int | None, how: str, connect_ray) -> dict:
+    """Task data as shards; returns paths, metadata, splits and timings.
+
+    ``how="preprocess"``: the WebVid raw folder (videos) -> ``run_preprocess("webvid", ...)``,
+    i.e. what ``jobs/preprocess.py webvid --stage S`` runs (Ray Data; 1 FPS decode with PyAV).
+    ``how="direct"``: no PyAV on this machine: shards straight from the rendered frames
+    (``glyph_task.write_direct_shards``: same keys, split, JSON, tokens, JPEG settings).
+    Both are idempotent.  Video generation runs before Ray starts (same cores).
+    """
+    from fovea.pipelines.preprocess import sample_key
+
+    tok = f"{_slug(Path(tokenizer_ref).name)}-s{stage}"
+    t0 = time.time()
+    if how == "direct":
+        raw = data_dir / f"frames-{task.stamp()}"
+        shards = data_dir / f"direct-{task.stamp()}-{tok}"
+        r = write_direct_shards(raw, shards, task, tokenizer=tokenizer_ref, stage=stage,
+                                val_fraction=preset.val_fraction, samples_per_shard=preset.samples_per_shard,
+                                workers=workers)
+        metas, splits, t_gen, t_pre = r["metas"], r["splits"], time.time() - t0, 0.0
+        connect_ray()
+    else:
+        from fovea.pipelines.preprocess import run_preprocess
+
+        raw = data_dir / f"raw-{task.stamp()}"
+        shards = data_dir / f"shards-{task.stamp()}-{tok}"
+        metas = generate_glyph_task(raw, task, workers=workers)
+        t_gen = time.time() - t0
+        connect_ray()
+        t0 = time.time()
+        summary = run_preprocess("webvid", raw, shards, stage=stage, tokenizer=tokenizer_ref,
+                                 val_fraction=preset.val_fraction, samples_per_shard=preset.samples_per_shard,
+                                 progress=False)
+        t_pre = time.time() - t0
+        splits = dict(summary.splits)
+        if sum(summary.rejected.values()):
+            log.warning("preprocessing rejected %s", dict(summary.rejected))
+    if not splits.get("val") or not splits.get("train"):
+        raise RuntimeError(f"task data has splits {splits}: need train and val videos "
+                           f"(more --videos, or another --task-seed)")
+    by_key = {sample_key("webvid", m["videoid"]): m for m in metas}
+    return {"raw": raw, "shards": shards, "metas": metas, "by_key": by_key, "splits": splits, "how": how,
+            "train_glob": str(shards / "train-*.tar"), "val_glob": str(shards / "val-*.tar"),
+            "seconds_generate": t_gen, "seconds_preprocess": t_pre}
+
+
+# -- configs ------------------------------------------------------------------------------------
+
+def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: str) -> dict[str, RunConfig]:
+    common = list(preset.overrides)
+    if args.steps:
+        common.append(f"training.max_steps={args.steps}")
+    if args.batch_size:
+        common.append(f"data.batch_size={args.batch_size}")
+    common += [f"runs_dir={args.runs_dir}", f"tracking.experiment={args.experiment}",
+               f"data.train_shards=['{data['train_glob']}']", f"data.val_shards=['{data['val_glob']}']",
+               "data.text_shards=[]", "model.lambda_coarse=0.0"]
+    if args.address:
+        common.append(f"cluster.address={args.address}")
+    common += BUGS[args.bug] + list(args.overrides)
+    cfgs = {}
+    for arm in ARMS:
+        ov = common + [f"name={prefix}-{arm}", f"model.coarse_only={'true' if arm == 'a6' else 'false'}"]
+        cfgs[arm] = load_config(None, ov)
+    steps = {a: c.training.max_steps for a, c in cfgs.items()}
+    if len(set(steps.values())) != 1:
+        raise ConfigError(f"the arms must train with the same budget, got {steps}")
+    return cfgs
+
+
+# -- training --------------------------------------------------------------------------------------
+
+def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, parallel: bool, state: dict) -> dict:
+    from fovea.platform.trainer import fit
+
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+
+    def one(arm: str) -> None:
+        t0 = time.time()
+        try:
+            results[arm] = fit(cfgs[arm], parent_run_id=parent_run_id,
+                               extra_tags={"foveation_check.arm": arm, "foveation_check.parent": parent_run_id or ""})
+            state.setdefault("trained", {})[arm] = round(time.time() - t0, 1)
+        except BaseException as e:  # noqa: BLE001 - reported with the arm's name
+            errors[arm] = e
+
+    if parallel:
+        threads = [threading.Thread(target=one, args=(a,)) for a in ARMS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for a in ARMS:
+            state["phase"] = f"train {a}"
+            one(a)
+            if a in errors:
+                break
+    if errors:
+        arm, e = next(iter(errors.items()))
+        raise RuntimeError(f"training the {arm} arm failed: {type(e).__name__}: {e}") from e
+    return results
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def load_eval_batches(cfg: RunConfig, n_videos: int) -> list[dict]:
+    """The first ``n_videos`` held-out (val) videos, as collated CPU batches (unshuffled)."""
+    from fovea.pipelines.loader import build_eval_loader
+    from fovea.platform.evaluation import _select, visual_only
+
+    batches, n = [], 0
+    for b in build_eval_loader(cfg.data, cfg.data.val_shards, rank=0, world_size=1, max_samples=n_videos):
+        b = visual_only(b)
+        if b is None:
+            continue
+        B = b["input_ids"].shape[0]
+        if n + B > n_videos:
+            import torch
+
+            b = _select(b, torch.arange(B) < n_videos - n)
+            B = b["input_ids"].shape[0]
+        batches.append(b)
+        n += B
+        if n >= n_videos:
+            break
+    return batches
+
+
+def prompt_ids(tokenizer, users: list[str]) -> list[list[int]]:
+    from fovea.pipelines.tokenize import SYSTEM_PROMPT
+
+    out = []
+    for u in users:
+        msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": u}]
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def coarse_generate(model, frames, frame_mask, prompts: list[list[int]], max_new_tokens: int, eos: set[int]):
+    """Greedy captions from the coarse (q_static) tokens: how an A6 model is meant to be run.
+
+    Sequence per row = [its coarse visual tokens][prompt][generated], as in coarse_only
+    training; rows are grouped by (frames, prompt length) so each group is aligned.
+    """
+    import torch
+
+    from fovea.model.generation import LLMStepper
+    from fovea.model.vlm import FrameIndex
+
+    dev = model.device
+    fm = frame_mask.to(dev).bool()
+    fi = FrameIndex.from_mask(fm)
+    B = fm.shape[0]
+    cache = model.encoder.encode_patches(frames.to(dev)[fm]) if fi.n else None
+    d = model.llm.config.hidden_size
+    vis = (model.scatter_visual(model.visual_tokens(model.coarse_tokens(cache, fi)), fi, B)
+           if cache is not None else torch.zeros(B, 0, d, device=dev))
+    out: list[list[int]] = [[] for _ in range(B)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b in range(B):
+        groups.setdefault((int(fi.n_vis[b]), len(prompts[b])), []).append(b)
+    for (nv, _), rows in groups.items():
+        ids = torch.tensor([prompts[r] for r in rows], dtype=torch.long, device=dev)
+        seq = torch.cat([vis[rows, :nv].to(model.embed_tokens(ids).dtype), model.embed_tokens(ids)], dim=1)
+        step = LLMStepper(model, use_cache=True)
+        h = step(seq)[:, -1]
+        done = torch.zeros(len(rows), dtype=torch.bool, device=dev)
+        for _ in range(max_new_tokens):
+            tok = model.lm_head(h).float().argmax(-1)
+            for j, (r, t) in enumerate(zip(rows, tok.tolist())):
+                if done[j]:
+                    continue
+                if t in eos:
+                    done[j] = True
+                else:
+                    out[r].append(t)
+            if bool(done.all()):
+                break
+            h = step(model.embed_tokens(tok).unsqueeze(1))[:, -1]
+    return out
+
+
+def box_coverage(box_norm: list[float], grid: int):
+    """[grid, grid] fraction of each patch cell covered by a normalised box (x0, y0, x1, y1)."""
+    import torch
+
+    edges = torch.linspace(0, 1, grid + 1)
+    ox = (torch.minimum(edges[1:], torch.tensor(box_norm[2])) - torch.maximum(edges[:-1], torch.tensor(box_norm[0]))).clamp(min=0)
+    oy = (torch.minimum(edges[1:], torch.tensor(box_norm[3])) - torch.maximum(edges[:-1], torch.tensor(box_norm[1]))).clamp(min=0)
+    return (oy[:, None] * ox[None, :]) * grid * grid  # cell area is 1/grid^2
+
+
+def patch_maps(attn):
+    """[B,T,L,H,Np] -> [B,T,g,g]: mean over layers and heads, CLS dropped, renormalised."""
+    w = attn.float().mean(dim=(2, 3))[..., 1:]
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    g = int(round(math.sqrt(w.shape[-1])))
+    return w.reshape(*w.shape[:-1], g, g)
+
+
+def glyph_lift(maps, metas: list[dict | None], frame_mask) -> dict:
+    """Attention mass on the target box (and on distractor boxes) vs a uniform spread."""
+    tgt, dis, area = [], [], []
+    g = maps.shape[-1]
+    for b, m in enumerate(metas):
+        if m is None:
+            continue
+        for t in range(min(maps.shape[1], len(m["glyphs"]))):
+            if not bool(frame_mask[b, t]):
+                continue
+            rec = m["glyphs"][t]
+            cov = box_coverage(rec["box_norm"], g)
+            tgt.append(float((maps[b, t].cpu() * cov).sum()))
+            area.append(float(cov.sum()) / (g * g))
+            dm = [float((maps[b, t].cpu() * box_coverage(d["box_norm"], g)).sum()) for d in rec.get("distractors", [])]
+            if dm:
+                dis.append(sum(dm) / len(dm))
+    if not tgt:
+        return {}
+    mt, ma = sum(tgt) / len(tgt), sum(area) / len(area)
+    out = {"target_mass": mt, "uniform_mass": ma, "lift": mt / ma if ma > 0 else float("nan")}
+    if dis:
+        out["distractor_mass"] = sum(dis) / len(dis)
+        out["distractor_lift"] = out["distractor_mass"] / ma if ma > 0 else float("nan")
+    return out
+
+
+def glyph_accuracy(generated: str, labels: list[str]) -> float:
+    words = normalise_caption(generated).split()
+    want = [normalise_caption(x) for x in labels]
+    return sum(1 for i, w in enumerate(want) if i < len(words) and words[i] == w) / max(1, len(want))
+
+
+def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, device, max_new_tokens: int,
+                 heat_n: int) -> dict:
+    """Loss, captions, attention on the held-out batches for one trained arm."""
+    import torch
+
+    from fovea.platform.evaluation import autocast, load_model_for_eval
+
+    model, tok = load_model_for_eval(model_dir, device)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    eos = {eos if isinstance(eos, int) and eos >= 0 else tok.eos_token_id}
+    mode = "coarse_only" if arm == "a6" else "coarse_fine"
+    sums = {"loss": 0.0, "loss_fine": 0.0, "loss_coarse": 0.0, "n_tok": 0.0}
+    diag_sums: dict[str, float] = {}
+    diag_n = 0
+    records, lifts, heat = [], {"fine": [], "coarse": []}, []
+    t0 = time.time()
+    with torch.no_grad():
+        for batch in batches:
+            b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            metas = [by_key.get(k) for k in b["keys"]]
+            with autocast(device):
+                out = model(frames=b["frames"], frame_mask=b["frame_mask"], input_ids=b["input_ids"],
+                            attention_mask=b["attention_mask"], loss_mask=b["loss_mask"], mode=mode,
+                            compute_coarse=True, return_diagnostics=True, return_logits=False)
+            nt = float(out["num_targets"])
+            sums["n_tok"] += nt
+            for k in ("loss", "loss_fine", "loss_coarse"):
+                v = float(out[k])
+                sums[k] += v * nt if math.isfinite(v) else float("nan")
+            for k, v in out.get("diagnostics", {}).items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
+                    diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
+            diag_n += 1
+            ids = prompt_ids(tok, b["users"])
+            with autocast(device):
+                if arm == "a6":
+                    new = coarse_generate(model, b["frames"], b["frame_mask"], ids, max_new_tokens, eos)
+                else:
+                    new = model.generate(b["frames"], b["frame_mask"], ids, max_new_tokens=max_new_tokens,
+                                         eos_token_id=sorted(eos))
+            for i, k in enumerate(b["keys"]):
+                m = metas[i]
+                gen = tok.decode(new[i], skip_special_tokens=True).strip()
+                ref = m["caption"] if m else b["assistants"][i]
+                labels = m["labels"] if m else ref.split(", ")
+                records.append({"arm": arm, "key": k, "videoid": m["videoid"] if m else "", "reference": ref,
+                                "generated": gen,
+                                "exact_match": float(normalise_caption(gen) == normalise_caption(ref)),
+                                "glyph_accuracy": glyph_accuracy(gen, labels)})
+            for which in (("fine", "coarse") if arm == "baseline" else ("coarse",)):
+                with autocast(device):
+                    attn = model.query_attention(b["frames"], b["frame_mask"], which=which)
+                maps = patch_maps(attn)
+                lifts[which].append((glyph_lift(maps, metas, b["frame_mask"]), b["frames"].shape[0]))
+                for i in range(b["frames"].shape[0]):
+                    if sum(1 for h in heat if h["which"] == which) < heat_n:
+                        heat.append({"which": which, "key": b["keys"][i], "maps": maps[i].cpu(),
+                                     "frames": b["frames"][i].cpu(), "mask": b["frame_mask"][i].cpu(),
+                                     "meta": metas[i]})
+    n_tok = max(sums["n_tok"], 1.0)
+    res: dict[str, Any] = {"arm": arm, "mode": mode, "n_videos": len(records), "eval_seconds": time.time() - t0}
+    for k in ("loss", "loss_fine", "loss_coarse"):
+        res[k] = sums[k] / n_tok
+    res["ratio"] = res["loss_fine"] / res["loss_coarse"] if arm == "baseline" and res["loss_coarse"] else float("nan")
+    res["exact_match"] = sum(r["exact_match"] for r in records) / max(1, len(records))
+    res["glyph_accuracy"] = sum(r["glyph_accuracy"] for r in records) / max(1, len(records))
+    res["diagnostics"] = {k: v / max(1, diag_n) for k, v in diag_sums.items()}
+    res["q_static_std"] = float(model.q_static.detach().float().std())
+    for which, parts in lifts.items():
+        parts = [(p, n) for p, n in parts if p]
+        if parts:
+            tot = sum(n for _, n in parts)
+            keys = set().union(*[p.keys() for p, _ in parts])
+            res[f"attn_{which}"] = {k: sum(p.get(k, 0.0) * n for p, n in parts) / tot for k in keys}
+    res["records"] = records
+    res["heat"] = heat
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+# -- series from the runs' metrics.jsonl -------------------------------------------------------------
+
+ENT_FINE = ("attn_entropy_fine",)
+ENT_COARSE = ("attn_entropy_coarse", "attn_entropy")
+
+
+def _get(row: dict, keys: tuple[str, ...]) -> float | None:
+    for k in keys:
+        v = row.get(k)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def series(rows: list[dict], keys: tuple[str, ...]) -> list[tuple[int, float]]:
+    return [(int(r["step"]), v) for r in rows if (v := _get(r, keys)) is not None]
+
+
+def warnings_from_rows(rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("warning.") and v:
+                w = out.setdefault(k.removeprefix("warning."), {"first": int(r["step"]), "count": 0})
+                w["last"] = int(r["step"])
+                w["count"] += 1
+    return out
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
+    """Rows per video: baseline fine, baseline coarse, A6 coarse; columns: frames; target box in
+    green (from glyphs.jsonl), distractor boxes dashed white; cell titles: attention mass on the box."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    import torch.nn.functional as F
+    from matplotlib.patches import Rectangle
+
+    from fovea.platform.benchmarks import IMAGENET_MEAN, IMAGENET_STD
+
+    base = evals.get("baseline", {}).get("heat", [])
+    a6 = {h["key"]: h for h in evals.get("a6", {}).get("heat", [])}
+    fine = [h for h in base if h["which"] == "fine"][:n_videos]
+    coarse = {h["key"]: h for h in base if h["which"] == "coarse"}
+    if not fine:
+        return None
+    rows = []
+    for h in fine:
+        rows.append(("baseline fine", h))
+        if h["key"] in coarse:
+            rows.append(("baseline coarse", coarse[h["key"]]))
+        if h["key"] in a6:
+            rows.append(("A6 coarse", a6[h["key"]]))
+    T = max(int(h["mask"].sum()) for _, h in rows)
+    fig, axes = plt.subplots(len(rows), T, figsize=(1.75 * T, 1.95 * len(rows)), squeeze=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    for r, (title, h) in enumerate(rows):
+        size = h["frames"].shape[-1]
+        real = h["mask"].nonzero().squeeze(1).tolist()
+        for c in range(T):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c >= len(real):
+                ax.axis("off")
+                continue
+            t = real[c]
+            img = (h["frames"][t] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            m = h["maps"][t]
+            heat = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+            heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
+            ax.imshow(img)
+            ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+            meta = h["meta"]
+            label = ""
+            if meta and t < len(meta["glyphs"]):
+                rec = meta["glyphs"][t]
+                x0, y0, x1, y1 = [v * size for v in rec["box_norm"]]
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6))
+                for d in rec.get("distractors", []):
+                    dx0, dy0, dx1, dy1 = [v * size for v in d["box_norm"]]
+                    ax.add_patch(Rectangle((dx0, dy0), dx1 - dx0, dy1 - dy0, fill=False, edgecolor="white",
+                                           linewidth=0.8, linestyle="--"))
+                g = m.shape[-1]
+                mass = float((m * box_coverage(rec["box_norm"], g)).sum())
+                label = f" {rec['label']} m={mass:.2f}"
+            ax.set_title(f"t{t}{label}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{title}\n{h['key'][-6:]}", fontsize=7)
+    fig.suptitle("where the queries look (green: target glyph box from glyphs.jsonl; m = attention mass on it)",
+                 fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def curves_png(rows: dict[str, list[dict]], log_n: float, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm, keys, style, label in (("baseline", ENT_FINE, "-", "baseline fine"),
+                                    ("baseline", ENT_COARSE, "--", "baseline coarse"),
+                                    ("a6", ENT_COARSE, ":", "A6 coarse")):
+        s = series(rows.get(arm, []), keys)
+        if s:
+            a1.plot(*zip(*s), style, label=label)
+    a1.axhline(log_n, color="k", lw=0.8, label="log N")
+    a1.axhline(ENTROPY_FRAC * log_n, color="r", lw=0.8, ls="--", label=f"{ENTROPY_FRAC} log N")
+    a1.set_xlabel("step"), a1.set_ylabel("attention entropy (nats)"), a1.legend(fontsize=7)
+    for arm, key, style, label in (("baseline", "loss_fine", "-", "baseline loss_fine"),
+                                   ("baseline", "loss_coarse", "--", "baseline loss_coarse (no grad)"),
+                                   ("a6", "loss", ":", "A6 loss (coarse_only)")):
+        s = series(rows.get(arm, []), (key,))
+        if s:
+            a2.plot(*zip(*s), style, label=label)
+    a2.set_xlabel("step"), a2.set_ylabel("training loss"), a2.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# -- verdicts and report ---------------------------------------------------------------------------
+
+def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[str, dict],
+             final_sigs: list, chance: float = float("nan")) -> tuple[str, list[str]]:
+    """PASS/FAIL lines and the verdict: "helping" needs the baseline's fine tokens to beat both
+    its own coarse tokens and the A6 arm by LOSS_MARGIN; attention evidence qualifies it."""
+    b, a = evals["baseline"], evals["a6"]
+    lines, ok = [], {}
+    lf, lc, la = b["loss_fine"], b["loss_coarse"], a["loss"]
+    ok["ratio"] = lf < lc * (1 - LOSS_MARGIN)
+    lines.append(f"{'PASS' if ok['ratio'] else 'FAIL'} fine vs coarse tokens: baseline held-out loss_fine {lf:.4f} "
+                 f"vs loss_coarse {lc:.4f} (ratio {lf / lc:.3f}; needs < {1 - LOSS_MARGIN:.2f}; with lambda_coarse=0 "
+                 f"the LLM never trains on coarse tokens, so A6 below is the fair comparison)")
+    ok["a6"] = lf < la * (1 - LOSS_MARGIN)
+    lines.append(f"{'PASS' if ok['a6'] else 'FAIL'} baseline vs A6 (same budget): loss_fine {lf:.4f} vs A6 "
+                 f"coarse_only loss {la:.4f} ({(lf - la) / la:+.1%})")
+    ok["captions"] = (b["glyph_accuracy"], b["exact_match"]) > (a["glyph_accuracy"], a["exact_match"])
+    lines.append(f"{'PASS' if ok['captions'] else 'FAIL'} captions: exact match {b['exact_match']:.3f} vs A6 "
+                 f"{a['exact_match']:.3f}; glyph accuracy {b['glyph_accuracy']:.3f} vs A6 {a['glyph_accuracy']:.3f} "
+                 f"(chance {chance:.3f})")
+    ent = series(rows.get("baseline", []), ENT_FINE)
+    ent_eval = b["diagnostics"].get("attn_entropy_fine")
+    if ent:
+        first, last = ent[0][1], ent[-1][1]
+        ok["entropy"] = last < ENTROPY_FRAC * log_n
+        lines.append(f"{'PASS' if ok['entropy'] else 'FAIL'} fine attention entropy over training: "
+                     f"{first:.3f} (step {ent[0][0]}) -> {last:.3f} (step {ent[-1][0]}); held-out "
+                     f"{_fmt(ent_eval)}; log N {log_n:.3f}, threshold {ENTROPY_FRAC} log N = {ENTROPY_FRAC * log_n:.3f}")
+    else:
+        ok["entropy"] = False
+        lines.append("FAIL fine attention entropy: no diagnostics rows in metrics.jsonl")
+    fa, ca, aa = b.get("attn_fine", {}), b.get("attn_coarse", {}), a.get("attn_coarse", {})
+    if fa:
+        ok["lift"] = fa["lift"] >= LIFT_MIN and fa["lift"] > max(ca.get("lift", 0.0), aa.get("lift", 0.0))
+        lines.append(f"{'PASS' if ok['lift'] else 'FAIL'} looks at the glyph: attention on the target box "
+                     f"{fa['lift']:.2f}x uniform for the fine query (distractors {_fmt(fa.get('distractor_lift'), 3)}x), "
+                     f"baseline coarse {_fmt(ca.get('lift'), 3)}x, A6 coarse {_fmt(aa.get('lift'), 3)}x "
+                     f"(needs >= {LIFT_MIN:g}x and above the coarse queries)")
+    names = sorted(set(warn) | {s.name for s in final_sigs})
+    if names:
+        lines.append("WARN failure signatures: " + "; ".join(
+            f"{n}" + (f" (training steps {warn[n]['first']}-{warn[n]['last']}, {warn[n]['count']}x)" if n in warn else "")
+            + (" (held-out)" if n in {s.name for s in final_sigs} else "") for n in names))
+    else:
+        lines.append("OK   no failure signatures (ratio at 1.0, entropy near log N, q_static std, identical tokens)")
+    if ok["ratio"] and ok["a6"]:
+        verdict = "foveation is helping" + ("" if ok.get("lift", True) and ok["entropy"] else
+                                            " (loss only: attention not clearly on the glyph)")
+    elif ok["a6"] or ok["captions"]:
+        verdict = "inconclusive: " + ", ".join(k for k, v in ok.items() if not v) + " failed"
+    else:
+        verdict = "foveation is NOT helping"
+    if names and not verdict.startswith("foveation is helping"):
+        verdict += f" -- signatures: {', '.join(names)}"
+    return verdict, lines
+
+
+def format_report(st: dict) -> str:
+    b, a = st["eval"]["baseline"], st["eval"]["a6"]
+    task = st["task"]
+    cols = [("", ARM_TITLE["baseline"], ARM_TITLE["a6"])]
+    cols.append(("train steps / wall s", f"{st['steps']} / {_fmt(st['trained'].get('baseline'))}",
+                 f"{st['steps']} / {_fmt(st['trained'].get('a6'))}"))
+    cols.append(("held-out loss_fine", _fmt(b["loss_fine"]), "-"))
+    cols.append(("held-out loss_coarse", _fmt(b["loss_coarse"]), f"{_fmt(a['loss'])} (trained on it)"))
+    cols.append(("fine/coarse ratio", _fmt(b["ratio"]), "-"))
+    cols.append(("caption exact match", f"{b['exact_match']:.3f} of {b['n_videos']}", f"{a['exact_match']:.3f} of {a['n_videos']}"))
+    cols.append(("glyph accuracy", f"{b['glyph_accuracy']:.3f}", f"{a['glyph_accuracy']:.3f}"))
+    cols.append(("attn entropy fine / coarse", f"{_fmt(b['diagnostics'].get('attn_entropy_fine'))} / "
+                 f"{_fmt(b['diagnostics'].get('attn_entropy_coarse'))}", f"- / {_fmt(a['diagnostics'].get('attn_entropy_coarse'))}"))
+    cols.append(("glyph lift fine / coarse", f"{_fmt(b.get('attn_fine', {}).get('lift'), 3)}x / "
+                 f"{_fmt(b.get('attn_coarse', {}).get('lift'), 3)}x", f"- / {_fmt(a.get('attn_coarse', {}).get('lift'), 3)}x"))
+    cols.append(("|z_fine - z_coarse|", _fmt(b["diagnostics"].get("fine_coarse_token_diff")), "-"))
+    cols.append(("q_static std", _fmt(b["q_static_std"]), _fmt(a["q_static_std"])))
+    w0 = max(len(c[0]) for c in cols)
+    w1 = max(len(c[1]) for c in cols)
+    lines = [f"== foveation check: preset {st['preset']}, bug {st['bug']}, {st['steps']} steps x "
+             f"{st['batch_size']} videos per arm ==",
+             f"task: {task['num_videos']} videos x {task['frames']} frames, {task['alphabet']}, {task['motion']} path, "
+             f"{task['distractors']} distractors, glyph {task['glyph_size']} of the side, {task['clutter']} clutter; "
+             f"held-out {b['n_videos']}; log N = {st['log_n']:.3f}",
+             f"models: {st['models']}; data via {st['data_path']}: generate {st['seconds_generate']:.0f} s, "
+             f"preprocess {st['seconds_preprocess']:.0f} s; splits {st['splits']}"]
+    lines += [f"  {c[0]:<{w0}}  {c[1]:<{w1}}  {c[2]}" for c in cols]
+    lines += ["", *st["verdict_lines"], f"VERDICT: {st['verdict']}", ""]
+    lines.append(f"heatmap strip: {st.get('heatmap_uri', '-')}")
+    lines.append(f"MLflow: parent run {st.get('parent_run_id')} (children: baseline {st['children'].get('baseline')}, "
+                 f"a6 {st['children'].get('a6')}) experiment '{st['experiment']}' at {st['tracking_uri']}")
+    return "\n".join(lines)
+
+
+def _captions_csv(evals: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["arm", "videoid", "key", "reference", "generated", "exact_match", "glyph_accuracy"])
+    for arm in ARMS:
+        for r in evals.get(arm, {}).get("records", []):
+            w.writerow([arm, r["videoid"], r["key"], r["reference"], r["generated"], r["exact_match"],
+                        f"{r['glyph_accuracy']:.3f}"])
+    return buf.getvalue()
+
+
+# -- the whole check -------------------------------------------------------------------------------
+
+def run_check(argv: list[str] | None = None) -> dict:
+    import torch
+
+    from fovea.platform.cluster import cluster_gpus, connect
+    from fovea.platform.tracking import Tracker
+
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    task = config_from_args(args, GlyphTaskConfig(**preset.task))
+    runs = Path(args.runs_dir)
+    data_dir = Path(args.data_dir) if args.data_dir else runs / "foveation_check" / "data"
+    prefix = args.name or f"fovcheck-{args.bug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    state: dict[str, Any] = {"phase": "setup", "preset": args.preset, "bug": args.bug, "trained": {}}
+    Deadline(args.max_minutes, state)
+    t_all = time.time()
+
+    if args.random_llm_from:
+        from fovea.platform.model_store import SMOLLM2_135M, prepare_store, random_llm_from_config, store_path
+
+        if not (store_path(SMOLLM2_135M) / "config.json").exists():
+            random_llm_from_config(Path(args.random_llm_from))
+        prepare_store(include_base=False)
+
+    # config first (fails fast on a bad override), with placeholder shard paths
+    pre = load_config(None, preset.overrides + list(args.overrides))
+    llm_ref, stage = pre.model.llm, pre.training.stage  # the tokenizer and the loss-mask rule
+    state["phase"] = "generate + preprocess"
+    how = args.data_path if args.data_path != "auto" else ("preprocess" if have_pyav() else "direct")
+    print(f"[foveation check] task: {task.num_videos} videos x {task.frames} frames -> shards via {how} "
+          f"(tokenizer {llm_ref})", flush=True)
+    t0 = time.time()
+    data = prepare_data(task, data_dir, llm_ref, stage, preset, args.workers, how, lambda: connect(args.address))
+    print(f"[foveation check] data ready: {data['splits']} in {time.time() - t0:.0f} s", flush=True)
+    cfgs = arm_configs(args, preset, data, prefix)
+    base = cfgs["baseline"]
+    state.update(run_names={a: c.name for a, c in cfgs.items()}, splits=data["splits"])
+
+    parent = Tracker(base.tracking_uri(), args.experiment, run_name=f"foveation-check {args.preset} bug={args.bug}",
+                     tags={"foveation_check": "parent", "preset": args.preset, "bug": args.bug,
+                           "mode": "foveation_check"}, enabled=base.tracking.enabled)
+    parent.log_params({"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
+                       "batch_size": base.data.batch_size, "model.llm": base.model.llm, "model.dino": base.model.dino,
+                       "model.query_init_std": base.model.query_init_std, "model.query_bias": base.model.query_bias,
+                       "run_names": json.dumps(state["run_names"]),
+                       **{f"task.{k}": v for k, v in task.to_dict().items()}})
+    state["parent_run_id"] = parent.run_id
+    try:
+        gpus = cluster_gpus()
+        parallel = args.parallel == "yes" or (args.parallel == "auto" and gpus >= 2)
+        print(f"[foveation check] training {', '.join(c.name for c in cfgs.values())} "
+              f"({base.training.max_steps} steps each, {'in parallel' if parallel else 'one after the other'}; "
+              f"{gpus} GPUs)", flush=True)
+        fits = train_arms(cfgs, parent.run_id, parallel, state)
+
+        state["phase"] = "evaluate"
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        n_eval = args.eval_videos or preset.eval_videos
+        n_heat = args.heatmap_videos if args.heatmap_videos is not None else preset.heatmap_videos
+        batches = load_eval_batches(base, n_eval)
+        if not batches:
+            raise RuntimeError(f"no held-out videos in {base.data.val_shards}")
+        evals = {}
+        for arm in ARMS:
+            ckpt = fits[arm].latest_checkpoint
+            if ckpt is None:
+                raise RuntimeError(f"{arm}: no checkpoint in {fits[arm].run_dir}")
+            evals[arm] = evaluate_arm(arm, ckpt / "model", batches, data["by_key"], device,
+                                      preset.max_new_tokens, n_heat)
+            state.setdefault("eval_summary", {})[arm] = {k: v for k, v in evals[arm].items()
+                                                          if k not in ("records", "heat")}
+
+        rows = {arm: read_jsonl(Path(cfgs[arm].storage_path()) / cfgs[arm].name / "metrics.jsonl") for arm in ARMS}
+        log_n = next((r["attn_entropy_max"] for r in rows["baseline"] if "attn_entropy_max" in r),
+                     evals["baseline"]["diagnostics"].get("attn_entropy_max", math.log(257)))
+        warn = {f"{n}": w for n, w in warnings_from_rows(rows["baseline"]).items()}
+        warn_a6 = warnings_from_rows(rows["a6"])
+        b = evals["baseline"]
+        final_metrics = {**b["diagnostics"], "loss_ratio": b["ratio"], "q_static_std": b["q_static_std"]}
+        final_sigs = failure_signatures(final_metrics, base.model.query_init_std)
+        verdict, vlines = verdicts(evals, rows, log_n, warn, final_sigs, chance=1 / len(task.labels))
+        if warn_a6:
+            vlines.append("note A6 run signatures (its fine pass is untrained by design): " + ", ".join(sorted(warn_a6)))
+
+        st = {"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
+              "batch_size": base.data.batch_size, "task": task.to_dict(), "log_n": log_n,
+              "models": f"{base.model.llm} + {base.model.dino}", "trained": state["trained"],
+              "seconds_generate": data["seconds_generate"], "seconds_preprocess": data["seconds_preprocess"],
+              "data_path": data["how"], "splits": data["splits"],
+              "eval": evals, "verdict": verdict, "verdict_lines": vlines, "parent_run_id": parent.run_id,
+              "children": {a: fits[a].mlflow_run_id for a in ARMS}, "experiment": args.experiment,
+              "strict": args.strict, "tracking_uri": base.tracking_uri(), "warnings": {"baseline": warn, "a6": warn_a6,
+                                                                "held_out": [s.name for s in final_sigs]}}
+
+        # artifacts
+        out_dir = Path(args.out) if args.out else Path(base.storage_path()) / f"{prefix}-report"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        heat = heatmap_strip(evals, out_dir / "heatmap_strip.png", n_heat)
+        curves = curves_png(rows, log_n, out_dir / "curves.png")
+        uri = _artifact_uri(base.tracking_uri(), parent.run_id)
+        st["heatmap_uri"] = f"{uri}/{ARTIFACT_DIR}/heatmap_strip.png" if (uri and heat) else (str(heat) if heat else None)
+        st["heatmap_file"] = str(heat) if heat else None
+        report = format_report(st)
+        st["report"] = report
+        (out_dir / "report.txt").write_text(report + "\n")
+        (out_dir / "captions.csv").write_text(_captions_csv(evals))
+        summary = _summary(st)
+        (out_dir / "report.json").write_text(json.dumps(summary, indent=1, default=str))
+        for p in (heat, curves, out_dir / "report.txt", out_dir / "report.json", out_dir / "captions.csv"):
+            if p is not None:
+                parent.log_artifact(p, ARTIFACT_DIR)
+        parent.log_metrics(_flat_metrics(st), step=base.training.max_steps)
+        tags = {"verdict": verdict, "data_path": data["how"]}
+        for arm, ws in (("baseline", warn), ("a6", warn_a6)):
+            for n, w in ws.items():
+                tags[f"warning.{n}"] = (tags.get(f"warning.{n}", "") + f" {arm}: steps {w['first']}-{w['last']}").strip()
+        for s in final_sigs:
+            tags[f"warning.{s.name}"] = (tags.get(f"warning.{s.name}", "") + f" held-out: {s.message}")[:5000].strip()
+        parent.set_tags(tags)
+        parent.finish("FINISHED")
+        st["seconds_total"] = time.time() - t_all
+        print("\n" + report + f"\n(total {st['seconds_total']:.0f} s; report files in {out_dir})", flush=True)
+        return st
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+
+
+def _artifact_uri(tracking_uri: str, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri).get_run(run_id).info.artifact_uri
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _flat_metrics(st: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for arm, e in st["eval"].items():
+        for k in ("loss", "loss_fine", "loss_coarse", "ratio", "exact_match", "glyph_accuracy", "q_static_std"):
+            v = e.get(k)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out[f"{arm}.{k}"] = float(v)
+        for k, v in e.get("diagnostics", {}).items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out[f"{arm}.{k}"] = float(v)
+        for which in ("fine", "coarse"):
+            for k, v in e.get(f"attn_{which}", {}).items():
+                out[f"{arm}.attn_{which}.{k}"] = float(v)
+    out["log_n"] = float(st["log_n"])
+    out["verdict_helping"] = float(st["verdict"].startswith("foveation is helping"))
+    return out
+
+
+def _summary(st: dict) -> dict:
+    s = {k: v for k, v in st.items() if k not in ("eval", "report")}
+    s["eval"] = {a: {k: v for k, v in e.items() if k not in ("records", "heat")} for a, e in st["eval"].items()}
+    s["captions_sample"] = {a: e["records"][:5] for a, e in st["eval"].items()}
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    try:
+        st = run_check(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if st["strict"] and not st["verdict"].startswith("foveation is helping") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

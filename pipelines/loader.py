@@ -1,0 +1,390 @@
+"""Training and evaluation loaders: webdataset shards -> batch dicts (docs/CONTRACTS.md).
+
+Entry points (called inside Ray Train workers):
+
+    build_train_loader(data_cfg, rank=, world_size=, epoch=, seed=, start_batch=0)
+    train_batches(data_cfg, rank=, world_size=, seed=, start_epoch=0, start_batch=0)  # endless
+    build_eval_loader(data_cfg, shards, rank=0, world_size=1, max_samples=N)     # N per rank
+    collate(samples)
+
+Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_workers):
+  * shards are the sorted union of the globs; each epoch they are shuffled with a seed derived
+    from (seed, epoch) only, so every rank sees the same order; reader r takes shards
+    r, r + R, r + 2R, ...  If there are fewer shards than readers, every reader reads all
+    shards and keeps the samples whose running index i has i % R == r.  Either way ranks and
+    workers read disjoint samples whose union is the whole set (the reference split by worker
+    only, so all ranks read the same stream).
+  * per reader: a shuffle buffer of ``shuffle_buffer`` samples seeded by (seed, epoch, rank,
+    worker); the JPEG bytes stay encoded until a batch is formed.
+  * batching happens in the reader, on metadata: ``batch_size`` samples, or with
+    ``max_total_frames`` token-budget batching (spec 3.6): buffer 4 x batch_size samples, sort
+    by (frames, text tokens), close a batch when it has batch_size samples or one more would
+    exceed max_total_frames real frames (a single longer sample forms its own batch), and
+    shuffle the order of the batches.  Only then are the frames decoded
+    (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL), truncated to
+    ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
+    and ImageNet-normalised in ``collate``.
+  * text interleave: for batch i a Bernoulli(text_ratio) drawn from a generator seeded by
+    (seed, epoch, rank) picks a batch of ``text_shards`` (SmolTalk of the stage) instead of a
+    vision batch.  Text batches are built in the main process (no decoding), their stream
+    restarts (reshuffled) when exhausted; the epoch ends when the vision stream is exhausted.
+    Text-only samples are kept explicitly: one zero frame, frame_mask False, num_frames 0.
+  * exact resume: the stream is a deterministic function of (data_cfg, epoch, seed, rank,
+    world_size).  ``start_batch=k`` yields batches k, k+1, ... of it; the skipped batches are
+    formed from metadata only (no JPEG decoding) in each worker.
+
+Ranks may get different numbers of batches per epoch: step-count-driven training loops should
+use ``train_batches`` (moves to epoch + 1 on exhaustion) so that every rank steps every time.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fovea.pipelines.shards import expand_shards
+from fovea.pipelines.video import uniform_indices
+
+log = logging.getLogger("fovea.pipelines.loader")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FRAME_SIZE = 224
+SKIPPED = {"_skipped": True}  # placeholder for a batch skipped on resume
+
+
+# -- JPEG ------------------------------------------------------------------------------------
+
+def _tv_decoder():
+    try:
+        from torchvision.io import decode_jpeg as tv_decode  # GPU image: torchvision is installed
+        return tv_decode
+    except Exception:  # not installed, or a build that does not import beside this torch
+        return None
+
+
+_TV = _tv_decoder()
+
+
+def decode_jpeg(data: bytes) -> torch.Tensor:
+    """JPEG bytes -> uint8 [3, H, W] RGB.  torchvision.io.decode_jpeg if available, else PIL."""
+    if _TV is not None:
+        return _TV(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+# -- samples -----------------------------------------------------------------------------------
+
+@dataclass
+class RawSample:
+    """A sample as read from a tar: metadata parsed, frames still JPEG bytes (time order)."""
+
+    key: str
+    meta: dict
+    jpgs: list[bytes]
+    frames: int  # real frames the batch will hold (after truncation / replication)
+    tokens: int
+
+
+def parse_raw(raw: dict, max_frames: int, replicate: int, max_tokens: int) -> RawSample:
+    import json
+
+    meta = json.loads(raw["json"])
+    numbered = sorted(k for k in raw if k.endswith(".jpg") and k[:-4].isdigit())
+    jpgs = [raw[k] for k in numbered] or [raw[k] for k in ("jpg", "jpeg", "png") if k in raw][:1]
+    if "token_ids" not in meta or "loss_mask" not in meta:
+        raise ValueError(f"{raw['__key__']}: no token_ids/loss_mask (re-run jobs/preprocess.py)")
+    n = min(len(jpgs), max_frames)
+    if n == 1:
+        n = replicate
+    return RawSample(raw["__key__"], meta, jpgs, n, min(len(meta["token_ids"]), max_tokens))
+
+
+def load_sample(s: RawSample, max_frames: int, replicate: int, max_tokens: int) -> dict:
+    """Decode one sample: {"frames": uint8 [n,3,224,224] or None, "num_frames", token tensors, text}."""
+    frames = None
+    if s.jpgs:
+        idx = uniform_indices(len(s.jpgs), max_frames)
+        frames = torch.stack([decode_jpeg(s.jpgs[i]) for i in idx])
+        if frames.shape[1:] != (3, FRAME_SIZE, FRAME_SIZE):
+            raise ValueError(f"{s.key}: frames are {tuple(frames.shape[1:])}, expected (3, 224, 224)")
+        if len(idx) == 1 and replicate > 1:
+            frames = frames.expand(replicate, -1, -1, -1)
+    m = s.meta
+    return {
+        "key": s.key, "frames": frames, "num_frames": 0 if frames is None else len(frames),
+        "token_ids": torch.tensor(m["token_ids"][:max_tokens], dtype=torch.long),
+        "loss_mask": torch.tensor(m["loss_mask"][:max_tokens], dtype=torch.float32),
+        "pad_id": int(m.get("pad_id", 0)), "is_text_only": frames is None,
+        "source": m.get("source", ""), "user": m.get("user", ""), "assistant": m.get("assistant", ""),
+    }
+
+
+def _empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """float32 tensor; inside a DataLoader worker it is allocated in shared memory directly, which
+    saves the copy the worker would otherwise make to send it (as torch's default_collate does)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape)
+    t = torch.empty(0)
+    return t.new(t._typed_storage()._new_shared(int(np.prod(shape)))).resize_(shape)
+
+
+def collate(samples: list[dict]) -> dict:
+    """``load_sample`` dicts -> the batch dict of docs/CONTRACTS.md (padding, masks, normalisation)."""
+    B = len(samples)
+    T = max(1, max(s["num_frames"] for s in samples))
+    S = max(len(s["token_ids"]) for s in samples)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    scale, shift = 1.0 / (255.0 * std), torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
+    frames = _empty((B, T, 3, FRAME_SIZE, FRAME_SIZE))
+    frame_mask = torch.zeros(B, T, dtype=torch.bool)
+    input_ids = torch.full((B, S), samples[0]["pad_id"], dtype=torch.long)
+    attention_mask = torch.zeros(B, S, dtype=torch.bool)
+    loss_mask = torch.zeros(B, S)
+    for b, s in enumerate(samples):
+        n, L = s["num_frames"], len(s["token_ids"])
+        if n:  # (x / 255 - mean) / std, in place in the batch tensor
+            frames[b, :n].copy_(s["frames"]).mul_(scale).sub_(shift)
+            frame_mask[b, :n] = True
+        frames[b, n:].zero_()
+        input_ids[b, :L] = s["token_ids"]
+        attention_mask[b, :L] = True
+        loss_mask[b, :L] = s["loss_mask"]
+    return {
+        "frames": frames, "frame_mask": frame_mask,
+        "num_frames": torch.tensor([s["num_frames"] for s in samples], dtype=torch.long),
+        "input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask,
+        "is_text_only": torch.tensor([s["is_text_only"] for s in samples], dtype=torch.bool),
+        "keys": [s["key"] for s in samples], "sources": [s["source"] for s in samples],
+        "users": [s["user"] for s in samples], "assistants": [s["assistant"] for s in samples],
+    }
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: random.Random | None):
+    """Fixed-size batches, or token-budget batches (see module docstring); yields lists."""
+    if max_total_frames is None:
+        buf = []
+        for s in samples:
+            buf.append(s)
+            if len(buf) == batch_size:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+        return
+    buf = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) >= 4 * batch_size:
+            yield from _pack(buf, batch_size, max_total_frames, rng)
+            buf = []
+    if buf:
+        yield from _pack(buf, batch_size, max_total_frames, rng)
+
+
+def _pack(buf, batch_size, cap, rng):
+    buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
+    out, cur, frames = [], [], 0
+    for s in buf:
+        if cur and (len(cur) == batch_size or frames + s.frames > cap):
+            out.append(cur)
+            cur, frames = [], 0
+        cur.append(s)
+        frames += s.frames
+    out.append(cur)
+    if rng is not None:
+        rng.shuffle(out)
+    return out
+
+
+# -- one stream of batches (one reader per DataLoader worker) -----------------------------------
+
+def assign_readers(shards: list[str], reader: int, num_readers: int) -> tuple[list[str], bool]:
+    """-> (shards this reader opens, whether it must also filter samples by index modulo)."""
+    if len(shards) >= num_readers:
+        return shards[reader::num_readers], False
+    return shards, True
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Batches of one (rank, worker): read -> split -> shuffle -> batch -> skip/decode -> collate.
+
+    ``skip[w]`` batches of worker w are yielded as ``SKIPPED`` placeholders (resume).
+    Eval mode (``shuffle=False``): sample-index split, fixed batches, ``max_samples`` cap.
+    """
+
+    def __init__(self, shards, data_cfg, *, rank, world_size, epoch, seed, shuffle=True, stream="vision",
+                 skip=None, max_samples=None, budget=True):
+        self.shards, self.cfg, self.rank, self.world_size = list(shards), data_cfg, rank, world_size
+        self.epoch, self.seed, self.shuffle, self.stream = epoch, seed, shuffle, stream
+        self.skip, self.max_samples, self.budget = skip, max_samples, budget
+
+    def _raw(self, shards):
+        import webdataset as wds
+
+        return iter(wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples(handler=wds.warn_and_continue)))
+
+    def __iter__(self):
+        import webdataset as wds
+
+        cfg = self.cfg
+        info = torch.utils.data.get_worker_info()
+        w, W = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader, R = self.rank * W + w, self.world_size * W
+        shards = list(self.shards)
+        if self.shuffle and cfg.shard_shuffle:
+            random.Random(f"{self.seed}/{self.epoch}/{self.stream}/shards").shuffle(shards)
+        if self.shuffle:
+            mine, by_index = assign_readers(shards, reader, R)
+            raw = self._raw(mine)
+            if by_index:
+                raw = (s for i, s in enumerate(raw) if i % R == reader)
+        else:  # eval: rank r takes samples i % world_size == r (at most max_samples), workers j % W
+            cap = self.world_size * self.max_samples if self.max_samples is not None else float("inf")
+            raw = (s for i, s in _take(enumerate(self._raw(shards)), cap)
+                   if i % self.world_size == self.rank and (i // self.world_size) % W == w)
+        args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
+        samples = (parse_raw(s, *args) for s in raw)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{self.stream}/{self.rank}/{w}")
+        if self.shuffle and cfg.shuffle_buffer > 1:
+            samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
+        budget = cfg.max_total_frames if (self.shuffle and self.budget) else None
+        skip = self.skip[w] if self.skip else 0
+        for i, batch in enumerate(make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None)):
+            if i < skip:
+                yield SKIPPED
+                continue
+            loaded = []
+            for s in batch:
+                try:
+                    loaded.append(load_sample(s, *args))
+                except Exception as e:  # a corrupt JPEG: warn and drop this one sample
+                    log.warning("skipping sample %s: %s", s.key, e)
+            if loaded:
+                yield collate(loaded)
+
+
+def _take(it, n):
+    for i, x in it:
+        if i >= n:
+            return
+        yield i, x
+
+
+def _dataloader(stream: ShardStream, num_workers: int):
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                       prefetch_factor=2 if num_workers else None, persistent_workers=False)
+
+
+# -- public entry points -----------------------------------------------------------------------
+
+class TrainLoader:
+    """Iterable of batch dicts for one epoch of one rank (see the module docstring)."""
+
+    def __init__(self, data_cfg, *, rank: int, world_size: int, epoch: int, seed: int, start_batch: int = 0):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.cfg, self.rank, self.world_size = data_cfg, rank, world_size
+        self.epoch, self.seed, self.start_batch = epoch, seed, start_batch
+        self.shards = expand_shards(data_cfg.train_shards)
+        if not self.shards:
+            raise FileNotFoundError(f"no shards match data.train_shards={data_cfg.train_shards}")
+        self.text_shards = expand_shards(data_cfg.text_shards) if data_cfg.text_ratio > 0 else []
+        if data_cfg.text_ratio > 0 and data_cfg.text_shards and not self.text_shards:
+            raise FileNotFoundError(f"no shards match data.text_shards={data_cfg.text_shards}")
+
+    def _text_batches(self, skip: int):
+        """Endless text batches (main process); reshuffled every time the shards run out."""
+        r = 0
+        while True:
+            stream = ShardStream(self.text_shards, self.cfg, rank=self.rank, world_size=self.world_size,
+                                 epoch=self.epoch, seed=self.seed, stream=f"text{r}", skip=[skip], budget=False)
+            n = 0
+            for b in stream:
+                n += 1
+                if b is SKIPPED:
+                    skip -= 1
+                    continue
+                yield b
+            if n == 0:
+                raise RuntimeError(f"text shards {self.text_shards[:3]}... hold no sample for rank {self.rank}")
+            r += 1
+
+    def __iter__(self):
+        cfg = self.cfg
+        ratio = cfg.text_ratio if self.text_shards else 0.0
+        coin = np.random.default_rng([self.seed, self.epoch, self.rank, 14])
+        n_text = int((coin.random(self.start_batch) < ratio).sum())
+        n_vis = self.start_batch - n_text
+        W = max(1, cfg.num_workers)
+        skip = [len(range(w, n_vis, W)) for w in range(W)]
+        vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
+                             seed=self.seed, skip=skip)
+        vis = iter(_dataloader(vision, cfg.num_workers))
+        text = self._text_batches(n_text) if ratio > 0 else None
+        for _ in range(n_vis):  # placeholders (or, past another worker's end, real batches) to drop
+            if next(vis, None) is None:
+                return
+        while True:
+            if ratio > 0 and coin.random() < ratio:
+                yield next(text)
+                continue
+            batch = next(vis, None)
+            if batch is None:
+                return
+            if batch is SKIPPED or batch.get("_skipped"):
+                raise RuntimeError("resume bookkeeping error: a skipped batch after start_batch")
+            yield batch
+
+
+def build_train_loader(data_cfg, *, rank: int, world_size: int, epoch: int, seed: int,
+                       start_batch: int = 0) -> TrainLoader:
+    """One epoch of training batches for ``rank``; ``start_batch=k`` resumes at batch k."""
+    return TrainLoader(data_cfg, rank=rank, world_size=world_size, epoch=epoch, seed=seed, start_batch=start_batch)
+
+
+def train_batches(data_cfg, *, rank: int, world_size: int, seed: int, start_epoch: int = 0, start_batch: int = 0):
+    """Endless ``(epoch, batch_index, batch)``; resume with the last (epoch, batch_index + 1)."""
+    epoch, b = start_epoch, start_batch
+    while True:
+        n = 0
+        for batch in build_train_loader(data_cfg, rank=rank, world_size=world_size, epoch=epoch, seed=seed,
+                                        start_batch=b):
+            yield epoch, b, batch
+            b += 1
+            n += 1
+        if n == 0 and b == 0:
+            raise RuntimeError(f"rank {rank}: epoch {epoch} yields no batch (too few samples for the ranks?)")
+        epoch, b = epoch + 1, 0
+
+
+class EvalLoader:
+    def __init__(self, data_cfg, shards, *, rank: int, world_size: int, max_samples: int | None):
+        self.cfg, self.rank, self.world_size, self.max_samples = data_cfg, rank, world_size, max_samples
+        self.shards = expand_shards(shards)
+        if not self.shards:
+            raise FileNotFoundError(f"no shards match {shards}")
+
+    def __iter__(self):
+        stream = ShardStream(self.shards, self.cfg, rank=self.rank, world_size=self.world_size, epoch=0, seed=0,
+                             shuffle=False, max_samples=self.max_samples)
+        yield from _dataloader(stream, self.cfg.num_workers)
+
+
+def build_eval_loader(data_cfg, shards, *, rank: int = 0, world_size: int = 1,
+                      max_samples: int | None) -> EvalLoader:
+    """Evaluation batches of ``rank``: sample i of the sorted shards goes to rank i % world_size,
+    at most ``max_samples`` per rank (None: all), so ranks together cover the first
+    world_size * max_samples samples.  No shuffle, no interleave, fixed batch size,
+    deterministic order (a rank's DataLoader workers take turns by batch)."""
+    return EvalLoader(data_cfg, shards, rank=rank, world_size=world_size, max_samples=max_samples)

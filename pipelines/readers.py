@@ -1,0 +1,331 @@
+"""Readers for the upstream formats: a folder as downloaded -> a plan of sample references.
+
+Planning runs in the driver and touches only metadata (CSV/JSON rows, parquet footers, JSONL
+line offsets, a directory scan); heavy work (decoding, tokenizing) happens in Ray tasks via
+``load_record``.  Each reference (``ref``) is a small JSON-able dict with a stable ``id``;
+rows that are malformed already at this stage become reject records.
+
+Layouts accepted (what the public downloads look like):
+
+    webvid/     results*.csv with columns videoid, contentUrl, duration, page_dir, name
+                videos/<page_dir>/<videoid>.<ext> (or videos/<videoid>.<ext>)
+    cauldron/   <subset>/*.parquet with columns images (list of {bytes, path} structs or
+                of raw bytes) and texts (list of {user, assistant, source}); one sample per
+                row = first image + last turn (spec 3.1)
+    smoltalk/   **/*.parquet and/or **/*.jsonl, column/field ``messages`` = list of
+                {role, content}; one sample per row = last user turn + the assistant reply
+    video_sft/  *.json (LLaVA-Video-178K style): list of {id, video, conversations:
+                [{from: human|gpt, value}], data_source?}; videos under the folder or
+                videos/; one sample per entry = last human/gpt pair, "<image>"/"<video>"
+                placeholders removed
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fovea.pipelines.errors import (
+    DUPLICATE_ID, EMPTY_CAPTION, MALFORMED_ROW, MISSING_FILE, NO_IMAGE, Reject, reject_record,
+)
+
+DATASETS = ("webvid", "cauldron", "smoltalk", "video_sft")
+VISUAL = {"webvid": "video", "video_sft": "video", "cauldron": "image", "smoltalk": None}
+VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+WEBVID_COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
+
+
+@dataclass
+class Plan:
+    """Sample references in input order, plus the rows rejected while planning."""
+
+    dataset: str
+    refs: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # input files, for messages
+
+    @property
+    def read(self) -> int:
+        return len(self.refs) + len(self.rejects)
+
+
+def plan_dataset(dataset: str, root: str | Path) -> Plan:
+    """Dispatch by dataset name; clear errors for an unknown name or a missing folder."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{dataset}: input folder {root} does not exist")
+    plan = {"webvid": plan_webvid, "cauldron": plan_cauldron, "smoltalk": plan_smoltalk,
+            "video_sft": plan_video_sft}[dataset](root)
+    return _dedupe(plan)
+
+
+def _dedupe(plan: Plan) -> Plan:
+    seen: set[str] = set()
+    refs = []
+    for r in plan.refs:
+        if r["id"] in seen:
+            plan.rejects.append(reject_record(plan.dataset, r["id"], DUPLICATE_ID, "id seen earlier", r.get("where", "")))
+        else:
+            seen.add(r["id"])
+            refs.append(r)
+    plan.refs = refs
+    return plan
+
+
+def _fingerprint(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _files(root: Path, pattern: str, what: str) -> list[Path]:
+    files = sorted(p for p in root.rglob(pattern) if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"no {what} ({pattern}) under {root}")
+    return files
+
+
+# -- WebVid -----------------------------------------------------------------------------
+
+def _video_index(folder: Path) -> dict[str, Path]:
+    """'<page_dir>/<stem>' and '<stem>' -> path, from one scan of the videos folder."""
+    index: dict[str, Path] = {}
+    if not folder.is_dir():
+        return index
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in VIDEO_EXTS:
+                continue
+            rel = p.relative_to(folder)
+            index.setdefault(str(rel.with_suffix("")), p)
+            index.setdefault(p.stem, p)
+    return index
+
+
+def plan_webvid(root: Path) -> Plan:
+    plan = Plan("webvid")
+    videos = _video_index(root / "videos")
+    for csv_path in _files(root, "results*.csv", "WebVid results CSV"):
+        plan.inputs.append(str(csv_path))
+        with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            missing_cols = [c for c in ("videoid", "name") if c not in (reader.fieldnames or [])]
+            if missing_cols:
+                raise ValueError(f"{csv_path}: missing columns {missing_cols} (have {reader.fieldnames})")
+            for i, row in enumerate(reader):
+                where = f"{csv_path.name}:{i + 2}"  # line number (header = 1)
+                vid = (row.get("videoid") or "").strip()
+                if None in row or any(row.get(c) is None for c in WEBVID_COLUMNS if c in reader.fieldnames):
+                    plan.rejects.append(reject_record("webvid", vid or where, MALFORMED_ROW,
+                                                      "wrong number of columns", where))
+                    continue
+                if not vid:
+                    plan.rejects.append(reject_record("webvid", where, MALFORMED_ROW, "empty videoid", where))
+                    continue
+                page = (row.get("page_dir") or "").strip()
+                path = videos.get(f"{page}/{vid}") if page else None
+                path = path or videos.get(vid)
+                if path is None:
+                    plan.rejects.append(reject_record("webvid", vid, MISSING_FILE,
+                                                      f"no video {vid}.* under {root / 'videos'}", where))
+                    continue
+                plan.refs.append({"id": vid, "where": where, "video": str(path), "fp": _fingerprint(path),
+                                  "caption": row.get("name") or "", "source": "webvid"})
+    return plan
+
+
+# -- The Cauldron -------------------------------------------------------------------------
+
+def _parquet_refs(plan: Plan, root: Path, files: list[Path], id_prefix) -> None:
+    import pyarrow.parquet as pq
+
+    for p in files:
+        plan.inputs.append(str(p))
+        fp = _fingerprint(p)
+        md = pq.ParquetFile(p).metadata
+        row = 0
+        for rg in range(md.num_row_groups):
+            for j in range(md.row_group(rg).num_rows):
+                plan.refs.append({"id": f"{id_prefix(p)}:{row}", "where": f"{p.relative_to(root)}:{row}",
+                                  "file": str(p), "fp": fp, "rg": rg, "row": j})
+                row += 1
+
+
+def plan_cauldron(root: Path) -> Plan:
+    plan = Plan("cauldron")
+    files = _files(root, "*.parquet", "Cauldron parquet files")
+
+    def prefix(p: Path) -> str:
+        subset = p.parent.name if p.parent != root else p.stem.split("-")[0]
+        return f"{subset}/{p.stem}"
+
+    _parquet_refs(plan, root, files, prefix)
+    for r in plan.refs:
+        r["subset"] = r["id"].split("/")[0]
+    return plan
+
+
+# -- SmolTalk -----------------------------------------------------------------------------
+
+def plan_smoltalk(root: Path) -> Plan:
+    plan = Plan("smoltalk")
+    parquet = sorted(root.rglob("*.parquet"))
+    jsonl = sorted(root.rglob("*.jsonl"))
+    if not parquet and not jsonl:
+        raise FileNotFoundError(f"no SmolTalk parquet or JSONL files under {root}")
+    _parquet_refs(plan, root, parquet, lambda p: str(p.relative_to(root)))
+    for p in jsonl:
+        plan.inputs.append(str(p))
+        fp = _fingerprint(p)
+        rel = str(p.relative_to(root))
+        with open(p, "rb") as f:
+            offset, line_no = 0, 0
+            for line in f:
+                line_no += 1
+                if line.strip():
+                    plan.refs.append({"id": f"{rel}:{line_no}", "where": f"{rel}:{line_no}",
+                                      "file": str(p), "fp": fp, "offset": offset})
+                offset += len(line)
+    return plan
+
+
+# -- video SFT (LLaVA-Video-178K style) ------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"<(image|video)>\s*")
+
+
+def last_pair(conversations) -> tuple[str, str]:
+    """[{from, value}] -> (user, assistant) of the last human turn followed by a gpt turn."""
+    if not isinstance(conversations, list) or not conversations:
+        raise Reject(MALFORMED_ROW, "conversations is not a non-empty list")
+    pair = None
+    for a, b in zip(conversations, conversations[1:]):
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            raise Reject(MALFORMED_ROW, "conversation turn is not an object")
+        if a.get("from") in ("human", "user") and b.get("from") in ("gpt", "assistant"):
+            pair = (a.get("value"), b.get("value"))
+    if pair is None:
+        raise Reject(MALFORMED_ROW, "no human turn followed by a gpt turn")
+    user, answer = pair
+    if not isinstance(user, str) or not isinstance(answer, str):
+        raise Reject(MALFORMED_ROW, "turn value is not a string")
+    return PLACEHOLDER.sub("", user).strip(), answer.strip()
+
+
+def plan_video_sft(root: Path) -> Plan:
+    plan = Plan("video_sft")
+    for jp in _files(root, "*.json", "video SFT JSON"):
+        plan.inputs.append(str(jp))
+        try:
+            entries = json.loads(jp.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            plan.rejects.append(reject_record("video_sft", str(jp.name), MALFORMED_ROW, f"not JSON: {e}", str(jp)))
+            continue
+        if not isinstance(entries, list):
+            plan.rejects.append(reject_record("video_sft", jp.name, MALFORMED_ROW, "top level is not a list", str(jp)))
+            continue
+        for i, e in enumerate(entries):
+            where = f"{jp.name}[{i}]"
+            sid = str(e.get("id", "")).strip() if isinstance(e, dict) else ""
+            try:
+                if not sid or not isinstance(e.get("video"), str) or not e["video"].strip():
+                    raise Reject(MALFORMED_ROW, "entry needs a non-empty id and video")
+                user, answer = last_pair(e.get("conversations"))
+            except Reject as r:
+                plan.rejects.append(reject_record("video_sft", sid or where, r.reason, r.detail, where))
+                continue
+            cands = [root / e["video"], root / "videos" / e["video"]]
+            path = next((c for c in cands if c.is_file()), None)
+            if path is None:
+                plan.rejects.append(reject_record("video_sft", sid, MISSING_FILE, f"{e['video']} not under {root}", where))
+                continue
+            src = e.get("data_source") or "llava_video"
+            plan.refs.append({"id": sid, "where": where, "video": str(path), "fp": _fingerprint(path),
+                              "user": user, "answer": answer, "source": f"video_sft/{src}"})
+    return plan
+
+
+# -- loading one record (runs in Ray tasks) ---------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _row_group(file: str, rg: int, fp: tuple):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(file).read_row_group(rg).to_pylist()
+
+
+def _parquet_row(ref: dict) -> dict:
+    return _row_group(ref["file"], ref["rg"], tuple(ref["fp"]))[ref["row"]]
+
+
+def _image_bytes(item) -> bytes:
+    if isinstance(item, dict):
+        item = item.get("bytes")
+    if not isinstance(item, (bytes, bytearray)) or not item:
+        raise Reject(NO_IMAGE, "image entry has no bytes")
+    return bytes(item)
+
+
+def load_record(dataset: str, ref: dict) -> dict:
+    """ref -> {"source", "user", "assistant", "video": path | None, "image": bytes | None}.
+
+    Raises ``Reject`` for malformed rows; media are validated later, by ``video.py``.
+    """
+    if dataset == "webvid":
+        return {"source": "webvid", "user": "", "assistant": ref["caption"], "video": ref["video"], "image": None}
+    if dataset == "video_sft":
+        return {"source": ref["source"], "user": ref["user"], "assistant": ref["answer"],
+                "video": ref["video"], "image": None}
+    if dataset == "cauldron":
+        row = _parquet_row(ref)
+        images, texts = row.get("images"), row.get("texts")
+        if not isinstance(texts, list) or not texts or not isinstance(texts[-1], dict):
+            raise Reject(MALFORMED_ROW, "texts is not a non-empty list of {user, assistant}")
+        if not isinstance(images, list) or not images:
+            raise Reject(NO_IMAGE, "images is empty")
+        turn = texts[-1]
+        return {"source": f"cauldron/{ref['subset']}", "user": turn.get("user") or "",
+                "assistant": turn.get("assistant") or "", "video": None, "image": _image_bytes(images[0])}
+    if dataset == "smoltalk":
+        if "offset" in ref:
+            with open(ref["file"], "rb") as f:
+                f.seek(ref["offset"])
+                line = f.readline()
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise Reject(MALFORMED_ROW, f"not JSON: {e}") from None
+        else:
+            row = _parquet_row(ref)
+        if not isinstance(row, dict):
+            raise Reject(MALFORMED_ROW, "row is not an object")
+        user, answer = _last_chat_turn(row.get("messages"))
+        src = row.get("source")
+        return {"source": f"smoltalk/{src}" if src else "smoltalk", "user": user, "assistant": answer,
+                "video": None, "image": None}
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def _last_chat_turn(msgs) -> tuple[str, str]:
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+        raise Reject(MALFORMED_ROW, "messages is not a list of {role, content}")
+    pair = None
+    for a, b in zip(msgs, msgs[1:]):
+        if a.get("role") == "user" and b.get("role") == "assistant":
+            pair = (a.get("content"), b.get("content"))
+    if pair is None:
+        raise Reject(MALFORMED_ROW, "no user turn followed by an assistant turn")
+    user, answer = pair
+    if not isinstance(user, str) or not isinstance(answer, str):
+        raise Reject(MALFORMED_ROW, "message content is not a string")
+    if not answer.strip():
+        raise Reject(EMPTY_CAPTION, "empty assistant message")
+    return user, answer

@@ -1,0 +1,14 @@
+# Source on the offline GPU machine (from the repo root) before any fovea command:
+#   carried: .devbundle (../shared/gpu/bundle.sh .devbundle mlflow-skinny sqlalchemy alembic)
+#            .gpuassets/smollm2 (SmolLM2 config + tokenizer; weights are too large to carry,
+#            so the store builds the LLM with RANDOM weights there -- throughput is the same)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export RAY_AUTH_MODE=token TOKENIZERS_PARALLELISM=false PYTHONDONTWRITEBYTECODE=1
+[ -d /tmp/site/ray ] || bash .devbundle/install.sh >/dev/null
+# fovea.* without pip: a shim package dir whose subfolders link to the repo's folders
+# (the repo root itself stays off sys.path, so `platform` is never shadowed).
+mkdir -p /tmp/shim/fovea
+for d in model pipelines platform search_spaces; do ln -sfn "$PWD/$d" "/tmp/shim/fovea/$d"; done
+export PYTHONPATH=/tmp/site:/tmp/shim
+export FOVEA_MODEL_STORE=${FOVEA_MODEL_STORE:-/tmp/fovea-models}
+[ -f "$FOVEA_MODEL_STORE/index.json" ] || python3 -m fovea.platform.model_store --random-llm-from .gpuassets/smollm2 >/dev/null 2>&1

@@ -1,0 +1,171 @@
+"""Evaluation on a tiny Foveated VLM checkpoint: three modes, the gap, captions, MCQ, MLflow."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fovea.platform import benchmarks as bm
+from fovea.platform import evaluation as E
+from fovea.platform.config import ModelConfig, load_config
+from fovea.platform.mcq import chat_messages
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
+USER = "What colour is this video?"
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, model_store):
+    """A Ray-checkpoint-like dir holding model/ written by save_pretrained."""
+    from fovea.model.build import build_model, load_tokenizer
+
+    cfg = ModelConfig(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    root = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"
+    model.save_pretrained(root / "model", tokenizer=load_tokenizer(cfg))
+    (root / "meta.json").write_text(json.dumps({"step": 1, "metrics": {}}))
+    return root
+
+
+def _batch(tok, items, text_only=False):
+    """A collated batch in the loader's format (docs/CONTRACTS.md) of solid-colour videos."""
+    B, T = len(items), max(max(n for _, n in items), 1)
+    frames, fm = torch.zeros(B, T, 3, 224, 224), torch.zeros(B, T, dtype=torch.bool)
+    mean, std = torch.tensor(bm.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(bm.IMAGENET_STD).view(3, 1, 1)
+    ids = []
+    for b, (c, n) in enumerate(items):
+        frames[b, :n] = (torch.tensor(COLOURS[c]).float().view(3, 1, 1) / 255 - mean) / std
+        fm[b, :n] = True
+        text = tok.apply_chat_template(chat_messages(USER, f"The video is {c}."), tokenize=False)
+        ids.append(tok(text, add_special_tokens=False)["input_ids"])
+    S = max(map(len, ids))
+    inp, am = torch.full((B, S), tok.pad_token_id), torch.zeros(B, S, dtype=torch.bool)
+    for b, x in enumerate(ids):
+        inp[b, : len(x)], am[b, : len(x)] = torch.tensor(x), True
+    return {"frames": frames, "frame_mask": fm, "num_frames": fm.sum(1), "input_ids": inp,
+            "attention_mask": am, "loss_mask": am.float(), "is_text_only": fm.sum(1) == 0,
+            "keys": [f"k{b}" for b in range(B)], "sources": ["colours"] * B, "users": [USER] * B,
+            "assistants": [f"The video is {c}." for c, _ in items]}
+
+
+@pytest.fixture(scope="module")
+def batches(tokenizer):
+    return [_batch(tokenizer, [("red", 2), ("blue", 3), ("green", 0)]),  # a text-only row
+            _batch(tokenizer, [("green", 1), ("red", 4)])]
+
+
+def test_three_modes_gap_captions_mlflow(tiny_ckpt, batches, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", [f"tracking.tracking_uri={uri}", "tracking.experiment=eval-test",
+                               "eval.heatmap_videos=2", "eval.max_new_tokens=8"])
+    res = E.run_evaluation(cfg, checkpoint=str(tiny_ckpt), modes=list(E.MODES), max_samples=4, captions=2,
+                           loader_factory=lambda: iter(batches), out_dir=tmp_path / "out", device="cpu",
+                           progress=False)
+    losses = {m: res["loss"][m] for m in E.MODES}
+    for m, r in losses.items():
+        assert math.isfinite(r["loss"]) and r["n_samples"] == 4 and r["samples_per_s"] > 0, m
+    # identical samples and tokens in every mode (the text-only row is skipped)
+    assert len({r["n_tokens"] for r in losses.values()}) == 1
+    cf, ar = losses["coarse_fine"]["loss"], losses["autoregressive"]["loss"]
+    assert res["gap"] == pytest.approx((ar - cf) / cf)
+    assert res["checkpoint"].endswith("checkpoint_000001/model")
+    gen = res["generation"]
+    assert gen["captions_n"] == 2 and set(gen["captions"]) >= {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
+
+    printed = capsys.readouterr().out
+    assert "train/inference gap (ar - cf) / cf" in printed and "| val loss (n=4) |" in printed
+    out = tmp_path / "out"
+    for f in ("results.md", "results.csv", "results.json", "captions.jsonl", "attention_grid.png"):
+        assert (out / f).stat().st_size > 0, f
+    csv_head = (out / "results.csv").read_text().splitlines()[0]
+    assert csv_head == "metric,coarse_only,coarse_fine,autoregressive"
+
+    client = MlflowClient(uri)
+    run = client.get_run(res["mlflow_run_id"])
+    assert run.data.metrics["eval/gap"] == pytest.approx(res["gap"])
+    for m in E.MODES:
+        assert run.data.metrics[f"eval/{m}/loss"] == pytest.approx(losses[m]["loss"])
+        assert f"eval/{m}/samples_per_s" in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/results.md", "evaluation/attention_grid.png", "evaluation/captions.jsonl"} <= arts
+
+    # the run id resolves back to the checkpoint (tag written by training)
+    client.set_tag(run.info.run_id, "best_checkpoint", str(tiny_ckpt))
+    assert E.resolve_checkpoint(run.info.run_id, uri) == tiny_ckpt / "model"
+
+
+def test_mcq_benchmarks_in_each_mode(tiny_ckpt, tmp_path, capsys):
+    import pandas as pd
+    from PIL import Image
+
+    def png(rgb):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), rgb).save(buf, "PNG")
+        return buf.getvalue()
+
+    root = tmp_path / "benchmarks"
+    (root / "scienceqa" / "data").mkdir(parents=True)
+    pd.DataFrame([{"image": {"bytes": png(rgb), "path": None}, "question": "Which colour?",
+                   "choices": list(COLOURS), "answer": i, "hint": "", "subject": "colours",
+                   "category": "c"} for i, rgb in enumerate(COLOURS.values())]
+                 ).to_parquet(root / "scienceqa" / "data" / "test-00000-of-00001.parquet")
+    model, tok = E.load_model_for_eval(tiny_ckpt / "model")
+    cfg = load_config("tiny", ["eval.reference_model=HuggingFaceTB/not-in-the-store", "eval.image_frames=2"])
+    out = E.run_benchmarks(model, tok, root, list(E.MODES), cfg, torch.device("cpu"), progress=False)
+    res = out["results"]["scienceqa"]["modes"]
+    for m in E.MODES:
+        assert res[m]["n"] == 3 and 0 <= res[m]["accuracy"] <= 100
+        assert all(len(r["losses"]) == 3 and r["pred"] in "ABC" for r in res[m]["records"])
+    assert set(out["missing"]) == {"videomme", "mlvu", "mvbench"}
+    printed = capsys.readouterr().out
+    assert "[benchmark skipped] benchmark 'mvbench'" in printed and "OpenGVLab/MVBench" in printed
+    assert "not-in-the-store" in printed and "skipped" in printed  # the reference model hint
+
+
+@pytest.mark.slow
+def test_cli_runs_as_ray_job_on_shards(tiny_ckpt, tokenizer, tmp_path, repo_root):
+    """jobs/evaluate.py end to end: shards -> pipelines eval loader -> a Ray task -> MLflow + JSON."""
+    import os
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(repo_root / "tests"))
+    from colour_shards import write_colour_shards
+
+    from mlflow.tracking import MlflowClient
+
+    from fovea.platform.config import save_resolved
+
+    globs = write_colour_shards(tmp_path / "shards", tokenizer, n_train=4, n_val=6, n_text=4)
+    # the training run dir around the checkpoint: its resolved config and MLflow run id
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    train_cfg = load_config("tiny", [f"data.val_shards=['{globs['val']}']", f"tracking.tracking_uri={uri}",
+                                     "tracking.experiment=cli"])
+    run_dir = tiny_ckpt.parent
+    save_resolved(train_cfg, run_dir / "resolved_config.yaml")
+    client = MlflowClient(uri)
+    train_run = client.create_run(client.create_experiment("cli")).info.run_id
+    (run_dir / "mlflow_run_id").write_text(train_run)
+    out = tmp_path / "res.json"
+    cmd = [sys.executable, "jobs/evaluate.py", "--checkpoint", str(tiny_ckpt), "--mode", "all", "--captions", "2",
+           "--max-samples", "6", "--quiet", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    p = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "evaluating in a Ray task" in p.stderr + p.stdout
+    assert "train/inference gap (ar - cf) / cf" in p.stdout
+    res = json.loads(out.read_text())
+    assert set(res["loss"]) == set(E.MODES) and all(r["n_samples"] == 6 for r in res["loss"].values())
+    assert res["gap"] == pytest.approx((res["loss"]["autoregressive"]["loss"] - res["loss"]["coarse_fine"]["loss"])
+                                       / res["loss"]["coarse_fine"]["loss"])
+    assert Path(res["files"]["attention_grid.png"]).exists()
+    ev = client.get_run(res["mlflow_run_id"])  # in the training run's store, nested under it
+    assert ev.data.tags["mlflow.parentRunId"] == train_run and "eval/gap" in ev.data.metrics

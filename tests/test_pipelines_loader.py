@@ -1,0 +1,199 @@
+"""Loader tests on tiny synthetic shard sets: splitting, interleave ratio, resume, batching, collate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fovea.platform.config import DataConfig
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Main-process batches (num_workers=0) on a busy 2-core machine: one intra-op thread is
+    >10x faster than two contending ones (DataLoader workers use one thread anyway)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_shards(folder, n, per_shard, frames=lambda i: 1 + i % 5, prefix="train", text=False):
+    """n samples; sample i has ``frames(i)`` JPEG frames whose grey level encodes the frame index."""
+    from fovea.pipelines.shards import ShardWriter
+    from fovea.pipelines.video import encode_jpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jpgs = [encode_jpeg(np.full((224, 224, 3), 4 * k, np.uint8)) for k in range(64)]
+    keys = []
+    for s in range(0, n, per_shard):
+        w = ShardWriter(folder / f"{prefix}-{s // per_shard:05d}.tar")
+        for i in range(s, min(n, s + per_shard)):
+            f = 0 if text else frames(i)
+            ids = list(range(1, 4 + i % 7))
+            meta = {"user": f"q{i}", "assistant": f"a{i}", "source": "synthetic", "frame_count": f,
+                    "token_ids": ids, "loss_mask": [0, 0] + [1] * (len(ids) - 2), "is_text_only": f == 0,
+                    "stage": 2, "pad_id": 2}
+            key = f"{'t' if text else 'v'}{i:05d}"
+            w.add(key, json.dumps(meta), jpgs[:f])
+            keys.append(key)
+        w.commit()
+    return set(keys)
+
+
+def keys_of(batches):
+    return [k for b in batches for k in b["keys"]]
+
+
+def _readers(cfg, shards, world_size, workers, monkeypatch):
+    """Samples each (rank, worker) reader yields, by faking the DataLoader worker info."""
+    from types import SimpleNamespace
+
+    from fovea.pipelines import loader as L
+
+    out = {}
+    for rank in range(world_size):
+        for w in range(workers):
+            monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                                lambda w=w: SimpleNamespace(id=w, num_workers=workers))
+            stream = L.ShardStream(shards, cfg, rank=rank, world_size=world_size, epoch=1, seed=5)
+            out[(rank, w)] = keys_of(stream)
+    monkeypatch.undo()
+    return out
+
+
+@pytest.mark.parametrize("n_shards", [8, 3])  # 8 >= 2 x 2 readers: by shard; 3 < 4: by sample index
+def test_two_ranks_two_workers_disjoint_union(tmp_path, monkeypatch, n_shards):
+    from fovea.pipelines.shards import expand_shards
+
+    all_keys = make_shards(tmp_path, 40, 40 // n_shards + (40 % n_shards > 0))
+    shards = expand_shards(str(tmp_path / "train-*.tar"))
+    assert len(shards) == n_shards
+    cfg = DataConfig(batch_size=3, shuffle_buffer=10, num_workers=2)
+    per_reader = _readers(cfg, shards, 2, 2, monkeypatch)
+    seen = [k for ks in per_reader.values() for k in ks]
+    assert len(seen) == len(set(seen)) == 40 and set(seen) == all_keys
+    assert all(len(ks) > 0 for ks in per_reader.values())
+    # the same through real DataLoader workers, per rank
+    cfg = cfg.model_copy(update={"train_shards": [str(tmp_path / "train-*.tar")]})
+    from fovea.pipelines.loader import build_train_loader
+
+    ranks = [set(keys_of(build_train_loader(cfg, rank=r, world_size=2, epoch=0, seed=1))) for r in range(2)]
+    assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == all_keys
+
+
+def test_shuffle_is_seeded_per_epoch(tmp_path):
+    from fovea.pipelines.loader import build_train_loader
+
+    make_shards(tmp_path, 30, 10)
+    cfg = DataConfig(train_shards=[str(tmp_path / "*.tar")], batch_size=2, shuffle_buffer=30, num_workers=0)
+    run = lambda epoch, seed: keys_of(build_train_loader(cfg, rank=0, world_size=1, epoch=epoch, seed=seed))
+    assert run(0, 1) == run(0, 1)
+    assert run(0, 1) != run(1, 1) and sorted(run(0, 1)) == sorted(run(1, 1))
+
+
+def test_interleave_ratio_over_2000_batches(tmp_path):
+    from fovea.pipelines.loader import train_batches
+
+    make_shards(tmp_path / "v", 300, 50, frames=lambda i: 1)
+    make_shards(tmp_path / "t", 90, 30, text=True)
+    cfg = DataConfig(train_shards=[str(tmp_path / "v/*.tar")], text_shards=[str(tmp_path / "t/*.tar")],
+                     text_ratio=0.14, batch_size=2, num_workers=0, shuffle_buffer=20)
+    text = vision = 0
+    for i, (epoch, b, batch) in enumerate(train_batches(cfg, rank=0, world_size=1, seed=42)):
+        if i == 2000:
+            break
+        t = batch["is_text_only"]
+        assert bool(t.all()) or not bool(t.any())  # a batch is all text or all vision
+        if t.all():
+            text += 1
+            assert batch["frames"].shape[1] == 1 and not batch["frame_mask"].any()
+            assert (batch["num_frames"] == 0).all()
+        else:
+            vision += 1
+    assert epoch >= 2  # several vision epochs; the text stream restarted many times
+    assert abs(text / 2000 - 0.14) <= 0.03, text
+
+
+def test_resume_yields_the_same_batches(tmp_path):
+    from fovea.pipelines.loader import build_train_loader
+
+    make_shards(tmp_path / "v", 60, 6)
+    make_shards(tmp_path / "t", 20, 5, text=True)
+    cfg = DataConfig(train_shards=[str(tmp_path / "v/*.tar")], text_shards=[str(tmp_path / "t/*.tar")],
+                     text_ratio=0.3, batch_size=3, num_workers=2, shuffle_buffer=16, max_total_frames=9)
+    full = list(build_train_loader(cfg, rank=1, world_size=2, epoch=3, seed=7))
+    assert any(b["is_text_only"].all() for b in full) and len(full) > 8
+    for k in (1, 5, len(full) - 1):
+        resumed = list(build_train_loader(cfg, rank=1, world_size=2, epoch=3, seed=7, start_batch=k))
+        assert [b["keys"] for b in resumed] == [b["keys"] for b in full[k:]]
+        assert all(torch.equal(a["frames"], b["frames"]) for a, b in zip(resumed, full[k:]))
+
+
+def test_token_budget_batching_caps_real_frames(tmp_path):
+    from fovea.pipelines.loader import build_train_loader
+
+    keys = make_shards(tmp_path, 50, 10, frames=lambda i: 1 + (7 * i) % 12)
+    cfg = DataConfig(train_shards=[str(tmp_path / "*.tar")], batch_size=8, max_total_frames=20,
+                     num_workers=0, shuffle_buffer=10)
+    batches = list(build_train_loader(cfg, rank=0, world_size=1, epoch=0, seed=0))
+    assert sorted(keys_of(batches)) == sorted(keys)
+    for b in batches:
+        assert len(b["keys"]) <= 8
+        assert int(b["num_frames"].sum()) <= 20 or len(b["keys"]) == 1
+    fixed = cfg.model_copy(update={"max_total_frames": None})
+    pad = lambda bs: sum(b["frame_mask"].numel() - int(b["frame_mask"].sum()) for b in bs) / sum(
+        b["frame_mask"].numel() for b in bs)
+    assert pad(batches) < pad(list(build_train_loader(fixed, rank=0, world_size=1, epoch=0, seed=0)))
+
+
+def test_truncation_by_uniform_spread_and_replication(tmp_path):
+    from fovea.pipelines.loader import IMAGENET_MEAN, IMAGENET_STD, build_eval_loader
+
+    make_shards(tmp_path, 2, 2, frames=lambda i: [40, 1][i])
+    cfg = DataConfig(batch_size=2, max_frames=4, replicate_image_frames=3, num_workers=0)
+    b = next(iter(build_eval_loader(cfg, [str(tmp_path / "*.tar")], max_samples=2)))
+    assert b["num_frames"].tolist() == [4, 3] and b["frames"].shape == (2, 4, 3, 224, 224)
+    assert b["frame_mask"].tolist() == [[True] * 4, [True] * 3 + [False]]
+    grey = b["frames"][0, :, 0].mean(dim=(1, 2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    levels = (grey * 255 / 4).round().tolist()  # frame k has grey level 4 k
+    assert levels == [5, 15, 25, 35]  # uniform spread over 40 frames, not the first 4
+    assert (b["frames"][1, 3] == 0).all() and torch.equal(b["frames"][1, 0], b["frames"][1, 2])
+
+
+def test_collate_padding_and_masks():
+    from fovea.pipelines.loader import collate
+
+    samples = [
+        {"key": "a", "frames": torch.full((2, 3, 224, 224), 255, dtype=torch.uint8), "num_frames": 2,
+         "token_ids": torch.tensor([5, 6, 7]), "loss_mask": torch.tensor([0.0, 1.0, 1.0]), "pad_id": 2,
+         "is_text_only": False, "source": "s", "user": "u", "assistant": "x"},
+        {"key": "b", "frames": None, "num_frames": 0, "token_ids": torch.tensor([8]),
+         "loss_mask": torch.tensor([1.0]), "pad_id": 2, "is_text_only": True, "source": "t", "user": "v",
+         "assistant": "y"},
+    ]
+    b = collate(samples)
+    assert b["frames"].shape == (2, 2, 3, 224, 224) and b["frames"].dtype == torch.float32
+    assert b["frame_mask"].tolist() == [[True, True], [False, False]]
+    assert torch.allclose(b["frames"][0, :, 0], torch.tensor((1 - 0.485) / 0.229))
+    assert b["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
+    assert b["attention_mask"].tolist() == [[True, True, True], [True, False, False]]
+    assert b["loss_mask"].tolist() == [[0, 1, 1], [1, 0, 0]]
+    assert b["is_text_only"].tolist() == [False, True] and b["num_frames"].tolist() == [2, 0]
+    assert b["keys"] == ["a", "b"] and b["assistants"] == ["x", "y"]
+
+
+def test_eval_loader_is_deterministic_and_split(tmp_path):
+    from fovea.pipelines.loader import build_eval_loader
+
+    make_shards(tmp_path, 25, 10)
+    cfg = DataConfig(batch_size=4, num_workers=2)
+    ev = lambda r, w, n=14: keys_of(build_eval_loader(cfg, [str(tmp_path / "*.tar")], rank=r, world_size=w,
+                                                      max_samples=n))
+    assert ev(0, 1) == ev(0, 1) and sorted(ev(0, 1)) == [f"v{i:05d}" for i in range(14)]
+    assert sorted(ev(0, 2, 7) + ev(1, 2, 7)) == sorted(ev(0, 1)) and not set(ev(0, 2, 7)) & set(ev(1, 2, 7))
+    assert sorted(ev(1, 2, 7)) == [f"v{i:05d}" for i in range(1, 14, 2)]  # rank 1: odd samples
+    assert len(ev(0, 1, None)) == 25
