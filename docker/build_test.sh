@@ -81,6 +81,7 @@ else
   t=$(now)
   debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$mirror" > /var/tmp/fovea-debootstrap.log 2>&1 \
     || { tail -20 /var/tmp/fovea-debootstrap.log; exit 1; }
+  rm -f /var/tmp/fovea-debootstrap.log
   cat > "$rootfs/etc/apt/sources.list" <<EOF
 deb $mirror $SUITE main
 deb $mirror $SUITE-updates main

@@ -34,7 +34,7 @@ FFMPEG_VF = "fps=1,scale=224:224:force_original_aspect_ratio=increase,crop=224:2
 
 
 def bench_input(raw: Path, dst: Path, copies: int) -> list[Path]:
-    """A WebVid folder with the good clips ``copies`` times (the videos are symlinks)."""
+    """A WebVid folder with the good clips ``copies`` times (copied: immune to a concurrent remake)."""
     from fovea.pipelines.sample_data import make_sample_data
 
     cat = make_sample_data(raw)
@@ -43,10 +43,10 @@ def bench_input(raw: Path, dst: Path, copies: int) -> list[Path]:
     for c in range(copies):
         for clip in cat["webvid"]:
             vid = f"{clip['videoid']}{c:02d}"
-            link = dst / "videos" / f"{vid}.mp4"
-            link.symlink_to((raw / "webvid" / clip["file"]).resolve())
+            path = dst / "videos" / f"{vid}.mp4"
+            shutil.copyfile(raw / "webvid" / clip["file"], path)
             rows.append([vid, "", "", "", clip["caption"]])
-            paths.append(link)
+            paths.append(path)
     with open(dst / "results_bench.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["videoid", "contentUrl", "duration", "page_dir", "name"])
@@ -72,7 +72,7 @@ def bench_ray(inp: Path, work: Path, cpus: int, runs: int) -> tuple[float, int, 
             (small / "results_bench.csv").write_text("\n".join(lines[: 1 + 2 * cpus]) + "\n")
             for line in lines[1: 1 + 2 * cpus]:
                 vid = line.split(",")[0]
-                (small / "videos" / f"{vid}.mp4").symlink_to(os.readlink(inp / "videos" / f"{vid}.mp4"))
+                shutil.copyfile(inp / "videos" / f"{vid}.mp4", small / "videos" / f"{vid}.mp4")
         run_preprocess("webvid", small, warm, samples_per_shard=64, val_fraction=0.0, progress=False)
         times = []
         for r in range(runs):

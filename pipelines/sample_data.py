@@ -23,6 +23,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -405,7 +406,7 @@ def make_sample_data(out_dir: str | Path, force: bool = False) -> dict:
     out = Path(out_dir)
     if not force and is_current(out):
         return json.loads((out / "catalog.json").read_text())
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")  # unique: concurrent makers do not collide
     shutil.rmtree(tmp, ignore_errors=True)
     cat: dict = {"version": VERSION, "webvid": [], "video_sft": [], "cauldron": [], "smoltalk": [],
                  "expected_rejects": {"webvid": [], "video_sft": [], "cauldron": [], "smoltalk": []}}
@@ -416,7 +417,10 @@ def make_sample_data(out_dir: str | Path, force: bool = False) -> dict:
     (tmp / "catalog.json").write_text(json.dumps(cat, indent=1))
     (tmp / "README.md").write_text(_readme(cat))
     (tmp / ".complete").write_text(_stamp())
-    shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)  # swap in the new set with two renames, then drop the old one
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return cat

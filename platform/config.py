@@ -173,6 +173,29 @@ class RunConfig(_Section):
         return self.cluster.storage_path or str(Path(self.runs_dir).resolve() / "ray")
 
 
+def absolute_paths(cfg: RunConfig, base: str | Path | None = None) -> RunConfig:
+    """Relative shard globs, runs_dir and init_from -> absolute (against ``base`` or the cwd).
+
+    Ray Train workers run in their own working directory, so paths must be resolved on
+    the driver before the config travels to them.  Hub ids and URIs are left alone.
+    """
+    base = Path(base or Path.cwd())
+
+    def fix(p: str) -> str:
+        if "://" in p or Path(p).is_absolute():
+            return p
+        return str(base / p)
+
+    d = cfg.model_dump(mode="json")
+    for key in ("train_shards", "val_shards", "text_shards"):
+        d["data"][key] = [fix(p) for p in d["data"][key]]
+    d["runs_dir"] = fix(d["runs_dir"])
+    init = d["training"]["init_from"]
+    if init and (base / init).exists():
+        d["training"]["init_from"] = fix(init)
+    return RunConfig.model_validate(d)
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -26,7 +26,7 @@ from typing import Any
 
 from fovea.platform import checkpoints as ck
 from fovea.platform.cluster import cluster_cpus, connect, want_gpu
-from fovea.platform.config import RunConfig, save_resolved
+from fovea.platform.config import RunConfig, absolute_paths, save_resolved
 from fovea.platform.tracking import Tracker, git_commit
 
 log = logging.getLogger("fovea.trainer")
@@ -123,6 +123,7 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
         parent_run_id: str | None = None, connect_ray: bool = True) -> FitSummary:
     """Train ``cfg`` on Ray; resumes if ``<runs>/ray/<name>`` already holds checkpoints."""
     t0 = time.time()
+    cfg = absolute_paths(cfg)
     if connect_ray:
         connect(cfg.cluster.address)
         check_resources(cfg)

@@ -99,7 +99,7 @@ def test_every_alphabet_draws_its_tile_inside_the_box(alphabet):
         x0, y0, x1, y1 = rec["box"]
         region = frames[k][y0:y1, x0:x1]
         solid = tile[..., 3] == 255
-        assert solid.mean() > 0.3
+        assert solid.mean() > 0.15  # the thinnest shape (bar) covers ~0.2 of its box
         assert np.abs(region[solid].astype(int) - tile[..., :3][solid].astype(int)).max() <= 1
     assert meta["caption"] == ", ".join(meta["labels"])
 

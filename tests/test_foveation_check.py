@@ -1,0 +1,145 @@
+"""Foveation failure signatures (platform/foveation.py), their training-loop hook, and a tiny
+end-to-end run of jobs/foveation_check.py (task -> preprocessing -> two arms on Ray Train ->
+held-out evaluation -> report, MLflow parent/children, heatmap artifact)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fovea.platform.foveation import (
+    ENTROPY_FRAC, RATIO_TOL, WARMUP_STEPS, failure_signatures, flag_failure_signatures,
+)
+
+LOG_N = math.log(257)
+HEALTHY = {"step": 1000, "loss_fine": 1.30, "loss_coarse": 1.42, "loss_ratio": 1.30 / 1.42, "q_static_std": 0.97,
+           "attn_entropy_fine": 4.1, "attn_entropy_coarse": 4.6, "attn_entropy_max": LOG_N,
+           "fine_coarse_token_diff": 0.74}
+
+
+def names(metrics, init_std=1.0, **kw):
+    return sorted(s.name for s in failure_signatures(metrics, init_std, **kw))
+
+
+def test_healthy_metrics_raise_nothing():
+    assert names(HEALTHY) == []
+    assert names({}) == []  # nothing logged yet: nothing to say
+    assert names({**HEALTHY, "loss_ratio": float("nan"), "attn_entropy_fine": None}) == []
+
+
+def test_each_signature_fires_on_its_own():
+    assert names({**HEALTHY, "loss_ratio": 1.0 + RATIO_TOL / 2}) == ["ratio_stuck"]
+    assert names({**HEALTHY, "loss_ratio": 1.0 - RATIO_TOL * 2}) == []
+    # the ratio is recomputed from the losses when only those are there
+    assert names({k: v for k, v in {**HEALTHY, "loss_coarse": 1.301}.items() if k != "loss_ratio"}) == ["ratio_stuck"]
+    assert names({**HEALTHY, "attn_entropy_fine": ENTROPY_FRAC * LOG_N + 0.01}) == ["entropy_uniform"]
+    assert names({**HEALTHY, "attn_entropy_fine": ENTROPY_FRAC * LOG_N - 0.01}) == []
+    assert names({**HEALTHY, "q_static_std": 0.02}, init_std=0.02) == ["q_static_std"]  # BUG-001
+    assert names({**HEALTHY, "q_static_std": 0.4}) == ["q_static_std"]  # collapsed from 1.0
+    assert names({**HEALTHY, "q_static_std": 2.5}) == ["q_static_std"]  # blew up
+    assert names({**HEALTHY, "q_static_std": 0.6}) == []
+    assert names({**HEALTHY, "fine_coarse_token_diff": 0.012}) == ["tokens_identical"]
+
+
+def test_bug_001_like_metrics_fire_everything_and_messages_explain():
+    bug = {"step": 500, "loss_fine": 2.0, "loss_coarse": 2.0, "q_static_std": 0.02, "attn_entropy_fine": 5.548,
+           "attn_entropy_coarse": 5.548, "attn_entropy_max": LOG_N, "fine_coarse_token_diff": 0.012}
+    sigs = failure_signatures(bug, 0.02)
+    assert sorted(s.name for s in sigs) == ["entropy_uniform", "q_static_std", "ratio_stuck", "tokens_identical"]
+    text = " ".join(s.message for s in sigs)
+    assert "BUG-001" in text and "BUG-002" in text and "0.02" in text
+
+
+def test_warmup_aliases_and_coarse_only():
+    early = {**HEALTHY, "step": WARMUP_STEPS - 1, "loss_ratio": 1.0, "attn_entropy_fine": LOG_N}
+    assert names(early) == []  # at init a healthy run looks like this too
+    assert names({**early, "step": WARMUP_STEPS}) == ["entropy_uniform", "ratio_stuck"]
+    assert names({**early, "step": 5}, warmup_steps=0) == ["entropy_uniform", "ratio_stuck"]
+    # other metric names for the same quantities
+    alias = {"attn_entropy": 5.5, "fine_coarse_diff": 0.001, "val_loss_ratio": 0.999}
+    assert names(alias) == ["entropy_uniform", "ratio_stuck", "tokens_identical"]
+    # coarse_only (A6): the fine pass is untrained by design, only q_static is judged
+    bad = {"step": 900, "loss_ratio": 1.0, "attn_entropy_fine": LOG_N, "fine_coarse_token_diff": 0.0,
+           "q_static_std": 0.01}
+    assert names(bad, mode="coarse_only") == ["q_static_std"]
+
+
+def test_training_loop_hook_tags_rank0_and_marks_metrics():
+    class FakeTracker:
+        def __init__(self):
+            self.tags = {}
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+    cfg = SimpleNamespace(model=SimpleNamespace(coarse_only=False, query_init_std=1.0))
+    tracker = FakeTracker()
+    metrics = {**HEALTHY, "step": 300, "fine_coarse_token_diff": 0.001}
+    sigs = flag_failure_signatures(metrics, cfg, tracker, rank=0, step=300)
+    assert [s.name for s in sigs] == ["tokens_identical"]
+    assert metrics["warning.tokens_identical"] == 1.0
+    assert tracker.tags["warning.tokens_identical"].startswith("step 300: ")
+    other = FakeTracker()
+    m2 = {**HEALTHY, "fine_coarse_token_diff": 0.001}
+    flag_failure_signatures(m2, cfg, other, rank=1, step=300)
+    assert other.tags == {} and m2["warning.tokens_identical"] == 1.0  # same metrics on every rank
+    assert flag_failure_signatures({"q_static_std": "x"}, None, tracker) == []  # never raises
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+def _load_job(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("foveation_check", repo_root / "jobs" / "foveation_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
+    """cpu-tiny preset with BUG-001 + BUG-002 reintroduced: report, verdict lines, MLflow parent
+    with both arms as children, heatmap artifact, and the loop's warning tags firing."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    job = _load_job(repo_root)
+    try:
+        st = job.run_check(["--preset", "cpu-tiny", "--runs-dir", str(tmp_path), "--workers", "1",
+                            "--parallel", "yes", "--bug", "both", "--steps", "6", "--name", "e2e"])
+    finally:
+        ray.shutdown()
+    report = st["report"]
+    assert "== foveation check: preset cpu-tiny, bug both" in report and "VERDICT:" in report
+    for word in ("held-out loss_fine", "held-out loss_coarse", "caption exact match", "attn entropy",
+                 "fine vs coarse tokens", "baseline vs A6"):
+        assert word in report, word
+    b, a = st["eval"]["baseline"], st["eval"]["a6"]
+    assert b["n_videos"] == a["n_videos"] > 0 and math.isfinite(b["loss_fine"]) and math.isfinite(b["loss_coarse"])
+    assert math.isfinite(a["loss"]) and 0 <= b["exact_match"] <= 1 and 0 <= a["glyph_accuracy"] <= 1
+    assert st["data_path"] == "preprocess"  # PyAV is here: the normal preprocessing path ran
+
+    client = MlflowClient(st["tracking_uri"])
+    parent = client.get_run(st["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["verdict"] == st["verdict"]
+    children = {r.info.run_id: r for r in client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == set(st["children"].values())
+    arts = {f.path for f in client.list_artifacts(parent.info.run_id, job.ARTIFACT_DIR)}
+    assert {f"{job.ARTIFACT_DIR}/heatmap_strip.png", f"{job.ARTIFACT_DIR}/report.txt",
+            f"{job.ARTIFACT_DIR}/curves.png"} <= arts
+    assert st["heatmap_uri"].endswith(f"{job.ARTIFACT_DIR}/heatmap_strip.png")
+    assert Path(st["heatmap_file"]).stat().st_size > 10_000
+    assert "baseline.loss_fine" in parent.data.metrics and "a6.loss" in parent.data.metrics
+
+    # BUG-001 (init std 0.02): the training loop flagged it in the child's tags and metrics.jsonl
+    base = children[st["children"]["baseline"]]
+    assert "warning.q_static_std" in base.data.tags, base.data.tags
+    rows = [json.loads(x) for x in (tmp_path / "ray" / "e2e-baseline" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("warning.q_static_std") for r in rows)
+    assert "q_static_std" in st["warnings"]["baseline"]
+    assert "warning.q_static_std" in parent.data.tags
