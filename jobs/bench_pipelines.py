@@ -12,6 +12,9 @@ Input: the good WebVid clips of the embedded sample data (made if missing), each
     subprocess per video writing JPEGs (frames only: no tokenization, no shards), one at a
     time and two at a time.  Reported as absent when ffmpeg is not installed
     (``apt-get install -y ffmpeg``).
+  * "CPU ms/video": CPU time of the Ray tasks (process_time per sample) or of the ffmpeg
+    children (getrusage), a figure that other load on the machine disturbs much less than
+    wall time.
   * the training loader over the shards written: samples/s and frames/s of one epoch
     (``DataConfig`` defaults: batch 8, 2 workers, max 64 frames), JPEG decode + normalise.
 """
@@ -74,13 +77,14 @@ def bench_ray(inp: Path, work: Path, cpus: int, runs: int) -> tuple[float, int, 
                 vid = line.split(",")[0]
                 shutil.copyfile(inp / "videos" / f"{vid}.mp4", small / "videos" / f"{vid}.mp4")
         run_preprocess("webvid", small, warm, samples_per_shard=64, val_fraction=0.0, progress=False)
-        times = []
+        times, cpu = [], []
         for r in range(runs):
             out = work / f"ray{cpus}_{r}"
             t0 = time.perf_counter()
             s = run_preprocess("webvid", inp, out, samples_per_shard=64, val_fraction=0.0, progress=False)
             times.append(time.perf_counter() - t0)
-        return statistics.median(times), s.written, s.frames, out
+            cpu.append(s.worker_cpu_s)
+        return statistics.median(times), statistics.median(cpu), s.frames, out
     finally:
         ray.shutdown()
 
@@ -94,14 +98,22 @@ def bench_ffmpeg(paths: list[Path], work: Path, parallel: int, runs: int) -> tup
                         "-frames:v", "64", "-q:v", "2", str(out / "%03d.jpg")], check=True)
         return len(list(out.glob("*.jpg")))
 
-    times, frames = [], 0
+    times, cpu, frames = [], [], 0
     for _ in range(runs):
         shutil.rmtree(work / f"ff{parallel}", ignore_errors=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _children_cpu()
         with ThreadPoolExecutor(parallel) as ex:
             frames = sum(ex.map(one, enumerate(paths)))
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), frames
+        cpu.append(_children_cpu() - c0)
+    return statistics.median(times), statistics.median(cpu), frames
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def bench_loader(shards: Path, runs: int) -> tuple[float, int, int]:
@@ -139,27 +151,29 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         shards = None
         for cpus in (1, 2):
-            t, written, frames, out = bench_ray(work / "input", work, cpus, args.runs)
+            t, cpu, frames, out = bench_ray(work / "input", work, cpus, args.runs)
             shards = out
-            rows.append(("Ray Data pipeline (PyAV, JPEG, tokens, shards)", f"{cpus}", n, frames, t))
+            rows.append(("Ray Data pipeline (PyAV, JPEG, tokens, shards)", f"{cpus}", n, frames, t, cpu))
         if shutil.which("ffmpeg"):
             for par in (1, 2):
-                t, frames = bench_ffmpeg(paths, work, par, args.runs)
-                rows.append((f"ffmpeg subprocess per video ({par} at a time; JPEG only)", f"{par}", n, frames, t))
+                t, cpu, frames = bench_ffmpeg(paths, work, par, args.runs)
+                rows.append((f"ffmpeg subprocess per video ({par} at a time; JPEG only)", f"{par}", n, frames,
+                             t, cpu))
         else:
             rows.append(("ffmpeg subprocess per video: NOT RUN, ffmpeg is not installed "
-                         "(apt-get install -y ffmpeg)", "-", n, 0, float("nan")))
+                         "(apt-get install -y ffmpeg)", "-", n, 0, float("nan"), float("nan")))
         t, ns, nf = bench_loader(shards, args.runs)
         loader_row = (f"training loader (webdataset, {ns} samples, batch 8, 2 workers)", "2", ns, nf, t)
 
-    print("\n| stage | CPUs | videos | frames | seconds | videos/s | frames/s |")
-    print("|---|---|---|---|---|---|---|")
-    for name, cpus, videos, frames, t in rows:
-        vps = f"{videos / t:.2f}" if t == t else "-"
-        fps = f"{frames / t:.1f}" if t == t else "-"
-        print(f"| {name} | {cpus} | {videos} | {frames} | {t:.2f} | {vps} | {fps} |")
+    print("\n| stage | CPUs | videos | frames | seconds | videos/s | frames/s | CPU ms/video |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, cpus, videos, frames, t, cpu in rows:
+        ok = t == t
+        vps, fps = (f"{videos / t:.2f}", f"{frames / t:.1f}") if ok else ("-", "-")
+        cms = f"{1000 * cpu / videos:.0f}" if ok else "-"
+        print(f"| {name} | {cpus} | {videos} | {frames} | {t:.2f} | {vps} | {fps} | {cms} |")
     name, cpus, ns, nf, t = loader_row
-    print(f"| {name} | {cpus} | - | {nf} | {t:.2f} | {ns / t:.1f} samples/s | {nf / t:.1f} |")
+    print(f"| {name} | {cpus} | - | {nf} | {t:.2f} | {ns / t:.1f} samples/s | {nf / t:.1f} | - |")
     load = os.getloadavg()
     print(f"\n(medians of {args.runs} runs; {os.cpu_count()} cores on this machine, load average at the end "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min): other processes compete for the cores; "

@@ -1,10 +1,24 @@
 #!/usr/bin/env python
 """Does the fine pass look somewhere useful?  A built-in "where to look" experiment (issue 10).
 
-    python jobs/foveation_check.py --preset cpu-tiny                 # ~2 min on 2 CPU cores
-    python jobs/foveation_check.py --preset gpu                      # 1 H100: ~8 min in all
+    python jobs/foveation_check.py --preset cpu-tiny                 # ~2.5 min on 2 CPU cores
+    python jobs/foveation_check.py --preset gpu --max-minutes 9.3    # 1 H100: ~8.5 min in all
     python jobs/foveation_check.py --preset gpu --bug both           # BUG-001 + BUG-002 reintroduced
-    python jobs/foveation_check.py --preset gpu --steps 400 --videos 4000 --max-minutes 9
+    python jobs/foveation_check.py --preset gpu --steps 1200         # 2 GPUs: the arms run in parallel
+
+On the offline GPU image (no ray/mlflow/PyAV, no model weights), from the repo root, with
+``.devbundle`` (shared/gpu/bundle.sh) and a folder holding SmolLM2's config.json + tokenizer
+files carried along:
+
+    bash .devbundle/install.sh && mkdir -p /tmp/fv/fovea && for d in model pipelines platform \
+      search_spaces; do ln -sfn $PWD/$d /tmp/fv/fovea/$d; done && export PYTHONPATH=/tmp/site:/tmp/fv \
+      FOVEA_MODEL_STORE=/tmp/store RAY_AUTH_MODE=token PYTHONUNBUFFERED=1 && \
+    timeout 580 python3 jobs/foveation_check.py --preset gpu --random-llm-from SMOL_CFG_DIR \
+      --runs-dir /tmp/runs --out $OUT/rep --max-minutes 9.3 2>&1 | grep -v "Reporting training result"
+
+(PyAV is missing there, so ``--data-path auto`` writes the shards directly; its wheel does
+not fit in one transfer beside ray.)  On one H100 (2026-11-25, 8 frames, glyph 0.14, 500
+steps): baseline 261 s (~85 videos/s), A6 167 s (~140 videos/s), 519 s in all.
 
 1. Generate the glyph task (``pipelines/glyph_task.py``: a small glyph moving along a
    predictable path on a cluttered photo, with same-style distractors; the caption names
@@ -56,7 +70,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +119,7 @@ PRESETS: dict[str, Preset] = {
             "training.schedule=constant", "training.warmup_ratio=0", "training.checkpoint_every=1000",
             "training.log_every=2", "training.diagnostics_every=2", "training.checkpoint_metric=loss",
             "eval.every_steps=0", "eval.caption_samples=0", "eval.max_samples=8",
-            "cluster.num_workers=1", "cluster.cpus_per_worker=1", "cluster.max_failures=0",
+            "cluster.num_workers=1", "cluster.cpus_per_worker=1", "cluster.max_failures=1",
             "cluster.use_gpu=false",
         ],
         eval_videos=8, heatmap_videos=2, max_new_tokens=16, val_fraction=0.25, samples_per_shard=16,
@@ -624,7 +638,7 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
                 ax.set_ylabel(f"{title}\n{h['key'][-6:]}", fontsize=7)
     fig.suptitle("where the queries look (green: target glyph box from glyphs.jsonl; m = attention mass on it)",
                  fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
     plt.close(fig)

@@ -57,6 +57,7 @@ class Summary:
     shards_skipped: list[str] = field(default_factory=list)
     shards_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    worker_cpu_s: float = 0.0  # CPU time of the Ray tasks for the samples processed in this run
     frames: int = 0
     splits: dict = field(default_factory=dict)
 
@@ -66,7 +67,7 @@ class Summary:
                  f"  rejected {sum(self.rejected.values())}  frames {self.frames}",
                  f"  shards: {len(self.shards_written)} written, {len(self.shards_skipped)} already complete"
                  + (f", {len(self.shards_removed)} stale removed" if self.shards_removed else ""),
-                 f"  time {self.seconds:.1f} s"]
+                 f"  time {self.seconds:.1f} s (worker CPU {self.worker_cpu_s:.1f} s)"]
         for reason, n in sorted(self.rejected.items()):
             lines.append(f"  rejected {reason:18s} {n}")
         return "\n".join(lines)
@@ -204,6 +205,7 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
                 a["keys"].append(row["key"])
             else:
                 a["rejects"].append(reject_record(settings.dataset, row["id"], row["reason"], row["detail"], row["where"]))
+            summary.worker_cpu_s += row["cpu_s"]
             bar.update(1)
             remaining[name] -= 1
             if remaining[name] == 0:

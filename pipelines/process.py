@@ -16,6 +16,7 @@ Sample JSON (``KEY.json``):
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from dataclasses import asdict, dataclass
 
@@ -81,6 +82,7 @@ def process_batch(batch: dict, settings: dict):
     for key, split, shard, ref_json in zip(batch["key"], batch["split"], batch["shard"], batch["ref"]):
         ref = json.loads(ref_json)
         ok, meta, jpgs, reason, detail = True, None, [], "", ""
+        cpu0 = time.process_time()
         try:
             meta, jpgs = process_ref(ref, s)
         except Reject as r:
@@ -98,6 +100,7 @@ def process_batch(batch: dict, settings: dict):
         out["jpgs"].append(jpgs)
         out["reason"].append(reason)
         out["detail"].append(detail)
+        out["cpu_s"].append(time.process_time() - cpu0)
     return pa.table(out, schema=SCHEMA)
 
 
@@ -105,4 +108,5 @@ SCHEMA = pa.schema([
     ("key", pa.string()), ("split", pa.string()), ("shard", pa.int64()), ("id", pa.string()),
     ("where", pa.string()), ("ok", pa.bool_()), ("json", pa.string()),
     ("jpgs", pa.list_(pa.binary())), ("reason", pa.string()), ("detail", pa.string()),
+    ("cpu_s", pa.float64()),  # CPU seconds the worker spent on this row (cost accounting, benchmark)
 ])

@@ -61,7 +61,10 @@ def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict[str, A
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
         path / TRAIN_STATE,
     )
-    (path / META).write_text(json.dumps(meta, indent=2, default=str))
+    # Sizes of every other file, in meta.json written last: a checkpoint copied only in part
+    # (a process killed while Ray persists it) is recognised as incomplete (sweep resume test).
+    files = {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+    (path / META).write_text(json.dumps({**meta, "files": files}, indent=2, default=str))
     return path
 
 
@@ -76,11 +79,23 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 # -- finding checkpoints ----------------------------------------------------------
 
+def is_complete(p: Path) -> bool:
+    """All files present, and (checkpoints that list them in meta.json) at their written size."""
+    if not ((p / META).exists() and (p / TRAIN_STATE).exists() and (p / MODEL_DIR / "model.safetensors").exists()):
+        return False
+    try:
+        files = read_meta(p).get("files")
+    except (OSError, ValueError):  # meta.json itself only partly copied
+        return False
+    if not isinstance(files, dict):
+        return True  # older checkpoints: presence only
+    return all((p / rel).is_file() and (p / rel).stat().st_size == size for rel, size in files.items())
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint dirs of a Ray run dir that hold a complete checkpoint, oldest first."""
     run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob("checkpoint_*")
-             if (p / META).exists() and (p / TRAIN_STATE).exists() and (p / MODEL_DIR / "model.safetensors").exists()]
+    found = [p for p in run_dir.glob("checkpoint_*") if is_complete(p)]
     return sorted(found, key=lambda p: (read_meta(p).get("step", -1), p.name))
 
 

@@ -524,7 +524,9 @@ def resume_sweep(tune_dir: str | Path, *, address: str | None = None, connect_ra
 
 def trial_states(tune_dir: str | Path) -> dict[str, str]:
     """experiment -> trial status as last saved in the Tune folder (for monitoring and tests)."""
-    files = sorted(Path(tune_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # Newest by the timestamp in the name (Tune stamps each session's file; mtimes are not
+    # reliable: the final sync rewrites every file of the folder).
+    files = sorted(Path(tune_dir).glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return {}
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,6 +97,7 @@ def test_training_loop_hook_tags_rank0_and_marks_metrics():
 def _load_job(repo_root: Path):
     spec = importlib.util.spec_from_file_location("foveation_check", repo_root / "jobs" / "foveation_check.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

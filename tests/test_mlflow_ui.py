@@ -142,6 +142,11 @@ def test_ui_compares_loss_fine_and_loss_coarse(ui_server, repo_root):
             page.get_by_text(RUNS[1], exact=True).first.wait_for(timeout=30_000)
             assert "compare-runs" in page.url
             assert all(ids[n] in page.url for n in RUNS), page.url
+            try:  # the parallel-coordinates plot draws a moment later (screenshot only)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=15_000)
+                page.wait_for_timeout(1000)
+            except Exception:  # noqa: BLE001
+                pass
             text = page.inner_text("body")
             page.screenshot(path=str(out / "mlflow_ui_compare.png"), full_page=True)
             for needle in ("loss_fine", "loss_coarse", *RUNS):

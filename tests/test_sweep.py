@@ -231,6 +231,31 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
     assert client.get_run(by["A6"]["run_id"]).data.params["override.model.coarse_only"] == "true"
 
 
+def test_a_partly_copied_checkpoint_is_not_resumed_from(tmp_path):
+    """Found by the kill test below: SIGKILL while Ray persists a checkpoint left files of the
+    right names but a truncated train_state.pt, which resume then picked and failed on."""
+    import torch
+
+    from fovea.platform import checkpoints as ck
+
+    class Stub(torch.nn.Linear):
+        def save_pretrained(self, d):
+            Path(d).mkdir(parents=True, exist_ok=True)
+            (Path(d) / "model.safetensors").write_bytes(b"w" * 64)
+
+    model = Stub(4, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    for step in (3, 6):
+        ck.write_checkpoint(tmp_path / f"checkpoint_{step}", model, opt, sched, {"step": step}, {"step": step})
+    assert ck.latest_checkpoint(tmp_path).name == "checkpoint_6"
+    state = tmp_path / "checkpoint_6" / ck.TRAIN_STATE
+    state.write_bytes(state.read_bytes()[:100])  # the copy was cut short
+    assert ck.latest_checkpoint(tmp_path).name == "checkpoint_3"
+    (tmp_path / "checkpoint_3" / ck.META).write_text('{"step": 3, "fi')  # meta itself cut short
+    assert ck.latest_checkpoint(tmp_path) is None
+
+
 # -- a real sweep: killed after its first trial, then resumed ---------------------------------
 
 
