@@ -17,7 +17,7 @@ read from the run's per-window metrics, skipping the first window (warm-up):
 
 ``--naive`` adds, on one GPU, the plain path the optimisations are measured against:
 fp32 (no autocast), one DINOv2 call per frame, and no reuse of the patch K/V cache (the
-fine pass re-runs the patch pass) -- see ``naive_encoder``.
+fine pass re-runs the patch pass) -- see ``fovea.model.naive``.
 
 FLOP model (forward, per sample; training = 3x forward: backward ~ 2x forward), with
 D = DINO width, L = DINO layers, Np = 257 tokens, d/P = LLM width/non-embedding params:
@@ -74,35 +74,6 @@ def run_ray(shards: str, gpus: int, steps: int, batch: int, loader_workers: int,
             "wall_s": time.time() - t0, "windows": len(rows)}
 
 
-def naive_encoder(model) -> None:
-    """Turn the encoder into the naive baseline: per-frame DINOv2 calls, no K/V reuse."""
-    import torch
-
-    from fovea.model.encoder import PatchCache
-
-    enc = model.encoder
-    per_frame = enc.encode_patches
-
-    def encode_patches(frames, frame_mask=None):
-        if frame_mask is not None:
-            frames = frames[frame_mask.bool()]
-        parts = [per_frame(frames[i:i + 1]) for i in range(frames.shape[0])]  # one call per frame
-        cache = PatchCache([torch.cat([p.keys[l] for p in parts]) for l in range(len(parts[0].keys))],
-                           [torch.cat([p.values[l] for p in parts]) for l in range(len(parts[0].values))],
-                           torch.cat([p.features for p in parts]))
-        cache.frames = frames
-        return cache
-
-    plain_query = enc.query_pass
-
-    def query_pass(cache, queries, return_attn=False):
-        fresh = encode_patches(cache.frames) if hasattr(cache, "frames") else cache  # no reuse
-        return plain_query(fresh, queries, return_attn=return_attn)
-
-    enc.encode_patches = encode_patches
-    enc.query_pass = query_pass
-
-
 def run_inprocess(shards: str, steps: int, batch: int, loader_workers: int, naive: bool) -> dict:
     """One GPU, no Ray: the naive baseline and the same-loop optimised path for the ratio."""
     import contextlib
@@ -110,6 +81,7 @@ def run_inprocess(shards: str, steps: int, batch: int, loader_workers: int, naiv
     import torch
 
     from fovea.model import build_model
+    from fovea.model.naive import naive_encoder
     from fovea.pipelines.loader import build_train_loader
     from fovea.platform.config import load_config
     from fovea.platform.optim import build_optimizer
@@ -121,7 +93,7 @@ def run_inprocess(shards: str, steps: int, batch: int, loader_workers: int, naiv
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev)
     if naive:
-        naive_encoder(model)
+        naive_encoder(model)  # fovea.model.naive
     opt = build_optimizer(model, cfg.training, dev)
     auto = contextlib.nullcontext if naive else (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
     it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=0, seed=0))
