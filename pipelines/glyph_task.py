@@ -2,8 +2,9 @@
 
 Each video is ``frames`` seconds long; second k shows frame k (the preprocessing samples 1 FPS
 at k + 0.5 s, so shard frame k is exactly generated frame k).  Every frame holds one *target*
-glyph (a coloured disk, a shape, a digit or a letter, ``glyph_size`` of the frame side) on a
-real photo (scikit-image), plus ``distractors`` glyphs of the same alphabet at random places.
+glyph (a coloured disk, a shape, a digit or a letter; ``glyph_size`` of the frame side, default
+0.3 = ~9 % of the frame's area) on a real photo (scikit-image), plus ``distractors`` glyphs of
+the same alphabet (never the target's label) at random, non-overlapping places.
 The target moves along a predictable path; its label changes every frame, and the caption
 names the target sequence, e.g. ``"red, blue, blue, green"``.
 
@@ -31,6 +32,9 @@ webvid`` and training run on it unchanged), plus the metadata sidecar:
     <out>/task.json               the config and a stamp; reruns with the same config do nothing
 
     python -m fovea.pipelines.glyph_task --out data/glyphs/raw --videos 2000 --workers 16
+
+``write_direct_shards`` writes the same shards the preprocessing would, straight from the
+rendered frames, for machines without PyAV (the offline GPU image).
 """
 
 from __future__ import annotations

@@ -374,6 +374,7 @@ def _diagnostics(model, batch, autocast, device) -> dict[str, float]:
     model.train(was)
     diag = {k: float(v) for k, v in out.get("diagnostics", {}).items() if isinstance(v, (int, float))
             or (isinstance(v, torch.Tensor) and v.numel() == 1)}
+    diag.pop("loss_ratio", None)  # one batch's ratio; the window's loss_ratio is the logged one
     # Ranks may hold different keys (a text-only batch has no attention to measure), so
     # gather the dicts and average each key over the ranks that have it.
     merged: dict[str, list[float]] = {}

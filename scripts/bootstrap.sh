@@ -2,7 +2,7 @@
 # Create or refresh .venv for this project. Idempotent: a stamp keyed on the
 # hash of pyproject.toml makes a re-run a no-op (well under a second).
 #
-#   1. Java for pycocoevalcap (PTB tokenizer, METEOR): apt when missing.
+#   1. Java for pycocoevalcap (PTB tokenizer, METEOR) and Chromium (UI test): apt when missing.
 #   2. torch first: the CPU wheel 2.13.0 on a machine without a GPU
 #      (plain `torch` would pull a multi-GB CUDA build), else what pip picks.
 #   3. the project itself: pip install -e .[dev] (uv when available: ~10x faster).
@@ -15,10 +15,15 @@ want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
 
 echo "[bootstrap] preparing $VENV (one-off; later runs skip this)"
-if ! command -v java >/dev/null 2>&1; then
-  echo "[bootstrap] installing Java for pycocoevalcap (default-jre-headless)"
+# System packages: Java (pycocoevalcap's PTB tokenizer and METEOR) and Debian's Chromium
+# (the MLflow UI browser test drives it through Playwright; never Playwright's own download).
+APT=()
+command -v java >/dev/null 2>&1 || APT+=(default-jre-headless)
+[ -x /usr/bin/chromium ] || APT+=(chromium)
+if [ ${#APT[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[bootstrap] apt-get install ${APT[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq default-jre-headless >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${APT[@]}" >/dev/null
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip uv >/dev/null

@@ -102,6 +102,28 @@ def _load_job(repo_root: Path):
     return mod
 
 
+def test_verdicts(repo_root):
+    job = _load_job(repo_root)
+
+    def ev(loss_fine, loss_coarse, a6_loss, acc_b, acc_a, lift=6.0):
+        diag = {"attn_entropy_fine": 4.0}
+        return {"baseline": {"loss_fine": loss_fine, "loss_coarse": loss_coarse, "glyph_accuracy": acc_b,
+                             "exact_match": 0.0, "diagnostics": diag, "attn_fine": {"lift": lift},
+                             "attn_coarse": {"lift": 1.1}},
+                "a6": {"loss": a6_loss, "glyph_accuracy": acc_a, "exact_match": 0.0, "diagnostics": {},
+                       "attn_coarse": {"lift": 1.2}}}
+
+    rows = {"baseline": [{"step": 50, "attn_entropy_fine": 5.5}, {"step": 500, "attn_entropy_fine": 4.0}]}
+    v, lines = job.verdicts(ev(0.5, 0.9, 0.7, 0.9, 0.45), rows, LOG_N, {}, [], chance=0.125)
+    assert v == "foveation is helping" and sum(x.startswith("PASS") for x in lines) == 5
+    v, _ = job.verdicts(ev(0.7, 0.9, 0.7, 0.45, 0.45, lift=1.0), rows, LOG_N, {}, [], chance=0.125)
+    assert v.startswith("foveation is NOT helping")
+    v, lines = job.verdicts(ev(0.33, 1.8, 0.33, 0.13, 0.13), rows, LOG_N, {"entropy_uniform": {
+        "first": 100, "last": 500, "count": 9}}, [], chance=0.125)
+    assert v.startswith("inconclusive: neither arm") and "entropy_uniform" in v
+    assert any(x.startswith("WARN") and "entropy_uniform" in x for x in lines)
+
+
 @pytest.mark.slow
 def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     """cpu-tiny preset with BUG-001 + BUG-002 reintroduced: report, verdict lines, MLflow parent
