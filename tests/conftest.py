@@ -30,3 +30,15 @@ def tokenizer(model_store):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_store["HuggingFaceTB/SmolLM2-135M-Instruct"])
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two OpenMP threads
+    spin-wait under load and run small ops 20-50x slower (model tests use it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

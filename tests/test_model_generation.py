@@ -11,14 +11,7 @@ from fovea.platform.config import ModelConfig
 from fovea.platform.model_store import TINY_DINO, TINY_LLM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread while this module runs: on the shared 2-core machine two OpenMP
-    threads spin-wait under load and run these small ops 20-50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
