@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def test_stage1_job_submitted_to_a_head_node(repo_root, tokenizer, model_store, 
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     port = 8265 + (os.getpid() % 500)
+    # Ray's sockets live under --temp-dir, and an AF_UNIX path must stay under 108 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="fv-ray-", dir="/tmp")
     start = _ray("start", "--head", "--num-cpus=2", f"--dashboard-port={port}", "--dashboard-host=127.0.0.1",
-                 "--include-dashboard=true", f"--temp-dir={tmp_path / 'ray'}", env=env)
+                 "--include-dashboard=true", f"--temp-dir={temp_dir}", env=env)
     assert start.returncode == 0, start.stderr[-3000:]
     try:
         address = f"http://127.0.0.1:{port}"
@@ -50,4 +53,4 @@ def test_stage1_job_submitted_to_a_head_node(repo_root, tokenizer, model_store, 
         assert (runs / "ray" / "submitted" / "metrics.jsonl").exists()
     finally:
         _ray("stop", "--force", env=env)
-        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
