@@ -1,0 +1,492 @@
+"""Evaluation, figures, verdicts and the report of the foveation check (jobs/foveation_check.py).
+
+Per arm: held-out loss, greedy captions (glyph accuracy, exact match), where the fine and
+coarse queries look (attention mass on the glyph box relative to a uniform spread, "lift");
+the training series from metrics.jsonl; the heatmap strip and curves; the verdict lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fovea.pipelines.glyph_task import normalise_caption
+from fovea.platform.config import RunConfig
+from fovea.platform.foveation import ENTROPY_FRAC
+
+log = logging.getLogger("fovea.foveation_check")
+
+ARMS = ("baseline", "a6")
+ARM_TITLE = {"baseline": "baseline (coarse_fine)", "a6": "A6 (coarse_only)"}
+LOSS_MARGIN = 0.01  # "fine beats coarse" needs a relative gap above 1 %
+LIFT_MIN = 2.0  # "looks at the glyph": attention on the glyph box >= 2x a uniform spread
+LEARNED_MARGIN = 0.1  # glyph accuracy this far above chance in either arm: the visual task was learned
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "nan" if not math.isfinite(x) else f"{x:.{nd}g}"
+    return str(x)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def load_eval_batches(cfg: RunConfig, n_videos: int) -> list[dict]:
+    """The first ``n_videos`` held-out (val) videos, as collated CPU batches (unshuffled)."""
+    from fovea.pipelines.loader import build_eval_loader
+    from fovea.platform.evaluation import _select, visual_only
+
+    batches, n = [], 0
+    for b in build_eval_loader(cfg.data, cfg.data.val_shards, rank=0, world_size=1, max_samples=n_videos):
+        b = visual_only(b)
+        if b is None:
+            continue
+        B = b["input_ids"].shape[0]
+        if n + B > n_videos:
+            import torch
+
+            b = _select(b, torch.arange(B) < n_videos - n)
+            B = b["input_ids"].shape[0]
+        batches.append(b)
+        n += B
+        if n >= n_videos:
+            break
+    return batches
+
+
+def prompt_ids(tokenizer, users: list[str]) -> list[list[int]]:
+    from fovea.pipelines.tokenize import SYSTEM_PROMPT
+
+    out = []
+    for u in users:
+        msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": u}]
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def coarse_generate(model, frames, frame_mask, prompts: list[list[int]], max_new_tokens: int, eos: set[int]):
+    """Greedy captions from the coarse (q_static) tokens: how an A6 model is meant to be run.
+
+    Sequence per row = [its coarse visual tokens][prompt][generated], as in coarse_only
+    training; rows are grouped by (frames, prompt length) so each group is aligned.
+    """
+    import torch
+
+    from fovea.model.generation import LLMStepper
+    from fovea.model.vlm import FrameIndex
+
+    dev = model.device
+    fm = frame_mask.to(dev).bool()
+    fi = FrameIndex.from_mask(fm)
+    B = fm.shape[0]
+    cache = model.encoder.encode_patches(frames.to(dev)[fm]) if fi.n else None
+    d = model.llm.config.hidden_size
+    vis = (model.scatter_visual(model.visual_tokens(model.coarse_tokens(cache, fi)), fi, B)
+           if cache is not None else torch.zeros(B, 0, d, device=dev))
+    out: list[list[int]] = [[] for _ in range(B)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b in range(B):
+        groups.setdefault((int(fi.n_vis[b]), len(prompts[b])), []).append(b)
+    for (nv, _), rows in groups.items():
+        ids = torch.tensor([prompts[r] for r in rows], dtype=torch.long, device=dev)
+        seq = torch.cat([vis[rows, :nv].to(model.embed_tokens(ids).dtype), model.embed_tokens(ids)], dim=1)
+        step = LLMStepper(model, use_cache=True)
+        h = step(seq)[:, -1]
+        done = torch.zeros(len(rows), dtype=torch.bool, device=dev)
+        for _ in range(max_new_tokens):
+            tok = model.lm_head(h).float().argmax(-1)
+            for j, (r, t) in enumerate(zip(rows, tok.tolist())):
+                if done[j]:
+                    continue
+                if t in eos:
+                    done[j] = True
+                else:
+                    out[r].append(t)
+            if bool(done.all()):
+                break
+            h = step(model.embed_tokens(tok).unsqueeze(1))[:, -1]
+    return out
+
+
+def box_coverage(box_norm: list[float], grid: int):
+    """[grid, grid] fraction of each patch cell covered by a normalised box (x0, y0, x1, y1)."""
+    import torch
+
+    edges = torch.linspace(0, 1, grid + 1)
+    ox = (torch.minimum(edges[1:], torch.tensor(box_norm[2])) - torch.maximum(edges[:-1], torch.tensor(box_norm[0]))).clamp(min=0)
+    oy = (torch.minimum(edges[1:], torch.tensor(box_norm[3])) - torch.maximum(edges[:-1], torch.tensor(box_norm[1]))).clamp(min=0)
+    return (oy[:, None] * ox[None, :]) * grid * grid  # cell area is 1/grid^2
+
+
+def patch_maps(attn):
+    """[B,T,L,H,Np] -> [B,T,g,g]: mean over layers and heads, CLS dropped, renormalised."""
+    w = attn.float().mean(dim=(2, 3))[..., 1:]
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    g = int(round(math.sqrt(w.shape[-1])))
+    return w.reshape(*w.shape[:-1], g, g)
+
+
+def glyph_lift(maps, metas: list[dict | None], frame_mask) -> dict:
+    """Attention mass on the target box (and on distractor boxes) vs a uniform spread."""
+    tgt, dis, area = [], [], []
+    g = maps.shape[-1]
+    for b, m in enumerate(metas):
+        if m is None:
+            continue
+        for t in range(min(maps.shape[1], len(m["glyphs"]))):
+            if not bool(frame_mask[b, t]):
+                continue
+            rec = m["glyphs"][t]
+            cov = box_coverage(rec["box_norm"], g)
+            tgt.append(float((maps[b, t].cpu() * cov).sum()))
+            area.append(float(cov.sum()) / (g * g))
+            dm = [float((maps[b, t].cpu() * box_coverage(d["box_norm"], g)).sum()) for d in rec.get("distractors", [])]
+            if dm:
+                dis.append(sum(dm) / len(dm))
+    if not tgt:
+        return {}
+    mt, ma = sum(tgt) / len(tgt), sum(area) / len(area)
+    out = {"target_mass": mt, "uniform_mass": ma, "lift": mt / ma if ma > 0 else float("nan")}
+    if dis:
+        out["distractor_mass"] = sum(dis) / len(dis)
+        out["distractor_lift"] = out["distractor_mass"] / ma if ma > 0 else float("nan")
+    return out
+
+
+def glyph_accuracy(generated: str, labels: list[str]) -> float:
+    words = normalise_caption(generated).split()
+    want = [normalise_caption(x) for x in labels]
+    return sum(1 for i, w in enumerate(want) if i < len(words) and words[i] == w) / max(1, len(want))
+
+
+def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, device, max_new_tokens: int,
+                 heat_n: int) -> dict:
+    """Loss, captions, attention on the held-out batches for one trained arm."""
+    import torch
+
+    from fovea.platform.evaluation import autocast, load_model_for_eval
+
+    model, tok = load_model_for_eval(model_dir, device)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    eos = {eos if isinstance(eos, int) and eos >= 0 else tok.eos_token_id}
+    mode = "coarse_only" if arm == "a6" else "coarse_fine"
+    sums = {"loss": 0.0, "loss_fine": 0.0, "loss_coarse": 0.0, "n_tok": 0.0}
+    diag_sums: dict[str, float] = {}
+    diag_n = 0
+    records, lifts, heat = [], {"fine": [], "coarse": []}, []
+    t0 = time.time()
+    with torch.no_grad():
+        for batch in batches:
+            b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            metas = [by_key.get(k) for k in b["keys"]]
+            with autocast(device):
+                out = model(frames=b["frames"], frame_mask=b["frame_mask"], input_ids=b["input_ids"],
+                            attention_mask=b["attention_mask"], loss_mask=b["loss_mask"], mode=mode,
+                            compute_coarse=True, return_diagnostics=True, return_logits=False)
+            nt = float(out["num_targets"])
+            sums["n_tok"] += nt
+            for k in ("loss", "loss_fine", "loss_coarse"):
+                v = float(out[k])
+                sums[k] += v * nt if math.isfinite(v) else float("nan")
+            for k, v in out.get("diagnostics", {}).items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
+                    diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
+            diag_n += 1
+            ids = prompt_ids(tok, b["users"])
+            with autocast(device):
+                if arm == "a6":
+                    new = coarse_generate(model, b["frames"], b["frame_mask"], ids, max_new_tokens, eos)
+                else:
+                    new = model.generate(b["frames"], b["frame_mask"], ids, max_new_tokens=max_new_tokens,
+                                         eos_token_id=sorted(eos))
+            for i, k in enumerate(b["keys"]):
+                m = metas[i]
+                gen = tok.decode(new[i], skip_special_tokens=True).strip()
+                ref = m["caption"] if m else b["assistants"][i]
+                labels = m["labels"] if m else ref.split(", ")
+                records.append({"arm": arm, "key": k, "videoid": m["videoid"] if m else "", "reference": ref,
+                                "generated": gen,
+                                "exact_match": float(normalise_caption(gen) == normalise_caption(ref)),
+                                "glyph_accuracy": glyph_accuracy(gen, labels)})
+            for which in (("fine", "coarse") if arm == "baseline" else ("coarse",)):
+                with autocast(device):
+                    attn = model.query_attention(b["frames"], b["frame_mask"], which=which)
+                maps = patch_maps(attn)
+                lifts[which].append((glyph_lift(maps, metas, b["frame_mask"]), b["frames"].shape[0]))
+                for i in range(b["frames"].shape[0]):
+                    if sum(1 for h in heat if h["which"] == which) < heat_n:
+                        heat.append({"which": which, "key": b["keys"][i], "maps": maps[i].cpu(),
+                                     "frames": b["frames"][i].cpu(), "mask": b["frame_mask"][i].cpu(),
+                                     "meta": metas[i]})
+    n_tok = max(sums["n_tok"], 1.0)
+    res: dict[str, Any] = {"arm": arm, "mode": mode, "n_videos": len(records), "eval_seconds": time.time() - t0}
+    for k in ("loss", "loss_fine", "loss_coarse"):
+        res[k] = sums[k] / n_tok
+    res["ratio"] = res["loss_fine"] / res["loss_coarse"] if arm == "baseline" and res["loss_coarse"] else float("nan")
+    res["exact_match"] = sum(r["exact_match"] for r in records) / max(1, len(records))
+    res["glyph_accuracy"] = sum(r["glyph_accuracy"] for r in records) / max(1, len(records))
+    res["diagnostics"] = {k: v / max(1, diag_n) for k, v in diag_sums.items()}
+    res["q_static_std"] = float(model.q_static.detach().float().std())
+    for which, parts in lifts.items():
+        parts = [(p, n) for p, n in parts if p]
+        if parts:
+            tot = sum(n for _, n in parts)
+            keys = set().union(*[p.keys() for p, _ in parts])
+            res[f"attn_{which}"] = {k: sum(p.get(k, 0.0) * n for p, n in parts) / tot for k in keys}
+    res["records"] = records
+    res["heat"] = heat
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+# -- series from the runs' metrics.jsonl -------------------------------------------------------------
+
+ENT_FINE = ("attn_entropy_fine",)
+ENT_COARSE = ("attn_entropy_coarse", "attn_entropy")
+
+
+def _get(row: dict, keys: tuple[str, ...]) -> float | None:
+    for k in keys:
+        v = row.get(k)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def series(rows: list[dict], keys: tuple[str, ...]) -> list[tuple[int, float]]:
+    return [(int(r["step"]), v) for r in rows if (v := _get(r, keys)) is not None]
+
+
+def warnings_from_rows(rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("warning.") and v:
+                w = out.setdefault(k.removeprefix("warning."), {"first": int(r["step"]), "count": 0})
+                w["last"] = int(r["step"])
+                w["count"] += 1
+    return out
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
+    """Rows per video: baseline fine, baseline coarse, A6 coarse; columns: frames; target box in
+    green (from glyphs.jsonl), distractor boxes dashed white; cell titles: attention mass on the box."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    import torch.nn.functional as F
+    from matplotlib.patches import Rectangle
+
+    from fovea.platform.benchmarks import IMAGENET_MEAN, IMAGENET_STD
+
+    base = evals.get("baseline", {}).get("heat", [])
+    a6 = {h["key"]: h for h in evals.get("a6", {}).get("heat", [])}
+    fine = [h for h in base if h["which"] == "fine"][:n_videos]
+    coarse = {h["key"]: h for h in base if h["which"] == "coarse"}
+    if not fine:
+        return None
+    rows = []
+    for h in fine:
+        rows.append(("baseline fine", h))
+        if h["key"] in coarse:
+            rows.append(("baseline coarse", coarse[h["key"]]))
+        if h["key"] in a6:
+            rows.append(("A6 coarse", a6[h["key"]]))
+    T = max(int(h["mask"].sum()) for _, h in rows)
+    fig, axes = plt.subplots(len(rows), T, figsize=(1.75 * T, 1.95 * len(rows)), squeeze=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    for r, (title, h) in enumerate(rows):
+        size = h["frames"].shape[-1]
+        real = h["mask"].nonzero().squeeze(1).tolist()
+        for c in range(T):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c >= len(real):
+                ax.axis("off")
+                continue
+            t = real[c]
+            img = (h["frames"][t] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            m = h["maps"][t]
+            heat = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+            heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
+            ax.imshow(img)
+            ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+            meta = h["meta"]
+            label = ""
+            if meta and t < len(meta["glyphs"]):
+                rec = meta["glyphs"][t]
+                x0, y0, x1, y1 = [v * size for v in rec["box_norm"]]
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6))
+                for d in rec.get("distractors", []):
+                    dx0, dy0, dx1, dy1 = [v * size for v in d["box_norm"]]
+                    ax.add_patch(Rectangle((dx0, dy0), dx1 - dx0, dy1 - dy0, fill=False, edgecolor="white",
+                                           linewidth=0.8, linestyle="--"))
+                g = m.shape[-1]
+                mass = float((m * box_coverage(rec["box_norm"], g)).sum())
+                label = f" {rec['label']} m={mass:.2f}"
+            ax.set_title(f"t{t}{label}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{title}\n{h['key'][-6:]}", fontsize=7)
+    fig.suptitle("where the queries look (green: target glyph box from glyphs.jsonl; m = attention mass on it)",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def curves_png(rows: dict[str, list[dict]], log_n: float, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm, keys, style, label in (("baseline", ENT_FINE, "-", "baseline fine"),
+                                    ("baseline", ENT_COARSE, "--", "baseline coarse"),
+                                    ("a6", ENT_COARSE, ":", "A6 coarse")):
+        s = series(rows.get(arm, []), keys)
+        if s:
+            a1.plot(*zip(*s), style, label=label)
+    a1.axhline(log_n, color="k", lw=0.8, label="log N")
+    a1.axhline(ENTROPY_FRAC * log_n, color="r", lw=0.8, ls="--", label=f"{ENTROPY_FRAC} log N")
+    a1.set_xlabel("step"), a1.set_ylabel("attention entropy (nats)"), a1.legend(fontsize=7)
+    for arm, key, style, label in (("baseline", "loss_fine", "-", "baseline loss_fine"),
+                                   ("baseline", "loss_coarse", "--", "baseline loss_coarse (no grad)"),
+                                   ("a6", "loss", ":", "A6 loss (coarse_only)")):
+        s = series(rows.get(arm, []), (key,))
+        if s:
+            a2.plot(*zip(*s), style, label=label)
+    a2.set_xlabel("step"), a2.set_ylabel("training loss"), a2.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# -- verdicts and report ---------------------------------------------------------------------------
+
+def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[str, dict],
+             final_sigs: list, chance: float = float("nan")) -> tuple[str, list[str]]:
+    """PASS/FAIL lines and the verdict: "helping" needs the baseline's fine tokens to beat both
+    its own coarse tokens and the A6 arm by LOSS_MARGIN; attention evidence qualifies it."""
+    b, a = evals["baseline"], evals["a6"]
+    lines, ok = [], {}
+    lf, lc, la = b["loss_fine"], b["loss_coarse"], a["loss"]
+    ok["ratio"] = lf < lc * (1 - LOSS_MARGIN)
+    lines.append(f"{'PASS' if ok['ratio'] else 'FAIL'} fine vs coarse tokens: baseline held-out loss_fine {lf:.4f} "
+                 f"vs loss_coarse {lc:.4f} (ratio {lf / lc:.3f}; needs < {1 - LOSS_MARGIN:.2f}; with lambda_coarse=0 "
+                 f"the LLM never trains on coarse tokens, so A6 below is the fair comparison)")
+    ok["a6"] = lf < la * (1 - LOSS_MARGIN)
+    lines.append(f"{'PASS' if ok['a6'] else 'FAIL'} baseline vs A6 (same budget): loss_fine {lf:.4f} vs A6 "
+                 f"coarse_only loss {la:.4f} ({(lf - la) / la:+.1%})")
+    ok["captions"] = (b["glyph_accuracy"], b["exact_match"]) > (a["glyph_accuracy"], a["exact_match"])
+    lines.append(f"{'PASS' if ok['captions'] else 'FAIL'} captions: exact match {b['exact_match']:.3f} vs A6 "
+                 f"{a['exact_match']:.3f}; glyph accuracy {b['glyph_accuracy']:.3f} vs A6 {a['glyph_accuracy']:.3f} "
+                 f"(chance {chance:.3f})")
+    ent = series(rows.get("baseline", []), ENT_FINE)
+    ent_eval = b["diagnostics"].get("attn_entropy_fine")
+    if ent:
+        first, last = ent[0][1], ent[-1][1]
+        ok["entropy"] = last < ENTROPY_FRAC * log_n
+        lines.append(f"{'PASS' if ok['entropy'] else 'FAIL'} fine attention entropy over training: "
+                     f"{first:.3f} (step {ent[0][0]}) -> {last:.3f} (step {ent[-1][0]}); held-out "
+                     f"{_fmt(ent_eval)}; log N {log_n:.3f}, threshold {ENTROPY_FRAC} log N = {ENTROPY_FRAC * log_n:.3f}")
+    else:
+        ok["entropy"] = False
+        lines.append("FAIL fine attention entropy: no diagnostics rows in metrics.jsonl")
+    fa, ca, aa = b.get("attn_fine", {}), b.get("attn_coarse", {}), a.get("attn_coarse", {})
+    if fa:
+        ok["lift"] = fa["lift"] >= LIFT_MIN and fa["lift"] > max(ca.get("lift", 0.0), aa.get("lift", 0.0))
+        lines.append(f"{'PASS' if ok['lift'] else 'FAIL'} looks at the glyph: attention on the target box "
+                     f"{fa['lift']:.2f}x uniform for the fine query (distractors {_fmt(fa.get('distractor_lift'), 3)}x), "
+                     f"baseline coarse {_fmt(ca.get('lift'), 3)}x, A6 coarse {_fmt(aa.get('lift'), 3)}x "
+                     f"(needs >= {LIFT_MIN:g}x and above the coarse queries)")
+    names = sorted(set(warn) | {s.name for s in final_sigs})
+    if names:
+        lines.append("WARN failure signatures: " + "; ".join(
+            f"{n}" + (f" (training steps {warn[n]['first']}-{warn[n]['last']}, {warn[n]['count']}x)" if n in warn else "")
+            + (" (held-out)" if n in {s.name for s in final_sigs} else "") for n in names))
+    else:
+        lines.append("OK   no failure signatures (ratio at 1.0, entropy near log N, q_static std, identical tokens)")
+    learned = not math.isfinite(chance) or max(b["glyph_accuracy"], a["glyph_accuracy"]) > chance + LEARNED_MARGIN
+    if not learned:
+        lines.append(f"NOTE neither arm reads the glyphs above chance ({chance:.3f} + {LEARNED_MARGIN}): the budget "
+                     f"was too small to learn the visual task, so this says nothing about foveation yet; raise "
+                     f"--steps (2 GPUs: the arms run in parallel) or ease the task (--clutter plain, --glyph-size 0.35)")
+    if not learned:
+        verdict = "inconclusive: neither arm learned to read the glyphs in this budget"
+    elif ok["ratio"] and ok["a6"]:
+        verdict = "foveation is helping" + ("" if ok.get("lift", True) and ok["entropy"] else
+                                            " (loss only: attention not clearly on the glyph)")
+    elif ok["a6"] or ok["captions"]:
+        verdict = "inconclusive: " + ", ".join(k for k, v in ok.items() if not v) + " failed"
+    else:
+        verdict = "foveation is NOT helping"
+    if names and not verdict.startswith("foveation is helping"):
+        verdict += f" -- signatures: {', '.join(names)}"
+    return verdict, lines
+
+
+def format_report(st: dict) -> str:
+    b, a = st["eval"]["baseline"], st["eval"]["a6"]
+    task = st["task"]
+    cols = [("", ARM_TITLE["baseline"], ARM_TITLE["a6"])]
+    cols.append(("train steps / wall s", f"{st['steps']} / {_fmt(st['trained'].get('baseline'))}",
+                 f"{st['steps']} / {_fmt(st['trained'].get('a6'))}"))
+    cols.append(("held-out loss_fine", _fmt(b["loss_fine"]), "-"))
+    cols.append(("held-out loss_coarse", _fmt(b["loss_coarse"]), f"{_fmt(a['loss'])} (trained on it)"))
+    cols.append(("fine/coarse ratio", _fmt(b["ratio"]), "-"))
+    cols.append(("caption exact match", f"{b['exact_match']:.3f} of {b['n_videos']}", f"{a['exact_match']:.3f} of {a['n_videos']}"))
+    cols.append(("glyph accuracy", f"{b['glyph_accuracy']:.3f}", f"{a['glyph_accuracy']:.3f}"))
+    cols.append(("attn entropy fine / coarse", f"{_fmt(b['diagnostics'].get('attn_entropy_fine'))} / "
+                 f"{_fmt(b['diagnostics'].get('attn_entropy_coarse'))}", f"- / {_fmt(a['diagnostics'].get('attn_entropy_coarse'))}"))
+    cols.append(("glyph lift fine / coarse", f"{_fmt(b.get('attn_fine', {}).get('lift'), 3)}x / "
+                 f"{_fmt(b.get('attn_coarse', {}).get('lift'), 3)}x", f"- / {_fmt(a.get('attn_coarse', {}).get('lift'), 3)}x"))
+    cols.append(("|z_fine - z_coarse|", _fmt(b["diagnostics"].get("fine_coarse_token_diff")), "-"))
+    cols.append(("q_static std", _fmt(b["q_static_std"]), _fmt(a["q_static_std"])))
+    w0 = max(len(c[0]) for c in cols)
+    w1 = max(len(c[1]) for c in cols)
+    lines = [f"== foveation check: preset {st['preset']}, bug {st['bug']}, {st['steps']} steps x "
+             f"{st['batch_size']} videos per arm ==",
+             f"task: {task['num_videos']} videos x {task['frames']} frames, {task['alphabet']}, {task['motion']} path, "
+             f"{task['distractors']} distractors, glyph {task['glyph_size']} of the side, {task['clutter']} clutter; "
+             f"held-out {b['n_videos']}; log N = {st['log_n']:.3f}",
+             f"models: {st['models']}; data via {st['data_path']}: generate {st['seconds_generate']:.0f} s, "
+             f"preprocess {st['seconds_preprocess']:.0f} s; splits {st['splits']}"]
+    lines += [f"  {c[0]:<{w0}}  {c[1]:<{w1}}  {c[2]}" for c in cols]
+    lines += ["", *st["verdict_lines"], f"VERDICT: {st['verdict']}", ""]
+    lines.append(f"heatmap strip: {st.get('heatmap_uri', '-')}")
+    lines.append(f"MLflow: parent run {st.get('parent_run_id')} (children: baseline {st['children'].get('baseline')}, "
+                 f"a6 {st['children'].get('a6')}) experiment '{st['experiment']}' at {st['tracking_uri']}")
+    return "\n".join(lines)
+
+
+def _captions_csv(evals: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["arm", "videoid", "key", "reference", "generated", "exact_match", "glyph_accuracy"])
+    for arm in ARMS:
+        for r in evals.get(arm, {}).get("records", []):
+            w.writerow([arm, r["videoid"], r["key"], r["reference"], r["generated"], r["exact_match"],
+                        f"{r['glyph_accuracy']:.3f}"])
+    return buf.getvalue()
+
+
