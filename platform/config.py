@@ -283,13 +283,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(_format_errors(err, src)) from None
 
 
-def _read_yaml(p: Path) -> dict[str, Any]:
+def read_yaml_mapping(p: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file."""
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(Path(p).read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
+    return raw
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    raw = read_yaml_mapping(p)
     base = raw.pop("base", None)
     if base:
         merged = _read_yaml(resolve_config_path(p.parent / base if not Path(base).is_absolute() else base))

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fovea.platform.config import ConfigError, RunConfig
+from fovea.platform.config import ConfigError, RunConfig, read_yaml_mapping
 
 SPACES_DIR = Path(__file__).resolve().parent
 TOP_KEYS = {"space", "description", "common", "experiments"}
@@ -147,12 +147,7 @@ def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:
 
 def load_search_space(name: str | Path) -> SearchSpace:
     path = space_path(name)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = read_yaml_mapping(path)
     space = raw.get("space", path.stem)
     if space != path.stem:
         raise ConfigError(f"{path}: 'space: {space}' does not match the file name {path.stem!r}")
