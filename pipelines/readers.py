@@ -206,18 +206,26 @@ def last_pair(conversations) -> tuple[str, str]:
     """[{from, value}] -> (user, assistant) of the last human turn followed by a gpt turn."""
     if not isinstance(conversations, list) or not conversations:
         raise Reject(MALFORMED_ROW, "conversations is not a non-empty list")
+    if not all(isinstance(t, dict) for t in conversations):
+        raise Reject(MALFORMED_ROW, "conversation turn is not an object")
+    user, answer = _last_exchange(conversations, "from", "value", ("human", "user"), ("gpt", "assistant"),
+                                  "no human turn followed by a gpt turn", "turn value is not a string")
+    return PLACEHOLDER.sub("", user).strip(), answer.strip()
+
+
+def _last_exchange(turns: list[dict], role_key: str, text_key: str, user_roles, answer_roles,
+                   missing: str, not_text: str) -> tuple[str, str]:
+    """(user, answer) texts of the last user turn directly followed by an answer turn."""
     pair = None
-    for a, b in zip(conversations, conversations[1:]):
-        if not (isinstance(a, dict) and isinstance(b, dict)):
-            raise Reject(MALFORMED_ROW, "conversation turn is not an object")
-        if a.get("from") in ("human", "user") and b.get("from") in ("gpt", "assistant"):
-            pair = (a.get("value"), b.get("value"))
+    for a, b in zip(turns, turns[1:]):
+        if a.get(role_key) in user_roles and b.get(role_key) in answer_roles:
+            pair = (a.get(text_key), b.get(text_key))
     if pair is None:
-        raise Reject(MALFORMED_ROW, "no human turn followed by a gpt turn")
+        raise Reject(MALFORMED_ROW, missing)
     user, answer = pair
     if not isinstance(user, str) or not isinstance(answer, str):
-        raise Reject(MALFORMED_ROW, "turn value is not a string")
-    return PLACEHOLDER.sub("", user).strip(), answer.strip()
+        raise Reject(MALFORMED_ROW, not_text)
+    return user, answer
 
 
 def plan_video_sft(root: Path) -> Plan:
@@ -317,15 +325,8 @@ def load_record(dataset: str, ref: dict) -> dict:
 def _last_chat_turn(msgs) -> tuple[str, str]:
     if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
         raise Reject(MALFORMED_ROW, "messages is not a list of {role, content}")
-    pair = None
-    for a, b in zip(msgs, msgs[1:]):
-        if a.get("role") == "user" and b.get("role") == "assistant":
-            pair = (a.get("content"), b.get("content"))
-    if pair is None:
-        raise Reject(MALFORMED_ROW, "no user turn followed by an assistant turn")
-    user, answer = pair
-    if not isinstance(user, str) or not isinstance(answer, str):
-        raise Reject(MALFORMED_ROW, "message content is not a string")
+    user, answer = _last_exchange(msgs, "role", "content", ("user",), ("assistant",),
+                                  "no user turn followed by an assistant turn", "message content is not a string")
     if not answer.strip():
         raise Reject(EMPTY_CAPTION, "empty assistant message")
     return user, answer

@@ -181,12 +181,18 @@ def read_videomme(root: Path) -> list[MCQItem]:
 
 # -- MLVU -------------------------------------------------------------------------------
 
-def read_mlvu(root: Path) -> list[MCQItem]:
-    spec = BENCHMARKS["mlvu"]
+def _task_json_files(root: Path, spec) -> list[Path]:
+    """MLVU / MVBench: one annotation file per task, in json/ (or the root)."""
     jdir = root / "json" if (root / "json").is_dir() else root
     files = sorted(jdir.glob("*.json"))
     if not files:
         raise spec.missing(root, "no json/<task>.json annotation files")
+    return files
+
+
+def read_mlvu(root: Path) -> list[MCQItem]:
+    spec = BENCHMARKS["mlvu"]
+    files = _task_json_files(root, spec)
     videos = _index_media(root / "video" if (root / "video").is_dir() else root, VIDEO_EXTS)
     items = []
     for f in files:
@@ -238,10 +244,7 @@ MVBENCH_TASKS = {
 
 def read_mvbench(root: Path) -> list[MCQItem]:
     spec = BENCHMARKS["mvbench"]
-    jdir = root / "json" if (root / "json").is_dir() else root
-    files = sorted(jdir.glob("*.json"))
-    if not files:
-        raise spec.missing(root, "no json/<task>.json annotation files")
+    files = _task_json_files(root, spec)
     vroot = root / "video" if (root / "video").is_dir() else root
     videos: dict[str, Path] | None = None
     items = []
