@@ -1,46 +1,65 @@
 #!/usr/bin/env python
-"""Stage-1 training throughput: Ray Train on 1..N GPUs, plus a naive baseline side by side.
+"""Stage-1 training throughput (135M + DINOv2-small, full fine-tuning): a side-by-side
+matrix on one GPU, then the real job on 1..N GPUs through Ray Train.
 
-    python jobs/make_bench_shards.py --out data/bench/ref --samples 4000
-    python jobs/make_bench_shards.py --out data/bench/64  --samples 400 --dist 64
-    python jobs/bench_train.py --shards 'data/bench/ref/train-*.tar' --gpus 1,2 --steps 60 \
-        [--shards64 'data/bench/64/train-*.tar'] [--naive] [--batch 8] [--loader-workers 6]
+    python jobs/make_bench_shards.py --out data/bench/ref --samples 3000
+    python jobs/make_bench_shards.py --out data/bench/64  --samples 200 --dist 64
+    python jobs/bench_train.py --shards 'data/bench/ref/train-*.tar' [--shards64 'data/bench/64/train-*.tar'] \\
+        [--matrix] [--gpus 1,2] [--steps 300] [--batch 64] [--frames-per-batch 768] [--compile]
 
-Every configuration runs the real training loop (``fovea.platform.trainer.fit``: Ray
-Train workers, the real loader over real shards, AdamW, clipping) and the figures are
-read from the run's per-window metrics, skipping the first window (warm-up):
+``--matrix`` (one GPU, one process, the same real loader over the same shards) times a
+training step (forward, backward, clip, fused AdamW) for each path below, so every figure
+is a ratio measured side by side:
 
-    samples/s, frames/s        medians over log windows, all ranks together
-    data wait                  share of step time spent waiting for the next batch
-    peak GPU memory            torch.cuda.max_memory_allocated on rank 0
-    MFU                        model FLOPs/s / (GPUs x peak), FLOP model below
+    plain        fp32, one DINOv2 call per frame, patch pass re-run for the fine pass
+                 (no K/V reuse: fovea.model.naive), batch 16, padded float frames
+    eager-b16    bf16 autocast, batched patch pass + K/V reuse, batch 16, padded float frames
+                 (the training path before this benchmark's optimisations)
+    eager-b64    + token-budget batches of up to 64 samples / --frames-per-batch frames,
+                 packed uint8 frames normalised on the GPU
+    compiled-b64 + regional torch.compile (FoveatedVLM.compile_blocks)
 
-``--naive`` adds, on one GPU, the plain path the optimisations are measured against:
-fp32 (no autocast), one DINOv2 call per frame, and no reuse of the patch K/V cache (the
-fine pass re-runs the patch pass) -- see ``fovea.model.naive``.
+Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
+steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
+figures are rates over its log windows (every 10 steps: total samples / total time; the
+per-window median is kept too), the first two windows skipped (warm-up, compilation):
 
-FLOP model (forward, per sample; training = 3x forward: backward ~ 2x forward), with
-D = DINO width, L = DINO layers, Np = 257 tokens, d/P = LLM width/non-embedding params:
-    DINO patch pass / frame   L * Np * 24 D^2  +  L * 4 Np^2 D        (QKV+O+MLP, attention)
-    query pass / frame        L * (24 D^2 + 4 Np D)  x 2 passes (coarse + fine)
-    LLM                       2 P * (T + (T + S)) + attention 4 * n_layers * d * (T^2 + (T+S)^2) / 2
-    lm_head                   2 d V S   (text positions only)
+    samples/s, frames/s   all ranks together
+    data wait             share of the window spent waiting for the next batch
+    peak GPU memory       torch.cuda.max_memory_allocated on rank 0
+    MFU                   model FLOPs/s / (GPUs x 989 TFLOP/s dense bf16, H100 SXM datasheet)
+
+FLOP model (forward; training = 3x forward, backward ~ 2x), with D = DINO width, L = DINO
+layers, Np = 257 tokens, d = LLM width, nl = LLM layers, kv = K/V width, I = MLP width:
+    DINO patch pass / frame   L * (24 Np D^2 + 4 Np^2 D)        (QKV+O+MLP, attention)
+    query passes / frame      2 * L * (24 D^2 + 4 Np D)          (coarse + fine)
+    LLM / sample              per_tok * (T + (T + S)) + attention 4 nl d (T^2 + (T+S)^2) / 2
+                              per_tok = nl * 2 * (2 d^2 + 2 d kv + 3 d I)  (coarse: T visual tokens)
+    lm_head / sample          2 d V S  (text positions only)
+T is the measured mean of real frames per sample, S = 94 text tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet; ~790e12 measured here for a large GEMM
+TEXT_TOKENS = 94  # chat template + ~64 caption tokens of make_bench_shards.py
+REPO = Path(__file__).resolve().parents[1]
 
 
 def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
+    """Training FLOPs (3x forward) of one sample with ``frames`` real frames and ``text`` tokens."""
     D, L, Np = dino_cfg.hidden_size, dino_cfg.num_hidden_layers, 257
-    patch = L * Np * 24 * D * D + L * 4 * Np * Np * D
+    patch = L * (24 * Np * D * D + 4 * Np * Np * D)
     query = 2 * L * (24 * D * D + 4 * Np * D)
     d, nl, V = llm_cfg.hidden_size, llm_cfg.num_hidden_layers, llm_cfg.vocab_size
     inter = llm_cfg.intermediate_size
@@ -52,32 +71,18 @@ def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
     return 3.0 * (frames * (patch + query) + llm + head)
 
 
-def run_ray(shards: str, gpus: int, steps: int, batch: int, loader_workers: int, name: str,
-            runs: Path, extra: list[str]) -> dict:
-    from fovea.platform.config import load_config
-    from fovea.platform.trainer import fit
+# -- the side-by-side matrix (one GPU, in process) -----------------------------------------
 
-    cfg = load_config("stage1_135m", [
-        f"name={name}", f"runs_dir={runs}", f"data.train_shards=['{shards}']", "data.val_shards=[]",
-        "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}",
-        f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
-        f"training.max_steps={steps}", "training.log_every=10", f"training.checkpoint_every={10 * steps}",
-        f"training.diagnostics_every={10 * steps}", "eval.every_steps=0", "tracking.enabled=false",
-        f"cluster.num_workers={gpus}", "cluster.max_failures=0", "cluster.cpus_per_worker=1", *extra])
-    t0 = time.time()
-    fit(cfg)
-    rows = [json.loads(x) for x in (runs / "ray" / name / "metrics.jsonl").read_text().splitlines()]
-    rows = rows[1:-1] if len(rows) > 2 else rows  # drop warm-up and the checkpointing window
-    med = lambda k: statistics.median(r[k] for r in rows if k in r) if any(k in r for r in rows) else float("nan")  # noqa: E731
-    return {"samples_per_s": med("samples_per_s"), "frames_per_s": med("frames_per_s"),
-            "data_wait": med("data_wait_frac"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
-            "wall_s": time.time() - t0, "windows": len(rows)}
+MATRIX = {  # name -> (batch, frames per batch, packed uint8 frames, bf16, compile, naive)
+    "plain": (16, None, False, False, False, True),
+    "eager-b16": (16, None, False, True, False, False),
+    "eager-b64": (64, "budget", True, True, False, False),
+    "compiled-b64": (64, "budget", True, True, True, False),
+}
 
 
-def run_inprocess(shards: str, steps: int, batch: int, loader_workers: int, naive: bool) -> dict:
-    """One GPU, no Ray: the naive baseline and the same-loop optimised path for the ratio."""
-    import contextlib
-
+def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_workers: int,
+                     extra: list[str]) -> dict:
     import torch
 
     from fovea.model import build_model
@@ -86,95 +91,172 @@ def run_inprocess(shards: str, steps: int, batch: int, loader_workers: int, naiv
     from fovea.platform.config import load_config
     from fovea.platform.optim import build_optimizer
 
-    cfg = load_config("stage1_135m", [f"data.train_shards=['{shards}']", "data.text_ratio=0",
-                                      f"data.batch_size={batch}", f"data.num_workers={loader_workers}",
-                                      "data.shuffle_buffer=256"])
-    dev = torch.device("cuda")
+    batch, cap, packed, bf16, compiled, naive = MATRIX[name]
+    cfg = load_config("stage1_135m", [
+        f"data.train_shards=['{shards}']", "data.text_ratio=0", f"data.batch_size={batch}",
+        f"data.max_total_frames={budget if cap else 'null'}", f"data.packed_frames={str(packed).lower()}",
+        f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", *extra])
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test only
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    from fovea.platform.train_loop import configure_cuda_backends
+
+    configure_cuda_backends()  # TF32, no cuDNN SDPA (see its docstring)
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(dev)
+    model = build_model(cfg.model).to(dev).train()
     if naive:
         naive_encoder(model)  # fovea.model.naive
+    if compiled:
+        model.compile_blocks()
     opt = build_optimizer(model, cfg.training, dev)
-    auto = contextlib.nullcontext if naive else (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+    auto = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=0, seed=0))
-    times, samples, frames = [], 0, 0
-    for s in range(steps):
-        b = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in next(it).items()}
-        torch.cuda.synchronize()
-        t = time.perf_counter()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    warm = 3 if not compiled else 6  # compilation (and dynamic-shape recompiles) happen here
+    times, waits, samples, frames = [], [], 0, 0
+    t_prev = None
+    for s in range(warm + steps):
+        t0 = time.perf_counter()
+        host = next(it)
+        wait = time.perf_counter() - t0
+        b = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in host.items()}
         with auto():
             out = model(**{k: b[k] for k in ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")},
-                        mode="coarse_fine", compute_coarse=False)
+                        mode="coarse_fine", compute_coarse=False, return_logits=False)
         out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # the training loop's sync
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if s >= 3:
-            times.append(time.perf_counter() - t)
-            samples += b["input_ids"].shape[0]
-            frames += int(b["num_frames"].sum())
+        sync()
+        t1 = time.perf_counter()
+        if s >= warm:  # step time = from the previous step's end, so data wait is included
+            times.append(t1 - t_prev)
+            waits.append(wait)
+            samples += int(host["input_ids"].shape[0])
+            frames += int(host["num_frames"].sum())
+        t_prev = t1
     tot = sum(times)
-    return {"samples_per_s": samples / tot, "frames_per_s": frames / tot,
-            "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30, "step_ms_median": 1000 * statistics.median(times)}
+    return {"path": name, "gpus": 1, "samples_per_s": samples / tot, "frames_per_s": frames / tot,
+            "data_wait": sum(waits) / tot,
+            "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0,
+            "step_ms_median": 1000 * statistics.median(times), "batch": batch, "steps": steps}
+
+
+# -- the real job on 1..N GPUs -------------------------------------------------------------
+
+def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, loader_workers: int, compiled: bool,
+               name: str, runs: Path, extra: list[str], log_to: Path | None) -> dict:
+    """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers."""
+    overrides = [
+        f"name={name}", f"runs_dir={runs}", f"data.train_shards=['{shards}']", "data.val_shards=[]",
+        "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}", f"data.max_total_frames={budget}",
+        f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
+        f"training.max_steps={steps}", "training.log_every=10", f"training.checkpoint_every={max(steps // 2, 1)}",
+        f"training.diagnostics_every={10 * steps}", "eval.every_steps=0", f"training.compile={str(compiled).lower()}",
+        f"cluster.num_workers={gpus}", "cluster.max_failures=0", "cluster.cpus_per_worker=1", *extra]
+    t0 = time.time()
+    cmd = [sys.executable, "-u", str(REPO / "jobs" / "stage1.py"), "--config", "stage1_135m", *overrides]
+    with open(log_to or os.devnull, "a") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    mfile = runs / "ray" / name / "metrics.jsonl"
+    rows = [json.loads(x) for x in mfile.read_text().splitlines()] if mfile.exists() else []
+    if rc != 0 or not rows:
+        raise RuntimeError(f"jobs/stage1.py failed (exit {rc}, {len(rows)} log windows); see {log_to}")
+    rows = [r for r in rows if "samples_per_s" in r][2:] or rows  # drop warm-up / compilation windows
+    med = lambda k: statistics.median(r[k] for r in rows if k in r) if any(k in r for r in rows) else float("nan")  # noqa: E731
+    # Token-budget batches hold 12..64 samples (long videos fill the frame budget sooner), so one
+    # window's samples/s swings with its mix; the figure is the whole measured span's rate.
+    span = sum(r.get("window_s", 0) for r in rows)
+    rate = lambda k: sum(r[k] * r["window_s"] for r in rows) / span if span else med(k)  # noqa: E731
+    return {"path": "jobs/stage1.py" + (" +compile" if compiled else ""), "gpus": gpus,
+            "samples_per_s": rate("samples_per_s"), "frames_per_s": rate("frames_per_s"),
+            "samples_per_s_window_median": med("samples_per_s"),
+            "data_wait": med("data_wait_frac"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
+            "wall_s": time.time() - t0, "windows": len(rows), "steps": steps, "batch": batch,
+            "final_loss": rows[-1].get("loss")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", required=True)
-    ap.add_argument("--shards64", default=None)
-    ap.add_argument("--gpus", default="1,2")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--loader-workers", type=int, default=6)
-    ap.add_argument("--naive", action="store_true")
+    ap.add_argument("--shards64", default=None, help="the fixed 64-frame worst case (1 GPU, stage1 job)")
+    ap.add_argument("--matrix", action="store_true", help="the 1-GPU side-by-side paths first")
+    ap.add_argument("--matrix-steps", type=int, default=20)
+    ap.add_argument("--paths", default=",".join(MATRIX), help="matrix entries to run (comma-separated)")
+    ap.add_argument("--gpus", default="1,2", help="stage1 job runs, e.g. 1,2 ('' = none)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps64", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--frames-per-batch", type=int, default=768, help="data.max_total_frames")
+    ap.add_argument("--compile", choices=("on", "off", "auto"), default="auto",
+                    help="training.compile in the stage1 runs; auto: on when the matrix found it faster")
+    ap.add_argument("--loader-workers", type=int, default=8)
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("overrides", nargs="*", help="extra config overrides for the Ray runs")
+    ap.add_argument("--log", default=None, help="append the stage1 jobs' output here")
+    ap.add_argument("overrides", nargs="*", help="extra config overrides (matrix and stage1 runs)")
     a = ap.parse_args()
 
     import torch
     from transformers import AutoConfig
 
-    from fovea.platform.cluster import connect
     from fovea.platform.model_store import resolve_model_ref
 
     dino = AutoConfig.from_pretrained(resolve_model_ref("facebook/dinov2-small"))
     llm = AutoConfig.from_pretrained(resolve_model_ref("HuggingFaceTB/SmolLM2-135M-Instruct"))
-    manifest = json.loads((Path(a.shards.split("*")[0]).parent / "bench_manifest.json").read_text()) \
-        if (Path(a.shards.split("*")[0]).parent / "bench_manifest.json").exists() else {"mean_frames": 7.0}
-    runs = Path(a.runs) / time.strftime("%Y%m%d-%H%M%S")
-    connect()
-    results = []
-    sets = [("ref", a.shards, manifest.get("mean_frames", 7.0))]
-    if a.shards64:
-        sets.append(("64", a.shards64, 64.0))
-    for label, shards, mean_frames in sets:
-        fl = flops_per_sample(mean_frames, 64 + 30, dino, llm)
-        for g in [int(x) for x in a.gpus.split(",")]:
-            r = run_ray(shards, g, a.steps, a.batch, a.loader_workers, f"bench-{label}-{g}gpu", runs, a.overrides)
-            r.update(dist=label, gpus=g, path="ray+bf16", mfu=r["samples_per_s"] * fl / (g * H100_PEAK_BF16))
-            results.append(r)
-            print(json.dumps(r), flush=True)
-        if a.naive and label == "ref":
-            for naive in (False, True):
-                r = run_inprocess(shards, min(a.steps, 30), a.batch, a.loader_workers, naive)
-                r.update(dist=label, gpus=1, path="naive fp32" if naive else "same loop, bf16 + cache",
-                         mfu=r["samples_per_s"] * fl / H100_PEAK_BF16)
-                results.append(r)
-                print(json.dumps(r), flush=True)
-    print(f"\n{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}, batch {a.batch}/GPU")
-    print(f"{'dist':5s} {'gpus':>4s} {'path':26s} {'samples/s':>10s} {'frames/s':>9s} {'wait':>6s} "
+    runs = Path(a.runs).resolve() / time.strftime("%Y%m%d-%H%M%S")
+    results: list[dict] = []
+
+    def add(r: dict, dist: str) -> None:
+        mean_frames = r["frames_per_s"] / r["samples_per_s"]
+        r.update(dist=dist, mean_frames=mean_frames,
+                 mfu=r["samples_per_s"] * flops_per_sample(mean_frames, TEXT_TOKENS, dino, llm)
+                 / (r["gpus"] * H100_PEAK_BF16))
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if a.out:
+            Path(a.out).write_text(json.dumps(results, indent=2))
+
+    if a.matrix:
+        for name in a.paths.split(","):
+            if name not in MATRIX:
+                ap.error(f"--paths: unknown entry {name!r}; expected some of {', '.join(MATRIX)}")
+            steps = max(4, a.matrix_steps // 3) if name == "plain" else a.matrix_steps
+            try:
+                add(run_matrix_entry(name, a.shards, steps, a.frames_per_batch, a.loader_workers, a.overrides), "ref")
+            except Exception as e:  # one failing path must not lose the others' figures
+                print(f"matrix {name}: FAILED {type(e).__name__}: {e}", flush=True)
+            torch.cuda.empty_cache()
+    by_path = {r["path"]: r["samples_per_s"] for r in results}
+    compiled = a.compile == "on" or (a.compile == "auto" and
+                                     by_path.get("compiled-b64", 0) > by_path.get("eager-b64", float("inf")))
+    print(f"stage1 runs: training.compile={compiled}", flush=True)
+    sets = [("ref", a.shards, a.steps)] + ([("64", a.shards64, a.steps64)] if a.shards64 else [])
+    for label, shards, steps in sets:
+        for g in [int(x) for x in a.gpus.split(",") if x]:
+            if label == "64" and g > 1:
+                continue
+            try:
+                add(run_stage1(shards, g, steps, a.batch, a.frames_per_batch, a.loader_workers, compiled,
+                               f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None), label)
+            except Exception as e:
+                print(f"stage1 {label} {g} GPU: FAILED {e}", flush=True)
+
+    print(f"\n{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")
+    print(f"{'dist':5s} {'gpus':>4s} {'path':26s} {'batch':>5s} {'samples/s':>10s} {'frames/s':>9s} {'wait':>6s} "
           f"{'mem GB':>7s} {'MFU':>6s}")
     for r in results:
-        print(f"{r['dist']:5s} {r['gpus']:4d} {r['path']:26s} {r['samples_per_s']:10.1f} {r['frames_per_s']:9.1f} "
-              f"{r.get('data_wait', float('nan')):6.1%} {r['gpu_mem_gb']:7.1f} {r['mfu']:6.1%}")
-    one = next((r for r in results if r["gpus"] == 1 and r["path"] == "ray+bf16" and r["dist"] == "ref"), None)
-    two = next((r for r in results if r["gpus"] == 2 and r["path"] == "ray+bf16" and r["dist"] == "ref"), None)
+        print(f"{r['dist']:5s} {r['gpus']:4d} {r['path']:26s} {r['batch']:5d} {r['samples_per_s']:10.1f} "
+              f"{r['frames_per_s']:9.1f} {r['data_wait']:6.1%} {r['gpu_mem_gb']:7.1f} {r['mfu']:6.1%}")
+    base = next((r for r in results if r["path"] == "plain"), None)
+    if base:
+        for r in results:
+            if r["gpus"] == 1 and r["dist"] == "ref":
+                print(f"  {r['path']:26s} {r['samples_per_s'] / base['samples_per_s']:6.2f}x plain")
+    one = next((r for r in results if r["gpus"] == 1 and r["path"].startswith("jobs/") and r["dist"] == "ref"), None)
+    two = next((r for r in results if r["gpus"] == 2 and r["path"].startswith("jobs/") and r["dist"] == "ref"), None)
     if one and two:
         print(f"scaling 1 -> 2 GPUs: {two['samples_per_s'] / one['samples_per_s']:.2f}x")
-    if a.out:
-        Path(a.out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -317,6 +317,7 @@ def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, parallel: 
             errors[arm] = e
 
     if parallel:
+        state["phase"] = "train " + " + ".join(ARMS) + " (in parallel)"
         threads = [threading.Thread(target=one, args=(a,)) for a in ARMS]
         for t in threads:
             t.start()

@@ -2,17 +2,18 @@
 
 Two phases, run separately so one patch pass serves any number of queries:
 
-1. ``encode_patches(frames)``: the unmodified Hugging Face ``Dinov2Model`` runs once
-   over the real frames (the caller drops padded frames). Forward hooks on every
-   layer's ``attention.k_proj`` / ``attention.v_proj`` capture that layer's keys and
-   values (``W_k LN1(h) + b_k``, full width) while the layer itself runs normally,
-   so the cache costs no extra FLOPs. The query is never part of this pass, so the
-   patches can never attend to it ("asymmetric mask" by construction).
+1. ``encode_patches(frames)``: DINOv2 runs once over the real frames (the caller drops
+   padded frames): the HF embeddings, then every HF layer's weights through a
+   ``PatchBlock`` (blocks.py), which is the layer written out so that it also returns
+   the keys/values its attention used (``W_k LN1(h) + b_k``, full width); the cache
+   costs no extra FLOPs. The query is never part of this pass, so the patches can
+   never attend to it ("asymmetric mask" by construction). uint8 frames (the packed
+   training batch) are ImageNet-normalised here, on the device.
 
 2. ``query_pass(cache, queries)``: a query token with its own residual stream walks
    through every DINOv2 block, reusing that block's weights, but its attention
    keys/values are only the cached CLS+patch K/V of that layer (it does not attend
-   to itself). Fused SDPA on the training path; ``return_attn=True`` computes the
+   to itself): a ``QueryBlock`` (blocks.py). Fused SDPA on the training path; ``return_attn=True`` computes the
    softmax explicitly and also returns each layer's weights [n, H, 1, Np].
 
    deep (default):  h = W_in q                                        [n, 1, D]
@@ -39,6 +40,8 @@ Decisions: ``query_input_proj`` has no bias (BUG-002; ``query_bias=True`` brings
 back for ablation A3); ``query_dim`` is free (A2 uses 192). The patch pass does not
 chunk frames: K/V are activations autograd keeps anyway, so chunking would not lower
 the training peak; call it in chunks under ``torch.no_grad`` if needed for inference.
+``compile_blocks()`` compiles the two block types once each (regional torch.compile);
+``checkpoint_patches = True`` recomputes each PatchBlock in backward (gradient checkpointing).
 """
 
 from __future__ import annotations
@@ -49,15 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def attn_linears(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
-    """(W_q, W_k, W_v, W_o) of a Dinov2Layer, for either transformers 5 naming:
-    ``attention.{q,k,v,o}_proj`` (5.2x) or ``attention.attention.{query,key,value}`` +
-    ``attention.output.dense`` (earlier releases)."""
-    at = layer.attention
-    if hasattr(at, "q_proj"):
-        return at.q_proj, at.k_proj, at.v_proj, at.o_proj
-    return at.attention.query, at.attention.key, at.attention.value, at.output.dense
+from .blocks import PatchBlock, QueryBlock, attn_linears, normalize_frames  # noqa: F401 (attn_linears re-exported)
 
 
 @dataclass
@@ -109,6 +104,15 @@ class FoveatedEncoder(nn.Module):
         self.deep_query = deep_query
         self.query_input_proj = nn.Linear(self.query_dim, self.dim, bias=query_bias)  # Dq -> D
         self.output_proj = nn.Linear(self.dim, self.output_dim)  # D -> D
+        # Views of the HF layers (no weights of their own, not in the state dict).
+        self.patch_blocks = [PatchBlock(layer, self.num_heads) for layer in self.layers]
+        self.query_blocks = [QueryBlock(layer, self.num_heads) for layer in self.layers]
+        self.checkpoint_patches = False
+
+    def compile_blocks(self, **compile_kw) -> None:
+        """Regional torch.compile: one graph for the 12 PatchBlocks, one for the QueryBlocks."""
+        for block in self.patch_blocks + self.query_blocks:
+            block.compile(**compile_kw)
 
     # -- helpers ----------------------------------------------------------------------
     @property
@@ -137,25 +141,18 @@ class FoveatedEncoder(nn.Module):
             frames = frames[frame_mask.bool()]
         if frames.dim() != 4:
             raise ValueError(f"encode_patches expects [n,3,H,W], got {tuple(frames.shape)}")
-        frames = frames.contiguous(memory_format=torch.channels_last)
-        kv: list[torch.Tensor] = []  # k_1, v_1, k_2, v_2, ... each [n, Np, D]
-        # Hooks live only for this forward: a checkpoint recompute in backward records nothing.
-        hooks = [lin.register_forward_hook(lambda mod, inp, out: kv.append(out))
-                 for layer in self.layers for lin in attn_linears(layer)[1:3]]
-        try:
-            h = self.dino.embeddings(frames)  # [n, Np, D]: CLS + patches + pos-emb
-            for layer in self.layers:  # the unmodified HF blocks
-                h = layer(h)
-                if isinstance(h, tuple):  # older transformers returned tuples (BUG-009)
-                    h = h[0]
-        finally:
-            for hk in hooks:
-                hk.remove()
-        if len(kv) != 2 * self.num_layers:
-            raise RuntimeError(f"captured {len(kv)} k/v tensors, expected {2 * self.num_layers}")
+        frames = normalize_frames(frames).contiguous(memory_format=torch.channels_last)
+        keys, values = [], []  # per layer [n, H, Np, hd]
+        h = self.dino.embeddings(frames)  # [n, Np, D]: CLS + patches + pos-emb
+        for block in self.patch_blocks:
+            if self.checkpoint_patches and torch.is_grad_enabled():
+                h, k, v = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+            else:
+                h, k, v = block(h)
+            keys.append(k)
+            values.append(v)
         feats = self.dino.layernorm(h)  # [n, Np, D]
-        return PatchCache(keys=[self._heads(k) for k in kv[0::2]],
-                          values=[self._heads(v) for v in kv[1::2]], features=feats)
+        return PatchCache(keys=keys, values=values, features=feats)
 
     # -- phase 2: query pass -------------------------------------------------------------
     def query_pass(self, cache: PatchCache, queries: torch.Tensor, return_attn: bool = False):
@@ -190,7 +187,11 @@ class FoveatedEncoder(nn.Module):
         return out.transpose(1, 2).reshape(n, 1, self.dim), w
 
     def _deep(self, cache: PatchCache, h: torch.Tensor, return_attn: bool):
-        attn = []
+        if not return_attn:  # the training path: one QueryBlock per layer
+            for block, k, v in zip(self.query_blocks, cache.keys, cache.values):
+                h = block(h, k, v)
+            return h, []
+        attn = []  # explicit softmax, same arithmetic as QueryBlock
         for layer, k, v in zip(self.layers, cache.keys, cache.values):
             q_proj, _, _, o_proj = attn_linears(layer)
             q = self._heads(q_proj(layer.norm1(h)))  # [n, H, 1, hd]

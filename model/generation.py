@@ -113,7 +113,7 @@ def generate(model, frames: torch.Tensor, frame_mask: torch.Tensor, prompt_ids: 
     None = the LLM's generation config) or after ``max_new_tokens``. Returns the new
     token ids of each row, eos excluded.
     """
-    from .vlm import FrameIndex
+    from .vlm import FrameIndex, real_frames
 
     B = len(prompt_ids)
     if frame_mask.shape[0] != B:
@@ -124,7 +124,7 @@ def generate(model, frames: torch.Tensor, frame_mask: torch.Tensor, prompt_ids: 
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     frame_mask = frame_mask.to(dev).bool()
     fi = FrameIndex.from_mask(frame_mask)
-    cache = model.encoder.encode_patches(frames.to(dev)[frame_mask]) if fi.n else None
+    cache = model.encoder.encode_patches(real_frames(frames.to(dev), frame_mask)) if fi.n else None
 
     P = torch.tensor([len(x) for x in prompt_ids], device=dev)
     ids = torch.zeros(B, max(int(P.max()), 1), dtype=torch.long, device=dev)

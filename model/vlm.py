@@ -101,6 +101,19 @@ class FrameIndex:
         return cls(b=b, t=t, rank=rank, n_vis=n_vis, first=first, Tv=Tv)
 
 
+def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """The n real frames in flat order (b-major, t): [n,3,H,W].
+
+    ``frames`` is either padded [B,T,3,H,W] (the padded slots are dropped here) or already
+    packed [n,3,H,W] (the training loader's uint8 layout, n = frame_mask.sum()).
+    """
+    if frames.dim() == 5:
+        return frames[frame_mask.bool()]
+    if frames.dim() == 4:
+        return frames
+    raise ValueError(f"frames must be [B,T,3,H,W] or packed [n,3,H,W], got {tuple(frames.shape)}")
+
+
 def check_mode(mode) -> str:
     """One mode for the whole batch: a per-sample list or an unknown name is refused."""
     if not isinstance(mode, str):
@@ -245,7 +258,8 @@ class FoveatedVLM(nn.Module):
                 use_kv_cache: bool = True, **batch_extras) -> dict:
         """Loss and logits for one batch, all samples in one ``mode``.
 
-        frames [B,T,3,224,224] float, frame_mask [B,T] bool, input_ids [B,S] long
+        frames [B,T,3,224,224] float (ImageNet-normalised) or packed real frames [n,3,224,224]
+        (uint8 0..255, normalised on the device, or float), frame_mask [B,T] bool, input_ids [B,S] long
         (right-padded), attention_mask [B,S] bool, loss_mask [B,S] float.
         Returns dict: ``loss`` (what to backprop), ``loss_fine``, ``loss_coarse`` (NaN when
         not computed), ``logits`` [B,S,V] over text positions (position i predicts token
@@ -268,7 +282,9 @@ class FoveatedVLM(nn.Module):
         fi = FrameIndex.from_mask(frame_mask)
         targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
         text_emb = self.embed_tokens(input_ids)  # [B, S, d]
-        cache = self.encoder.encode_patches(frames[frame_mask.bool()]) if fi.n else None  # 12x2x[n,H,Np,hd]
+        if frames.dim() == 4 and frames.shape[0] != fi.n:
+            raise ValueError(f"packed frames hold {frames.shape[0]} frames, frame_mask has {fi.n}")
+        cache = self.encoder.encode_patches(real_frames(frames, frame_mask)) if fi.n else None  # 12x2x[n,H,Np,hd]
         nan = torch.full((), float("nan"), device=input_ids.device)
 
         z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
@@ -334,7 +350,7 @@ class FoveatedVLM(nn.Module):
         out = torch.zeros(B, T, L, H, Np, device=frames.device)
         if fi.n == 0:
             return out
-        cache = self.encoder.encode_patches(frames[frame_mask.bool()])
+        cache = self.encoder.encode_patches(real_frames(frames, frame_mask))
         q = self.q_static
         if which == "fine":
             vis_c = self.scatter_visual(self.visual_tokens(self.coarse_tokens(cache, fi)), fi, B)
@@ -357,12 +373,25 @@ class FoveatedVLM(nn.Module):
                         temperature, top_p, eos_token_id, use_cache, generator)
 
     def enable_gradient_checkpointing(self) -> None:
-        """HF non-reentrant checkpointing for the LLM and DINOv2 (active in train mode)."""
-        for m in (self.llm, self.encoder.dino):
-            if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.x name
-                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        """Non-reentrant checkpointing: HF's for the LLM, per PatchBlock for DINOv2 (train mode)."""
+        m = self.llm
+        if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.encoder.checkpoint_patches = True
+
+    def compile_blocks(self, dynamic: bool = True, **compile_kw) -> None:
+        """Regional torch.compile of the repeated blocks: DINOv2 PatchBlocks, QueryBlocks and the
+        LLM's decoder layers, each type compiled once (forward + backward) and shared by its
+        layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
+        Parameter names and the state dict do not change."""
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
+        for layer in self.llm.get_decoder().layers:
+            layer.compile(dynamic=dynamic, **compile_kw)
 
     # -- persistence (io.py) --------------------------------------------------------------
     def save_pretrained(self, directory, tokenizer=None) -> None:

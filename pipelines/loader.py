@@ -23,7 +23,10 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     shuffle the order of the batches.  Only then are the frames decoded
     (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL), truncated to
     ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
-    and ImageNet-normalised in ``collate``.
+    and ImageNet-normalised in ``collate`` -- except in training with ``data.packed_frames``
+    (the default), where ``collate`` ships only the real frames as uint8 [n,3,224,224] and the
+    model normalises them on the device (1 byte a pixel instead of 4, no padded slots: a batch
+    of 64 reference videos is ~450 real frames but 64 x 64 padded slots).
   * text interleave: for batch i a Bernoulli(text_ratio) drawn from a generator seeded by
     (seed, epoch, rank) picks a batch of ``text_shards`` (SmolTalk of the stage) instead of a
     vision batch.  Text batches are built in the main process (no decoding), their stream
@@ -128,33 +131,44 @@ def load_sample(s: RawSample, max_frames: int, replicate: int, max_tokens: int) 
     }
 
 
-def _empty(shape: tuple[int, ...]) -> torch.Tensor:
-    """float32 tensor; inside a DataLoader worker it is allocated in shared memory directly, which
+def _empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor that, inside a DataLoader worker, is allocated in shared memory directly, which
     saves the copy the worker would otherwise make to send it (as torch's default_collate does)."""
     if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape)
-    t = torch.empty(0)
+        return torch.empty(shape, dtype=dtype)
+    t = torch.empty(0, dtype=dtype)
     return t.new(t._typed_storage()._new_shared(int(np.prod(shape)))).resize_(shape)
 
 
-def collate(samples: list[dict]) -> dict:
-    """``load_sample`` dicts -> the batch dict of docs/CONTRACTS.md (padding, masks, normalisation)."""
+def collate(samples: list[dict], packed: bool = False) -> dict:
+    """``load_sample`` dicts -> the batch dict of docs/CONTRACTS.md (padding, masks, normalisation).
+
+    ``packed=True`` (training): ``frames`` holds only the n real frames, uint8 [n,3,224,224] in
+    frame_mask order (b-major), left for the model to normalise on the device.
+    """
     B = len(samples)
     T = max(1, max(s["num_frames"] for s in samples))
     S = max(len(s["token_ids"]) for s in samples)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     scale, shift = 1.0 / (255.0 * std), torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std
-    frames = _empty((B, T, 3, FRAME_SIZE, FRAME_SIZE))
+    if packed:
+        n = sum(s["num_frames"] for s in samples)
+        frames = _empty((n, 3, FRAME_SIZE, FRAME_SIZE), torch.uint8)
+        if n:
+            torch.cat([s["frames"] for s in samples if s["num_frames"]], out=frames)
+    else:
+        frames = _empty((B, T, 3, FRAME_SIZE, FRAME_SIZE))
     frame_mask = torch.zeros(B, T, dtype=torch.bool)
     input_ids = torch.full((B, S), samples[0]["pad_id"], dtype=torch.long)
     attention_mask = torch.zeros(B, S, dtype=torch.bool)
     loss_mask = torch.zeros(B, S)
     for b, s in enumerate(samples):
         n, L = s["num_frames"], len(s["token_ids"])
-        if n:  # (x / 255 - mean) / std, in place in the batch tensor
-            frames[b, :n].copy_(s["frames"]).mul_(scale).sub_(shift)
-            frame_mask[b, :n] = True
-        frames[b, n:].zero_()
+        frame_mask[b, :n] = True
+        if not packed:  # (x / 255 - mean) / std, in place in the batch tensor
+            if n:
+                frames[b, :n].copy_(s["frames"]).mul_(scale).sub_(shift)
+            frames[b, n:].zero_()
         input_ids[b, :L] = s["token_ids"]
         attention_mask[b, :L] = True
         loss_mask[b, :L] = s["loss_mask"]
@@ -271,7 +285,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 except Exception as e:  # a corrupt JPEG: warn and drop this one sample
                     log.warning("skipping sample %s: %s", s.key, e)
             if loaded:
-                yield collate(loaded)
+                yield collate(loaded, packed=self.shuffle and cfg.packed_frames)
 
 
 def _take(it, n):
@@ -282,14 +296,15 @@ def _take(it, n):
 
 
 def _dataloader(stream: ShardStream, num_workers: int):
+    # pin_memory: page-locked batches make the host-to-GPU copies asynchronous (non_blocking).
     # Workers come from a fork server, not from a fork of the training process: a fork of a
     # process that holds the model and AdamW states shares their pages copy-on-write, and
     # every optimizer step then copies them (+2.5 GB per rank for the 135M model at each
     # epoch's new loader, measured), which a 24 GB machine with 2 ranks cannot absorb.
     ctx = "forkserver" if num_workers else None
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
-                                       prefetch_factor=2 if num_workers else None, persistent_workers=False,
-                                       multiprocessing_context=ctx)
+                                       prefetch_factor=4 if num_workers else None, persistent_workers=False,
+                                       multiprocessing_context=ctx, pin_memory=torch.cuda.is_available())
 
 
 # -- public entry points -----------------------------------------------------------------------

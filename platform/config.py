@@ -71,6 +71,9 @@ class DataConfig(_Section):
     max_total_frames: int | None = None  # token-budget batching: cap on real frames per batch
     max_text_tokens: int = Field(512, ge=8)
     num_workers: int = Field(2, ge=0)
+    # Training batches carry only the real frames, packed uint8 [n,3,224,224], normalised on the
+    # device (4x fewer bytes than float, no padded slots); False: padded float [B,T,3,224,224].
+    packed_frames: bool = True
     shuffle_buffer: int = Field(5000, ge=0)
     shard_shuffle: bool = True
 
@@ -92,7 +95,7 @@ class TrainingConfig(_Section):
     grad_clip: float = 1.0
     max_nonfinite_steps: int = Field(5, ge=1)  # abort after this many NaN/Inf steps in a row
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False
+    compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
     checkpoint_every: int = Field(1000, ge=1)
     keep_last: int = Field(2, ge=1)
     checkpoint_metric: str = "val_loss"

@@ -55,6 +55,21 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")}
 
 
+def configure_cuda_backends() -> None:
+    """TF32 matmuls, and SDPA without the cuDNN backend.
+
+    Measured on an H200 (jobs/profile_train_step.py, compiled batch-64 step): cuDNN attention,
+    which PyTorch prefers on sm90, builds an execution plan for every new shape, ~1.8 ms of
+    host time per call; our shapes change every batch (frames per batch), so 24 attention
+    calls a pass cost more host time than the whole step's GPU work.  Flash attention has no
+    per-shape setup.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def world_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -188,8 +203,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        configure_cuda_backends()
 
     # Same initialisation on every rank (DDP also broadcasts rank 0's parameters).
     torch.manual_seed(tc.seed)
@@ -198,6 +212,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         load_weights(model, Path(loop_config["init_model_dir"]))
         log.info("initialised from %s", loop_config["init_model_dir"])
     model.to(device)
+    if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
+        model.compile_blocks()
     if world > 1:
         # find_unused_parameters: a text-only batch leaves the vision side unused, and
         # coarse_only leaves llm_to_query / q_init unused.
@@ -249,13 +265,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         compute_coarse = cfg.model.lambda_coarse > 0 or (
             cfg.model.coarse_loss_every > 0 and (step + 1) % cfg.model.coarse_loss_every == 0)
         oom = False
-        losses = torch.zeros(3, dtype=torch.float64)
+        losses = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per micro-batch
         micro_samples = micro_frames = 0
         last_batch = None
         for micro in range(tc.grad_accum):
             t_wait = time.perf_counter()
-            batch = to_device(stream.next(), device)
+            host = stream.next()
             window["wait"] += time.perf_counter() - t_wait
+            micro_samples += int(host["input_ids"].shape[0])
+            micro_frames += int(host["num_frames"].sum())
+            batch = to_device(host, device)
             sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
             try:
                 with sync:
@@ -269,10 +288,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 del batch
                 torch.cuda.empty_cache()
                 break
-            losses += torch.stack([out["loss"].detach().double().cpu(), out["loss_fine"].detach().double().cpu(),
-                                   out["loss_coarse"].detach().double().cpu()]) / tc.grad_accum
-            micro_samples += int(batch["input_ids"].shape[0])
-            micro_frames += int(batch["num_frames"].sum())
+            losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
             last_batch = batch
         if world > 1:
             flag = torch.tensor([1.0 if oom else 0.0], device=device)
@@ -283,7 +299,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             oom_skips += 1
             log.warning("rank %d: CUDA OOM, accumulation window skipped (%d so far)", rank, oom_skips)
             continue
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))  # the step's one sync
+        losses = losses.cpu()
         if not math.isfinite(grad_norm) or not math.isfinite(float(losses[0])):
             optimizer.zero_grad(set_to_none=True)
             nonfinite_streak += 1
@@ -354,6 +371,7 @@ def _window_metrics(w: dict[str, float], step: int, samples_seen: int, optimizer
     tot = all_sum([w["samples"], w["frames"]], device)
     m = {"loss": mean[0], "loss_fine": mean[1], "grad_norm": mean[3], "data_wait_frac": mean[4],
          "samples_per_s": tot[0] / dt, "frames_per_s": tot[1] / dt, "samples_seen": float(samples_seen),
+         "window_s": dt,
          "step": float(step)}
     if w["n_coarse"] > 0:
         m["loss_coarse"] = mean[2]

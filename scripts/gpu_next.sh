@@ -1,37 +1,56 @@
 #!/usr/bin/env bash
-# The GPU runs still owed (issues 5, 6, 9, 10), one section per device call on nvidia-h100-x2.
-# Carry .devbundle and .gpuassets (see scripts/gpu_env.sh). Everything streams to $OUT/<section>.log
-# as it runs, so a timeout still returns what was measured (a `| tail` would print nothing).
-#   bash scripts/gpu_next.sh stage1      # issue 5: stage-1 135M, 300 steps on 1 and on 2 GPUs
-#   bash scripts/gpu_next.sh sweep       # issue 6: baseline vs A6, 1 GPU each, side by side
-#   bash scripts/gpu_next.sh foveation   # issue 10: the check, then with BUG-001+002 reintroduced
-# Issue 9's benchmark: scripts/gpu_bench.sh.
+# The GPU runs of issues 5, 6, 9 and 10 beyond the benchmark (scripts/gpu_bench.sh), for
+# nvidia-h100-x2 (or h200-x2). Carry .devbundle and .gpuassets (scripts/gpu_env.sh). Every
+# section streams to $OUT/<section>.log as it runs, so a timeout still returns what was measured.
+#   bash scripts/gpu_next.sh profile stage1x2 sweep     # sections run in the order given
+#   bash scripts/gpu_next.sh foveation foveation-bug
+#     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default eager-b64,compiled-b64)
+#     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
+#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (benchmark settings, eager)
+#     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
+#     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
+#     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
+#     foveation-bug  issue 10: the same with BUG-001 + BUG-002 reintroduced (shorter)
 set -uo pipefail
-section=${1:?stage1|sweep|foveation}
 source scripts/gpu_env.sh
+export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-log="$OUT/$section.log"
-quiet='Controller actor state|PlacementGroupCleaner|Reporting training result'
-[ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --out /tmp/bench/ref --samples 3000 --workers 16 >>"$log" 2>&1
-case "$section" in
-  stage1)
-    for g in 1 2; do
-      timeout 270 python3 -u jobs/stage1.py --config stage1_135m name=gpu-stage1-${g}gpu runs_dir=/tmp/runs \
-        "data.train_shards=['/tmp/bench/ref/train-*.tar']" "data.val_shards=[]" "data.text_shards=[]" \
-        data.text_ratio=0 data.batch_size=16 data.num_workers=6 training.grad_accum=1 training.max_steps=300 \
-        training.log_every=25 training.checkpoint_every=150 eval.every_steps=0 cluster.num_workers=$g \
-        cluster.cpus_per_worker=4 2>&1 | grep --line-buffered -vE "$quiet" >>"$log"
-    done
-    grep -h "samples_per_s" /tmp/runs/ray/gpu-stage1-*/metrics.jsonl | tail -4 >>"$log" ;;
-  sweep)
-    timeout 560 python3 -u jobs/sweep.py --space ablations --only baseline,A6 --base-config stage1_135m \
-      --gpus-per-trial 1 --name a6-vs-baseline --set runs_dir=/tmp/runs --set training.max_steps=200 \
-      --set "data.train_shards=['/tmp/bench/ref/train-*.tar']" --set "data.val_shards=[]" \
-      --set "data.text_shards=[]" --set data.text_ratio=0 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
-  foveation)
-    timeout 560 python3 -u jobs/foveation_check.py --preset gpu --random-llm-from .gpuassets/smollm2 \
-      --runs-dir /tmp/runs --out "$OUT/fov" --max-minutes 8.5 ${BUG:+--bug $BUG} 2>&1 \
-      | grep --line-buffered -vE "$quiet" >>"$log" ;;
-  *) echo "unknown section $section" >&2; exit 2 ;;
-esac
-tail -60 "$log"
+quiet='Controller actor state|PlacementGroupCleaner|Reporting training result|Failed to query Ray Train|Loading weights'
+[ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-2000} --workers 24 >/dev/null 2>&1
+data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
+for section in "$@"; do
+  log="$OUT/$section.log"; t0=$(date +%s)
+  case "$section" in
+    matrix)
+      timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
+        --paths ${PATHS:-eager-b64,compiled-b64} --matrix-steps 20 --gpus '' --batch 64 --frames-per-batch 768 \
+        --out "$OUT/matrix.json" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    profile)
+      timeout ${PROFILE_TIMEOUT:-150} python3 jobs/profile_train_step.py --shards '/tmp/bench/ref/train-*.tar' \
+        --batch 64 --compile --out "$OUT/profile.txt" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    bench12)
+      timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 1,2 \
+        --steps ${STEPS:-100} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile ${COMPILE:-off} \
+        --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" 2>&1 \
+        | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    stage1x2)
+      timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
+        --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \
+        --out "$OUT/bench_2gpu.json" --log "$OUT/stage1x2_job.log" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    sweep)
+      timeout ${SWEEP_TIMEOUT:-200} python3 -u jobs/sweep.py --space ablations --only baseline,A6 --base-config stage1_135m \
+        --gpus-per-trial 1 --name a6-vs-baseline --set runs_dir=/tmp/runs --set training.max_steps=${SWEEP_STEPS:-60} \
+        --set "$data" --set "data.val_shards=[]" --set "data.text_shards=[]" --set data.text_ratio=0 \
+        --set data.batch_size=32 --set training.grad_accum=1 --set data.num_workers=6 --set training.log_every=10 \
+        2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    foveation|foveation-bug)
+      bug=none; steps=${FOV_STEPS:-400}
+      [ "$section" = foveation-bug ] && { bug=both; steps=${FOV_BUG_STEPS:-150}; }
+      timeout ${FOV_TIMEOUT:-300} python3 -u jobs/foveation_check.py --preset gpu --random-llm-from .gpuassets/smollm2 \
+        --runs-dir /tmp/runs --out "$OUT/fov-$bug" --bug $bug --steps $steps --max-minutes ${FOV_MINUTES:-4.7} \
+        2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    *) echo "unknown section $section" >&2; exit 2 ;;
+  esac
+  echo "== $section: $(( $(date +%s) - t0 ))s" | tee -a "$log"
+  tail -40 "$log"
+done

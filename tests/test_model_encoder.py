@@ -148,3 +148,33 @@ def test_shallow_mode_formula(tiny_dino):
     assert (z - z_ref).abs().max() < 1e-5
     assert len(w) == 1 and (w[0] - att).abs().max() < 1e-6
     assert (z - z_deep).abs().max() > 1e-3
+
+
+def test_patch_block_is_the_hf_layer_and_returns_its_kv(tiny_dino):
+    """PatchBlock writes the HF layer out: same output, and K/V equal to W_k/W_v of LN1(h)."""
+    from fovea.model.blocks import PatchBlock, attn_linears, split_heads
+
+    layer = tiny_dino.encoder.layer[0]
+    H = tiny_dino.config.num_attention_heads
+    h = torch.randn(3, 17, tiny_dino.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out, k, v = PatchBlock(layer, H)(h)
+        ref = layer(h)
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        _, k_proj, v_proj, _ = attn_linears(layer)
+        x = layer.norm1(h)
+    assert (out - ref).abs().max() < 1e-5
+    assert torch.equal(k, split_heads(k_proj(x), H)) and torch.equal(v, split_heads(v_proj(x), H))
+
+
+def test_uint8_frames_are_normalised_on_the_device(tiny_dino):
+    """Packed uint8 frames give the same cache as the loader's float normalisation."""
+    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
+
+    enc = FoveatedEncoder(tiny_dino).eval()
+    raw = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    with torch.no_grad():
+        a = enc.encode_patches(raw)
+        b = enc.encode_patches((raw.float() / 255 - mean) / std)
+    assert (a.features - b.features).abs().max() < 1e-5

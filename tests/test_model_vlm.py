@@ -224,7 +224,7 @@ def test_gradient_checkpointing_same_gradients(model):
         m.encoder.dino.encoder.layer[0].attention.k_proj.register_forward_hook(lambda *a: calls.append(1))
         if ckpt:
             m.enable_gradient_checkpointing()
-            assert m.llm.is_gradient_checkpointing and m.encoder.dino.is_gradient_checkpointing
+            assert m.llm.is_gradient_checkpointing and m.encoder.checkpoint_patches
         out = m(**batch)
         n_fwd = len(calls)
         out["loss"].backward()

@@ -110,7 +110,7 @@ def test_interleave_ratio_over_2000_batches(tmp_path):
         assert bool(t.all()) or not bool(t.any())  # a batch is all text or all vision
         if t.all():
             text += 1
-            assert batch["frames"].shape[1] == 1 and not batch["frame_mask"].any()
+            assert batch["frames"].shape[0] == 0 and not batch["frame_mask"].any()  # packed: no frame
             assert (batch["num_frames"] == 0).all()
         else:
             vision += 1
@@ -184,6 +184,25 @@ def test_collate_padding_and_masks():
     assert b["loss_mask"].tolist() == [[0, 1, 1], [1, 0, 0]]
     assert b["is_text_only"].tolist() == [False, True] and b["num_frames"].tolist() == [2, 0]
     assert b["keys"] == ["a", "b"] and b["assistants"] == ["x", "y"]
+
+
+def test_packed_collate_ships_only_real_frames_as_uint8(tmp_path):
+    """Training batches (data.packed_frames): real frames only, uint8, in frame_mask order; the
+    model normalises them into exactly the padded float batch (checked on the model side too)."""
+    from fovea.model.blocks import normalize_frames
+    from fovea.pipelines.loader import build_train_loader
+
+    make_shards(tmp_path, 12, 6, frames=lambda i: 1 + i % 4)
+    cfg = DataConfig(train_shards=[str(tmp_path / "*.tar")], batch_size=4, num_workers=0, shuffle_buffer=0)
+    packed = list(build_train_loader(cfg, rank=0, world_size=1, epoch=0, seed=0))
+    padded = list(build_train_loader(cfg.model_copy(update={"packed_frames": False}), rank=0, world_size=1,
+                                     epoch=0, seed=0))
+    assert [b["keys"] for b in packed] == [b["keys"] for b in padded]
+    for p, q in zip(packed, padded):
+        fm = q["frame_mask"]
+        assert p["frames"].dtype == torch.uint8 and p["frames"].shape == (int(fm.sum()), 3, 224, 224)
+        assert torch.equal(p["frame_mask"], fm)
+        assert (normalize_frames(p["frames"]) - q["frames"][fm]).abs().max() < 1e-5
 
 
 def test_eval_loader_is_deterministic_and_split(tmp_path):

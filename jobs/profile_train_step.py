@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Where does a stage-1 training step's time go?  torch.profiler over a few steps.
+
+    python jobs/profile_train_step.py --shards 'data/bench/ref/train-*.tar' [--batch 64] [--compile]
+
+Builds the stage-1 135M model, runs ``--warmup`` steps (compilation), then profiles
+``--steps`` steps of the training step (forward, backward, clip, fused AdamW) and prints:
+the wall time per step, the GPU busy time per step (sum of kernel times: if it is far below
+the wall time the step is bound by the host -- Python, kernel launches, syncs), the number of
+kernels per step, and the top kernels and host-side ops.  The table goes to stdout and, with
+``--out``, to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", required=True)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--frames-per-batch", type=int, default=768)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--loader-workers", type=int, default=8)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from fovea.model import build_model
+    from fovea.pipelines.loader import build_train_loader
+    from fovea.platform.config import load_config
+    from fovea.platform.optim import build_optimizer
+
+    cfg = load_config("stage1_135m", [
+        f"data.train_shards=['{a.shards}']", "data.text_ratio=0", f"data.batch_size={a.batch}",
+        f"data.max_total_frames={a.frames_per_batch}", f"data.num_workers={a.loader_workers}",
+        "data.shuffle_buffer=256", *a.overrides])
+    dev = torch.device("cuda")
+    from fovea.platform.train_loop import configure_cuda_backends
+
+    configure_cuda_backends()  # TF32, no cuDNN SDPA (see its docstring)
+    model = build_model(cfg.model).to(dev).train()
+    if a.compile:
+        model.compile_blocks()
+    opt = build_optimizer(model, cfg.training, dev)
+    it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=0, seed=0))
+    keys = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
+
+    def step():
+        host = next(it)
+        b = {k: host[k].to(dev, non_blocking=True) for k in keys}
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(**b, mode="coarse_fine", compute_coarse=False, return_logits=False)
+        out["loss"].backward()
+        float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
+
+    for _ in range(a.warmup):
+        step()
+    torch.cuda.synchronize()
+    samples = frames = 0
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            s, f = step()
+            samples, frames = samples + s, frames + f
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    dev_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
+    gpu_us = sum(dev_time(e) for e in events)
+    kernels = sum(e.count for e in events if dev_time(e) > 0)
+    lines = [
+        f"{torch.cuda.get_device_name(0)}, batch {a.batch} (<= {a.frames_per_batch} frames), compile={a.compile}",
+        f"{a.steps} steps: {samples} samples, {frames} frames; wall {1000 * wall / a.steps:.1f} ms/step, "
+        f"GPU busy {gpu_us / 1000 / a.steps:.1f} ms/step ({gpu_us / 1e6 / wall:.0%}), "
+        f"{kernels / a.steps:.0f} kernels/step, {samples / wall:.1f} samples/s",
+        "", "top GPU kernels:",
+        events.table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70),
+        "top host ops:",
+        events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=70),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

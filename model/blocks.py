@@ -1,0 +1,104 @@
+"""The two per-layer computations of the FoveatedEncoder, as small modules (spec 1.2).
+
+Both wrap one Hugging Face ``Dinov2Layer`` and reuse its weights; they hold no weights of
+their own and are not registered as submodules (the state dict is the HF layer's):
+
+    PatchBlock(layer)(h)         h [n,Np,D] -> (h' [n,Np,D], k [n,H,Np,hd], v [n,H,Np,hd])
+        the layer itself, written out so that it also returns the keys/values its attention
+        used (W_k LN1(h) + b_k, W_v LN1(h) + b_v); equal to ``layer(h)`` (tests pin it).
+    QueryBlock(layer)(h, k, v)   h [n,1,D], cached k/v [n,H,Np,hd] -> h' [n,1,D]
+        the same block for a 1-token query whose attention reads only the cached K/V.
+
+Why modules: regional ``torch.compile``.  Every PatchBlock has the same code, so
+``block.compile(dynamic=True)`` on the 12 of them compiles one graph (forward and backward)
+that all layers share; same for the QueryBlocks and the LLM's decoder layers.  That cuts
+the ~10k kernel launches of an eager training step, which is what bounds it on an H100
+(``jobs/bench_train.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
+compilation on.
+
+``normalize_frames``: uint8 frames (the packed training batch) -> ImageNet-normalised
+float on the device, so the loader ships 1 byte per pixel instead of 4.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] (0..255) -> float32 (x / 255 - mean) / std; float input is returned as is."""
+    if frames.dtype != torch.uint8:
+        return frames
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
+    return (frames.float() / 255.0 - mean) / std
+
+
+def attn_linears(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    """(W_q, W_k, W_v, W_o) of a Dinov2Layer, for either transformers 5 naming:
+    ``attention.{q,k,v,o}_proj`` (5.2x) or ``attention.attention.{query,key,value}`` +
+    ``attention.output.dense`` (earlier releases)."""
+    at = layer.attention
+    if hasattr(at, "q_proj"):
+        return at.q_proj, at.k_proj, at.v_proj, at.o_proj
+    return at.attention.query, at.attention.key, at.attention.value, at.output.dense
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[n, N, D] -> [n, H, N, hd]."""
+    n, N, D = x.shape
+    return x.view(n, N, num_heads, D // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[n, H, N, hd] -> [n, N, D]."""
+    n, H, N, hd = x.shape
+    return x.transpose(1, 2).reshape(n, N, H * hd)
+
+
+class PatchBlock(nn.Module):
+    """One DINOv2 block over CLS + patch tokens that also returns its K/V.
+
+    FLOPs per frame (Np = 257, D = 384): QKV + O 8 Np D^2, MLP 16 Np D^2, attention 4 Np^2 D.
+    """
+
+    def __init__(self, layer: nn.Module, num_heads: int):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)  # not a submodule: no second copy in state dicts
+        self.num_heads = num_heads
+
+    def forward(self, h: torch.Tensor):
+        layer, H = self.layer, self.num_heads
+        q_proj, k_proj, v_proj, o_proj = attn_linears(layer)
+        x = layer.norm1(h)  # [n, Np, D]
+        q, k, v = (split_heads(p(x), H) for p in (q_proj, k_proj, v_proj))  # [n, H, Np, hd]
+        a = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(hd); attention dropout is 0 in DINOv2
+        h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
+        h = h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))
+        return h, k, v
+
+
+class QueryBlock(nn.Module):
+    """The same DINOv2 block for one query token per frame, attending only to cached K/V.
+
+    h [n,1,D], k/v [n,H,Np,hd] -> h [n,1,D].  FLOPs per frame: 24 D^2 + 4 Np D (~40 MFLOP
+    over the 12 layers of DINOv2-small).
+    """
+
+    def __init__(self, layer: nn.Module, num_heads: int):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)
+        self.num_heads = num_heads
+
+    def forward(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        q_proj, _, _, o_proj = attn_linears(layer)
+        q = split_heads(q_proj(layer.norm1(h)), self.num_heads)  # [n, H, 1, hd]
+        a = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))  # [n, H, 1, hd]
+        h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
+        return h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))
