@@ -18,7 +18,11 @@ files carried along:
 
 (PyAV is missing there, so ``--data-path auto`` writes the shards directly; its wheel does
 not fit in one transfer beside ray.)  On one H100 (2026-11-25, 8 frames, glyph 0.14, 500
-steps): baseline 261 s (~85 videos/s), A6 167 s (~140 videos/s), 519 s in all.
+steps): baseline 261 s (~85 videos/s), A6 167 s (~140 videos/s), 519 s in all. On two H200s
+(2026-11-25, the gpu preset at 250 steps, arms in parallel, random SmolLM2 + random DINOv2):
+A6 142 s, baseline ~200 s; both plateaued at the text prior (~0.90 nats) and the baseline's
+``ratio_stuck`` / ``entropy_uniform`` warnings fired from step 100 on: nothing visual was
+learned from random weights in that budget (docs/measurements/).
 
 1. Generate the glyph task (``pipelines/glyph_task.py``: a small glyph moving along a
    predictable path on a cluttered photo, with same-style distractors; the caption names
