@@ -397,10 +397,11 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
     ok["a6"] = lf < la * (1 - LOSS_MARGIN)
     lines.append(f"{'PASS' if ok['a6'] else 'FAIL'} baseline vs A6 (same budget): loss_fine {lf:.4f} vs A6 "
                  f"coarse_only loss {la:.4f} ({(lf - la) / la:+.1%})")
-    ok["captions"] = (b["glyph_accuracy"], b["exact_match"]) > (a["glyph_accuracy"], a["exact_match"])
+    above_chance = not math.isfinite(chance) or b["glyph_accuracy"] > chance + LEARNED_MARGIN
+    ok["captions"] = above_chance and (b["glyph_accuracy"], b["exact_match"]) > (a["glyph_accuracy"], a["exact_match"])
     lines.append(f"{'PASS' if ok['captions'] else 'FAIL'} captions: exact match {b['exact_match']:.3f} vs A6 "
                  f"{a['exact_match']:.3f}; glyph accuracy {b['glyph_accuracy']:.3f} vs A6 {a['glyph_accuracy']:.3f} "
-                 f"(chance {chance:.3f})")
+                 f"(chance {chance:.3f}; a pass also needs the baseline above chance + {LEARNED_MARGIN})")
     ent = series(rows.get("baseline", []), ENT_FINE)
     ent_eval = b["diagnostics"].get("attn_entropy_fine")
     if ent:

@@ -122,6 +122,9 @@ def test_verdicts(repo_root):
         "first": 100, "last": 500, "count": 9}}, [], chance=0.125)
     assert v.startswith("inconclusive: neither arm") and "entropy_uniform" in v
     assert any(x.startswith("WARN") and "entropy_uniform" in x for x in lines)
+    # beating A6 on glyph accuracy is no pass while the baseline itself is below chance
+    _, lines = job.verdicts(ev(0.8, 1.0, 0.8, 0.062, 0.031), rows, LOG_N, {}, [], chance=0.125)
+    assert any(x.startswith("FAIL captions") for x in lines)
 
 
 @pytest.mark.slow
