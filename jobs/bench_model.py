@@ -153,8 +153,9 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        from fovea.platform.train_loop import configure_cuda_backends
+
+        configure_cuda_backends()  # TF32, SDPA without cuDNN (as in training)
     cfg = load_config(args.config, [f"model.{s}" if not s.startswith("model.") else s for s in args.set]).model
     torch.manual_seed(0)
     t0 = time.perf_counter()

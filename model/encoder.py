@@ -52,7 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import PatchBlock, QueryBlock, attn_linears, normalize_frames  # noqa: F401 (attn_linears re-exported)
+from .blocks import (  # noqa: F401 (attn_linears re-exported)
+    PatchBlock, QueryBlock, attn_linears, merge_heads, normalize_frames, split_heads,
+)
 
 
 @dataclass
@@ -126,8 +128,7 @@ class FoveatedEncoder(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[n, N, D] -> [n, H, N, hd]."""
-        n, N, _ = x.shape
-        return x.view(n, N, self.num_heads, self.head_dim).transpose(1, 2)
+        return split_heads(x, self.num_heads)
 
     # -- phase 1: patch pass -------------------------------------------------------------
     def encode_patches(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> PatchCache:
@@ -183,8 +184,7 @@ class FoveatedEncoder(nn.Module):
         else:  # fused kernel: ~4*Np*D FLOPs per layer for the 1-token query
             w = None
             out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(hd), as DINOv2
-        n = q.shape[0]
-        return out.transpose(1, 2).reshape(n, 1, self.dim), w
+        return merge_heads(out), w
 
     def _deep(self, cache: PatchCache, h: torch.Tensor, return_attn: bool):
         if not return_attn:  # the training path: one QueryBlock per layer
