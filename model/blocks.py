@@ -12,12 +12,14 @@ their own and are not registered as submodules (the state dict is the HF layer's
 Why modules: regional ``torch.compile``.  Every PatchBlock has the same code, so
 ``block.compile(dynamic=True)`` on the 12 of them compiles one graph (forward and backward)
 that all layers share; same for the QueryBlocks and the LLM's decoder layers.  That cuts
-the ~10k kernel launches of an eager training step, which is what bounds it on an H100
-(``jobs/bench_train.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
+the ~10k kernel launches of an eager training step, which is what bounds it on an H100/H200
+(``jobs/bench_train.py``, ``jobs/profile_train_step.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
 compilation on.
 
 ``normalize_frames``: uint8 frames (the packed training batch) -> ImageNet-normalised
-float on the device, so the loader ships 1 byte per pixel instead of 4.
+float on the device, so the loader ships 1 byte per pixel instead of 4. The constants below
+serve the model and platform code; ``fovea.pipelines.loader`` keeps its own copy (pipelines do
+not import the model), and tests/test_pipelines_loader.py pins that the two agree.
 """
 
 from __future__ import annotations

@@ -110,6 +110,8 @@ def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     if frames.dim() == 5:
         return frames[frame_mask.bool()]
     if frames.dim() == 4:
+        if frames.shape[0] != int(frame_mask.sum()):
+            raise ValueError(f"packed frames hold {frames.shape[0]} frames, frame_mask has {int(frame_mask.sum())}")
         return frames
     raise ValueError(f"frames must be [B,T,3,H,W] or packed [n,3,H,W], got {tuple(frames.shape)}")
 
@@ -282,8 +284,6 @@ class FoveatedVLM(nn.Module):
         fi = FrameIndex.from_mask(frame_mask)
         targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
         text_emb = self.embed_tokens(input_ids)  # [B, S, d]
-        if frames.dim() == 4 and frames.shape[0] != fi.n:
-            raise ValueError(f"packed frames hold {frames.shape[0]} frames, frame_mask has {fi.n}")
         cache = self.encoder.encode_patches(real_frames(frames, frame_mask)) if fi.n else None  # 12x2x[n,H,Np,hd]
         nan = torch.full((), float("nan"), device=input_ids.device)
 

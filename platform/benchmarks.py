@@ -36,8 +36,6 @@ from typing import Any, Callable
 import numpy as np
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".MP4", ".m4v")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
 
@@ -506,10 +504,9 @@ def to_tensor_frames(frames: list[np.ndarray]):
     """uint8 [H,W,3] frames -> float32 [T,3,H,W], ImageNet-normalised (the loader's transform)."""
     import torch
 
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    from fovea.model.blocks import normalize_frames
+
+    return normalize_frames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
 
 
 def load_item_frames(item: MCQItem, max_frames: int = 64, image_frames: int = 8, size: int = 224):

@@ -145,7 +145,7 @@ def attention_grid(model, batch: dict, path: str | Path, n_videos: int = 3, n_fr
     import matplotlib.pyplot as plt
     import torch.nn.functional as F
 
-    from fovea.platform.benchmarks import IMAGENET_MEAN, IMAGENET_STD
+    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
 
     from fovea.platform.evaluation import visual_only
 

@@ -291,7 +291,7 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
     import torch.nn.functional as F
     from matplotlib.patches import Rectangle
 
-    from fovea.platform.benchmarks import IMAGENET_MEAN, IMAGENET_STD
+    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
 
     base = evals.get("baseline", {}).get("heat", [])
     a6 = {h["key"]: h for h in evals.get("a6", {}).get("heat", [])}

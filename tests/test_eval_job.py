@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fovea.platform import benchmarks as bm
+from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
 from fovea.platform import evaluation as E
 from fovea.platform.config import ModelConfig, load_config
 from fovea.platform.mcq import chat_messages
@@ -37,7 +37,7 @@ def _batch(tok, items, text_only=False):
     """A collated batch in the loader's format (docs/CONTRACTS.md) of solid-colour videos."""
     B, T = len(items), max(max(n for _, n in items), 1)
     frames, fm = torch.zeros(B, T, 3, 224, 224), torch.zeros(B, T, dtype=torch.bool)
-    mean, std = torch.tensor(bm.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(bm.IMAGENET_STD).view(3, 1, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     ids = []
     for b, (c, n) in enumerate(items):
         frames[b, :n] = (torch.tensor(COLOURS[c]).float().view(3, 1, 1) / 255 - mean) / std
