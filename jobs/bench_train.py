@@ -18,6 +18,11 @@ is a ratio measured side by side:
     eager-b64    + token-budget batches of up to 64 samples / --frames-per-batch frames,
                  packed uint8 frames normalised on the GPU
     compiled-b64 + regional torch.compile (FoveatedVLM.compile_blocks)
+    compiled-b128[-ckpt], compiled-b256-ckpt
+                 larger batches (frame budget scaled with them): a step is bound by the host
+                 (kernel launches, ~13k a step, the same at any batch size), so more work per
+                 step raises samples/s; -ckpt recomputes DINOv2's patch blocks in backward
+                 (model.gradient_checkpointing=dino) so that 3072 frames fit in memory
 
 Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
 steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
@@ -49,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet; ~790e12 measured here for a large GEMM
@@ -73,12 +79,39 @@ def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
 
 # -- the side-by-side matrix (one GPU, in process) -----------------------------------------
 
-MATRIX = {  # name -> (batch, frames per batch, packed uint8 frames, bf16, compile, naive)
-    "plain": (16, None, False, False, False, True),
-    "eager-b16": (16, None, False, True, False, False),
-    "eager-b64": (64, "budget", True, True, False, False),
-    "compiled-b64": (64, "budget", True, True, True, False),
+@dataclass(frozen=True)
+class MatrixPath:
+    batch: int  # samples per batch (at most, with a frame budget)
+    frames: int | None = None  # real-frame budget per batch (token-budget batching); None = fixed batches
+    packed: bool = True  # uint8 real frames only, normalised on the GPU
+    bf16: bool = True
+    compiled: bool = False  # regional torch.compile
+    naive: bool = False  # fovea.model.naive: per-frame DINOv2, no K/V reuse
+    ckpt_dino: bool = False  # recompute DINOv2 patch blocks in backward (activation memory)
+
+
+MATRIX = {  # frame budgets: 768 per 64 samples (~1.7x the reference mean of ~7 frames a sample)
+    "plain": MatrixPath(16, packed=False, bf16=False, naive=True),
+    "eager-b16": MatrixPath(16, packed=False),
+    "eager-b64": MatrixPath(64, 768),
+    "compiled-b64": MatrixPath(64, 768, compiled=True),
+    "compiled-b128": MatrixPath(128, 1536, compiled=True),
+    "compiled-b128-ckpt": MatrixPath(128, 1536, compiled=True, ckpt_dino=True),
+    "compiled-b256-ckpt": MatrixPath(256, 3072, compiled=True, ckpt_dino=True),
 }
+
+
+def endless_batches(build_train_loader, data_cfg):
+    """The training loader's batches, epoch after epoch (large batches outrun small shard sets)."""
+    epoch = 0
+    while True:
+        n = 0
+        for batch in build_train_loader(data_cfg, rank=0, world_size=1, epoch=epoch, seed=0):
+            n += 1
+            yield batch
+        if n == 0:
+            raise RuntimeError(f"no batches in {data_cfg.train_shards}")
+        epoch += 1
 
 
 def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_workers: int,
@@ -91,11 +124,13 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
     from fovea.platform.config import load_config
     from fovea.platform.optim import build_optimizer
 
-    batch, cap, packed, bf16, compiled, naive = MATRIX[name]
+    p = MATRIX[name]
+    batch, packed, bf16, compiled, naive = p.batch, p.packed, p.bf16, p.compiled, p.naive
+    cap = None if p.frames is None else budget * p.frames // 768  # --frames-per-batch scales them
     cfg = load_config("stage1_135m", [
         f"data.train_shards=['{shards}']", "data.text_ratio=0", f"data.batch_size={batch}",
-        f"data.max_total_frames={budget if cap else 'null'}", f"data.packed_frames={str(packed).lower()}",
-        f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", *extra])
+        f"data.max_total_frames={cap if cap else 'null'}", f"data.packed_frames={str(packed).lower()}",
+        f"data.num_workers={loader_workers}", f"data.shuffle_buffer={max(256, 4 * batch)}", *extra])
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test only
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     from fovea.platform.train_loop import configure_cuda_backends
@@ -105,11 +140,13 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
     model = build_model(cfg.model).to(dev).train()
     if naive:
         naive_encoder(model)  # fovea.model.naive
+    if p.ckpt_dino:
+        model.encoder.checkpoint_patches = True
     if compiled:
         model.compile_blocks()
     opt = build_optimizer(model, cfg.training, dev)
     auto = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=0, seed=0))
+    it = endless_batches(build_train_loader, cfg.data)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     warm = 3 if not compiled else 6  # compilation (and dynamic-shape recompiles) happen here
@@ -139,15 +176,20 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
     return {"path": name, "gpus": 1, "samples_per_s": samples / tot, "frames_per_s": frames / tot,
             "data_wait": sum(waits) / tot,
             "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0,
-            "step_ms_median": 1000 * statistics.median(times), "batch": batch, "steps": steps}
+            "step_ms_median": 1000 * statistics.median(times), "batch": batch, "frames_budget": cap,
+            "samples_per_step": samples / len(times), "steps": steps}
 
 
 # -- the real job on 1..N GPUs -------------------------------------------------------------
 
 def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, loader_workers: int, compiled: bool,
-               name: str, runs: Path, extra: list[str], log_to: Path | None) -> dict:
-    """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers."""
+               ckpt_dino: bool, name: str, runs: Path, extra: list[str], log_to: Path | None) -> dict:
+    """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers.
+
+    The no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs every 10th step, once per
+    log window, instead of the config's every step."""
     overrides = [
+        "model.coarse_loss_every=10", f"model.gradient_checkpointing={'dino' if ckpt_dino else 'false'}",
         f"name={name}", f"runs_dir={runs}", f"data.train_shards=['{shards}']", "data.val_shards=[]",
         "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}", f"data.max_total_frames={budget}",
         f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
@@ -168,7 +210,8 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
     # window's samples/s swings with its mix; the figure is the whole measured span's rate.
     span = sum(r.get("window_s", 0) for r in rows)
     rate = lambda k: sum(r[k] * r["window_s"] for r in rows) / span if span else med(k)  # noqa: E731
-    return {"path": "jobs/stage1.py" + (" +compile" if compiled else ""), "gpus": gpus,
+    return {"path": "jobs/stage1.py" + (" +compile" if compiled else "") + (" +ckpt" if ckpt_dino else ""),
+            "gpus": gpus,
             "samples_per_s": rate("samples_per_s"), "frames_per_s": rate("frames_per_s"),
             "samples_per_s_window_median": med("samples_per_s"),
             "data_wait": med("data_wait_frac"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
@@ -187,9 +230,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--steps64", type=int, default=60)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--frames-per-batch", type=int, default=768, help="data.max_total_frames")
+    ap.add_argument("--frames-per-batch", type=int, default=768,
+                    help="data.max_total_frames of the stage1 runs; the matrix budgets scale by it / 768")
     ap.add_argument("--compile", choices=("on", "off", "auto"), default="auto",
                     help="training.compile in the stage1 runs; auto: on when the matrix found it faster")
+    ap.add_argument("--ckpt-dino", action="store_true",
+                    help="stage1 runs: model.gradient_checkpointing=dino (large frame budgets)")
     ap.add_argument("--loader-workers", type=int, default=8)
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -238,7 +284,7 @@ def main() -> None:
                 continue
             try:
                 add(run_stage1(shards, g, steps, a.batch, a.frames_per_batch, a.loader_workers, compiled,
-                               f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None), label)
+                               a.ckpt_dino, f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None), label)
             except Exception as e:
                 print(f"stage1 {label} {g} GPU: FAILED {e}", flush=True)
 

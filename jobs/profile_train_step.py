@@ -18,6 +18,24 @@ import contextlib
 import time
 
 
+def gpu_busy_us(events) -> tuple[float, int]:
+    """(microseconds in which some kernel/copy ran on the GPU, number of such activities).
+
+    The union of the device-side intervals: summing the table's self CUDA times would count a
+    Triton kernel twice (its launcher op and the kernel both carry it) and overlaps twice."""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for s, e in spans:
+        if s > end:
+            busy += e - s
+        elif e > end:
+            busy += e - end
+        end = max(end, e)
+    return busy, len(spans)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", required=True)
@@ -39,10 +57,12 @@ def main() -> None:
     from fovea.platform.config import load_config
     from fovea.platform.optim import build_optimizer
 
+    from bench_train import endless_batches  # jobs/bench_train.py, this script's folder
+
     cfg = load_config("stage1_135m", [
         f"data.train_shards=['{a.shards}']", "data.text_ratio=0", f"data.batch_size={a.batch}",
         f"data.max_total_frames={a.frames_per_batch}", f"data.num_workers={a.loader_workers}",
-        "data.shuffle_buffer=256", *a.overrides])
+        f"data.shuffle_buffer={max(256, 4 * a.batch)}", *a.overrides])
     dev = torch.device("cuda")
     from fovea.platform.train_loop import configure_cuda_backends
 
@@ -51,7 +71,7 @@ def main() -> None:
     if a.compile:
         model.compile_blocks()
     opt = build_optimizer(model, cfg.training, dev)
-    it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=0, seed=0))
+    it = endless_batches(build_train_loader, cfg.data)
     keys = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
 
     def step():
@@ -77,14 +97,12 @@ def main() -> None:
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
-    dev_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
-    gpu_us = sum(dev_time(e) for e in events)
-    kernels = sum(e.count for e in events if dev_time(e) > 0)
+    gpu_us, kernels = gpu_busy_us(prof.events())
     lines = [
         f"{torch.cuda.get_device_name(0)}, batch {a.batch} (<= {a.frames_per_batch} frames), compile={a.compile}",
         f"{a.steps} steps: {samples} samples, {frames} frames; wall {1000 * wall / a.steps:.1f} ms/step, "
         f"GPU busy {gpu_us / 1000 / a.steps:.1f} ms/step ({gpu_us / 1e6 / wall:.0%}), "
-        f"{kernels / a.steps:.0f} kernels/step, {samples / wall:.1f} samples/s",
+        f"{kernels / a.steps:.0f} GPU activities/step, {samples / wall:.1f} samples/s",
         "", "top GPU kernels:",
         events.table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70),
         "top host ops:",

@@ -48,7 +48,9 @@ def apply_training_flags(model: FoveatedVLM) -> FoveatedVLM:
         model.encoder.dino.requires_grad_(False)
     if c.freeze_llm:
         model.llm.requires_grad_(False)
-    if c.gradient_checkpointing:
+    if c.gradient_checkpointing == "dino":  # DINOv2 patch blocks only: most of the activations
+        model.encoder.checkpoint_patches = True
+    elif c.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model
 

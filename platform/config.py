@@ -53,7 +53,9 @@ class ModelConfig(_Section):
     coarse_only: bool = False  # train in coarse_only mode (A6, A7)
     freeze_dino: bool = False
     freeze_llm: bool = False
-    gradient_checkpointing: bool = False
+    # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257
+    # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
+    gradient_checkpointing: bool | Literal["dino"] = False
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
 
@@ -137,6 +139,9 @@ class ClusterConfig(_Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: Literal["auto", True, False] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
+    # GPUs per worker when use_gpu: 1 = a GPU each (DDP); a fraction lets runs share a GPU
+    # (e.g. 0.5: the two arms of jobs/foveation_check.py on one card, both host-bound).
+    gpus_per_worker: float = Field(1.0, gt=0, le=1)
     max_failures: int = Field(2, ge=0)
     storage_path: str | None = None  # None -> <runs_dir>/ray
 

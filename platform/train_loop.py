@@ -121,7 +121,14 @@ def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
 
 
 class Stream:
-    """Endless, resumable batch stream over epochs of the rank's training loader."""
+    """Endless, resumable batch stream over epochs of the rank's training loader.
+
+    The next epoch's loader opens ``lookahead`` batches before the current one ends (its
+    length is known from the previous epoch), so its workers start and prefetch while this
+    epoch's last batches train: no stall at epoch boundaries (measured on an H200 with a
+    3000-sample set: ~9 s waiting per epoch, a quarter of the run, without it). The batches
+    are unchanged: each epoch's stream is a function of (epoch, seed, rank) alone.
+    """
 
     def __init__(self, cfg: RunConfig, rank: int, world: int, epoch: int = 0, consumed: int = 0):
         from fovea.pipelines.loader import build_train_loader
@@ -129,19 +136,27 @@ class Stream:
         self._build = build_train_loader
         self.cfg, self.rank, self.world = cfg, rank, world
         self.epoch, self.consumed = epoch, consumed
-        self._it = self._open(consumed)
+        self.lookahead = 2 * max(cfg.data.num_workers, 1)
+        self._len: int | None = None  # batches in the last complete epoch
+        self._it = self._open(self.epoch, consumed)
+        self._next = None  # the next epoch's iterator, once opened early
 
-    def _open(self, start: int):
-        loader = self._build(self.cfg.data, rank=self.rank, world_size=self.world, epoch=self.epoch,
+    def _open(self, epoch: int, start: int):
+        loader = self._build(self.cfg.data, rank=self.rank, world_size=self.world, epoch=epoch,
                              seed=self.cfg.training.seed, start_batch=start)
         return iter(loader)
 
     def next(self) -> dict[str, Any]:
+        if (self._next is None and self._len is not None and self.cfg.data.num_workers
+                and self.consumed >= self._len - self.lookahead):
+            self._next = self._open(self.epoch + 1, 0)
         try:
             batch = next(self._it)
         except StopIteration:
+            if self.consumed:
+                self._len = self.consumed
             self.epoch, self.consumed = self.epoch + 1, 0
-            self._it = self._open(0)
+            self._it, self._next = (self._next or self._open(self.epoch, 0)), None
             try:
                 batch = next(self._it)
             except StopIteration:

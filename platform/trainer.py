@@ -90,7 +90,7 @@ def build_trainer(cfg: RunConfig, loop_config: dict[str, Any], callbacks: list |
     gpu = want_gpu(cfg.cluster.use_gpu)
     per_worker = {"CPU": cfg.cluster.cpus_per_worker}
     if gpu:
-        per_worker["GPU"] = 1
+        per_worker["GPU"] = cfg.cluster.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -4,9 +4,9 @@
 # section streams to $OUT/<section>.log as it runs, so a timeout still returns what was measured.
 #   bash scripts/gpu_next.sh profile stage1x2 sweep     # sections run in the order given
 #   bash scripts/gpu_next.sh foveation foveation-bug
-#     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default eager-b64,compiled-b64)
+#     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
-#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (benchmark settings, eager)
+#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (COMPILE=on|off, BATCH, FRAMES, CKPT=1)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -16,21 +16,28 @@ source scripts/gpu_env.sh
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 quiet='Controller actor state|PlacementGroupCleaner|Reporting training result|Failed to query Ray Train|Loading weights'
-[ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-2000} --workers 24 >/dev/null 2>&1
+# Bench shards (sections that train stage 1) once per machine; 100 a shard, so that every loader
+# worker of 2 ranks x 8 workers reads its own shards (fewer shards than readers: each reader
+# reads them all and keeps every k-th sample).
+bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --out /tmp/bench/ref \
+  --samples ${SAMPLES:-2000} --per-shard 100 --workers 24 >/dev/null 2>&1; }
 data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
 for section in "$@"; do
   log="$OUT/$section.log"; t0=$(date +%s)
+  case "$section" in matrix|profile|bench12|stage1x2|sweep) bench_shards ;; esac
   case "$section" in
     matrix)
       timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
-        --paths ${PATHS:-eager-b64,compiled-b64} --matrix-steps 20 --gpus '' --batch 64 --frames-per-batch 768 \
+        --paths ${PATHS:-compiled-b64,compiled-b128,compiled-b128-ckpt,compiled-b256-ckpt} --matrix-steps ${MATRIX_STEPS:-20} --gpus '' --batch 64 --frames-per-batch 768 \
         --out "$OUT/matrix.json" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     profile)
       timeout ${PROFILE_TIMEOUT:-150} python3 jobs/profile_train_step.py --shards '/tmp/bench/ref/train-*.tar' \
-        --batch 64 --compile --out "$OUT/profile.txt" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+        --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --compile --out "$OUT/profile.txt" \
+        $( [ "${CKPT:-0}" = 1 ] && echo model.gradient_checkpointing=dino ) 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     bench12)
       timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 1,2 \
-        --steps ${STEPS:-100} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile ${COMPILE:-off} \
+        --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers 8 \
+        --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
         --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log" ;;
     stage1x2)
@@ -47,7 +54,7 @@ for section in "$@"; do
       bug=none; steps=${FOV_STEPS:-400}
       [ "$section" = foveation-bug ] && { bug=both; steps=${FOV_BUG_STEPS:-150}; }
       timeout ${FOV_TIMEOUT:-300} python3 -u jobs/foveation_check.py --preset gpu --random-llm-from .gpuassets/smollm2 \
-        --runs-dir /tmp/runs --out "$OUT/fov-$bug" --bug $bug --steps $steps --max-minutes ${FOV_MINUTES:-4.7} \
+        --runs-dir /tmp/runs --out "$OUT/fov-$bug" --bug $bug --steps $steps --max-minutes ${FOV_MINUTES:-4.7} ${FOV_ARGS:-} \
         2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     *) echo "unknown section $section" >&2; exit 2 ;;
   esac

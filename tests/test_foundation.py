@@ -100,3 +100,15 @@ def test_converted_smollm2_knows_the_capital_of_france(model_store, tokenizer):
     out = model.generate(**enc, max_new_tokens=16, do_sample=False)
     answer = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_gpus_per_worker_reaches_the_ray_trainer():
+    """cluster.gpus_per_worker (fractional: runs share a card) is what each Ray worker asks for."""
+    from fovea.platform.config import ConfigError, load_config
+    from fovea.platform.trainer import build_trainer
+
+    cfg = load_config("stage1_135m", ["cluster.use_gpu=true", "cluster.gpus_per_worker=0.5", "cluster.num_workers=2"])
+    sc = build_trainer(cfg, {}).scaling_config  # the ScalingConfig handed to Ray
+    assert sc.use_gpu and sc.num_workers == 2 and sc.resources_per_worker["GPU"] == 0.5
+    with pytest.raises(ConfigError, match="cluster.gpus_per_worker"):
+        load_config("stage1_135m", ["cluster.gpus_per_worker=2"])

@@ -235,6 +235,15 @@ def test_gradient_checkpointing_same_gradients(model):
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-4), n
 
 
+def test_gradient_checkpointing_dino_only_from_config(model_store):
+    """model.gradient_checkpointing: true = LLM + DINOv2 patch blocks, "dino" = patch blocks only."""
+    for value, llm_ckpt in ((True, True), ("dino", False)):
+        m = build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO, gradient_checkpointing=value))
+        assert m.encoder.checkpoint_patches
+        assert bool(getattr(m.llm, "is_gradient_checkpointing", False)) is llm_ckpt, value
+    assert not build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO)).encoder.checkpoint_patches
+
+
 def test_forward_accepts_collate_keys_and_rejects_bad_input(model):
     batch = dummy_batch([2, 0], [6, 4], seed=10)
     batch.update(keys=["a", "b"], sources=["x", "y"], users=["u", "v"], assistants=["p", "q"])

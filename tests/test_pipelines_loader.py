@@ -216,3 +216,34 @@ def test_eval_loader_is_deterministic_and_split(tmp_path):
     assert sorted(ev(0, 2, 7) + ev(1, 2, 7)) == sorted(ev(0, 1)) and not set(ev(0, 2, 7)) & set(ev(1, 2, 7))
     assert sorted(ev(1, 2, 7)) == [f"v{i:05d}" for i in range(1, 14, 2)]  # rank 1: odd samples
     assert len(ev(0, 1, None)) == 25
+
+
+def test_stream_opens_next_epoch_early_and_keeps_batches(tmp_path):
+    """platform.train_loop.Stream: after the first epoch it opens the next epoch's loader
+    ``lookahead`` batches before the end (workers start while the epoch finishes); the batch
+    sequence over epochs equals loading each epoch on its own."""
+    from fovea.pipelines.loader import build_train_loader
+    from fovea.platform.config import load_config
+    from fovea.platform.train_loop import Stream
+
+    make_shards(tmp_path / "s", 24, 12)
+    cfg = load_config(None, [f"data.train_shards=['{tmp_path}/s/train-*.tar']", "data.batch_size=2",
+                             "data.num_workers=1", "data.shuffle_buffer=8", "data.text_ratio=0",
+                             "data.max_total_frames=null"])
+    stream = Stream(cfg, rank=0, world=1)
+    stream.lookahead = 3
+    opened = []
+    build = stream._build
+
+    def spy(*a, **kw):
+        opened.append((kw["epoch"], stream.epoch, stream.consumed))
+        return build(*a, **kw)
+
+    stream._build = spy
+    got = [keys_of([stream.next()]) for _ in range(36)]  # 3 epochs of 12 batches
+    want = [keys_of([b]) for e in range(3)
+            for b in build_train_loader(cfg.data, rank=0, world_size=1, epoch=e, seed=cfg.training.seed)]
+    assert got == want
+    # (epoch opened, stream's epoch, batches consumed in it): epoch 1 at the boundary (the
+    # length is not known yet), epochs 2 and 3 three batches before the previous one ends
+    assert opened == [(1, 1, 0), (2, 1, 9), (3, 2, 9)]
