@@ -17,7 +17,9 @@ the fine query of frame t comes from the LLM state after frames 1..t-1 and knows
 Knobs (``GlyphTaskConfig``): number of videos, frames per video, frame size, glyph size,
 alphabet, path (``fixed``: one circle shared by all videos, the default; ``circle``/``line``:
 per-video random orbit / straight bouncing line; ``static``; ``random``: unpredictable),
-speed, distractors, clutter (``photo`` | ``noise`` | ``plain``), background crop scale and
+speed, distractors, caption (``sequence``: a label per frame, or ``single``: the target keeps
+one label, named once -- the easier task for models learning from scratch), clutter
+(``photo`` | ``noise`` | ``plain``), background crop scale and
 pan, pixel noise, H.264 quality, seed.  Deterministic: video i depends only on (seed, i), so
 any worker count gives byte-identical files (libx264, one thread).
 
@@ -60,6 +62,7 @@ CSV_NAME = "results_glyphs.csv"
 META_NAME = "glyphs.jsonl"
 TASK_NAME = "task.json"
 MOTIONS = ("fixed", "circle", "line", "static", "random")
+CAPTIONS = ("sequence", "single")
 CLUTTERS = ("photo", "noise", "plain")
 # Colour photos bundled with scikit-image (no download needed).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -89,6 +92,10 @@ class GlyphTaskConfig:
     motion: str = "fixed"  # fixed | circle | line | static | random
     speed: float = 0.12  # distance travelled per frame, fraction of the frame side
     distractors: int = 1  # other glyphs of the alphabet per frame, at random places
+    # sequence: the target's label changes every frame and the caption lists them (the LLM must
+    # also align caption word t with frame t); single: one label for the whole video, named once
+    # (distractors still change every frame, so only the target's path says which glyph it is)
+    caption: str = "sequence"
     clutter: str = "photo"  # photo | noise | plain
     photos: tuple[str, ...] = PHOTOS
     crop_scale: tuple[float, float] = (0.35, 0.9)  # background crop side / photo short side
@@ -104,6 +111,8 @@ class GlyphTaskConfig:
             raise ValueError(f"alphabet must be one of {sorted(ALPHABETS)}, got {self.alphabet!r}")
         if self.motion not in MOTIONS:
             raise ValueError(f"motion must be one of {MOTIONS}, got {self.motion!r}")
+        if self.caption not in CAPTIONS:
+            raise ValueError(f"caption must be one of {CAPTIONS}, got {self.caption!r}")
         if self.clutter not in CLUTTERS:
             raise ValueError(f"clutter must be one of {CLUTTERS}, got {self.clutter!r}")
         if not 0.02 <= self.glyph_size <= 0.5:
@@ -325,9 +334,10 @@ def render_video(cfg: GlyphTaskConfig, i: int) -> tuple[list[np.ndarray], dict]:
     bgs = _background(cfg, rng)
     lo = cfg.glyph_size / 2 + 0.02
     frames, recs, labels = [], [], []
+    single = labels_all[int(rng.integers(len(labels_all)))] if cfg.caption == "single" else None
     for k in range(cfg.frames):
         frame = bgs[k].copy()
-        lab = labels_all[int(rng.integers(len(labels_all)))]
+        lab = single or labels_all[int(rng.integers(len(labels_all)))]
         labels.append(lab)
         taken = [path[k]]
         ds = []
@@ -352,7 +362,8 @@ def render_video(cfg: GlyphTaskConfig, i: int) -> tuple[list[np.ndarray], dict]:
                      "distractors": [{**dd, "box_norm": [round(v / s, 5) for v in dd["box"]]} for dd in ds]})
     vid = video_id(cfg, i)
     meta = {"videoid": vid, "index": i, "page_dir": page_dir(i), "file": f"videos/{page_dir(i)}/{vid}.mp4",
-            "caption": caption_for(labels), "labels": labels, "frames": cfg.frames, "frame_size": cfg.frame_size,
+            "caption": caption_for(labels[:1] if single else labels), "labels": labels[:1] if single else labels,
+            "frames": cfg.frames, "frame_size": cfg.frame_size,
             "glyph_px": cfg.glyph_px, "alphabet": cfg.alphabet, "motion": cfg.motion, "glyphs": recs}
     return frames, meta
 
@@ -554,6 +565,8 @@ def add_arguments(ap: argparse.ArgumentParser, defaults: GlyphTaskConfig | None 
     g.add_argument("--clutter", choices=CLUTTERS, default=None, help=f"background (default {d.clutter})")
     g.add_argument("--pan", type=float, default=None, help=f"background pan (default {d.pan})")
     g.add_argument("--noise", type=float, default=None, help=f"pixel noise std 0-255 (default {d.noise})")
+    g.add_argument("--caption", choices=CAPTIONS, default=None,
+                   help=f"sequence: a label per frame; single: one label per video (default {d.caption})")
     g.add_argument("--task-seed", type=int, default=None, help=f"generator seed (default {d.seed})")
 
 
@@ -561,7 +574,7 @@ def config_from_args(args: argparse.Namespace, base: GlyphTaskConfig | None = No
     base = base or GlyphTaskConfig()
     m = {"videos": "num_videos", "frames": "frames", "glyph_size": "glyph_size", "alphabet": "alphabet",
          "motion": "motion", "speed": "speed", "distractors": "distractors", "clutter": "clutter",
-         "pan": "pan", "noise": "noise", "task_seed": "seed"}
+         "pan": "pan", "noise": "noise", "task_seed": "seed", "caption": "caption"}
     upd = {f: getattr(args, a) for a, f in m.items() if getattr(args, a, None) is not None}
     return GlyphTaskConfig(**{**base.to_dict(), **upd})
 

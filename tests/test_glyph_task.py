@@ -161,3 +161,22 @@ def test_direct_shards_match_the_preprocessing_layout(tmp_path, model_store):
             seen[key] = split
     assert len(seen) == cfg.num_videos and sum(r["splits"].values()) == cfg.num_videos
     assert (tmp_path / "raw" / META_NAME).exists()
+
+
+def test_single_caption_names_one_label_the_target_keeps():
+    """caption="single": the target keeps one label in every frame and the caption names it once;
+    the distractors never carry it, and the frames show its colour inside its box."""
+    cfg = GlyphTaskConfig(**{**SMALL, "caption": "single", "distractors": 2})
+    labels = set()
+    for i in range(4):
+        frames, meta = render_video(cfg, i)
+        lab = meta["labels"]
+        assert len(lab) == 1 and meta["caption"] == lab[0] == caption_for(lab)
+        labels.add(lab[0])
+        for g, frame in zip(meta["glyphs"], frames):
+            assert g["label"] == lab[0]
+            assert all(d["label"] != lab[0] for d in g["distractors"])
+            assert np.abs(_centre_colour(frame, g["box"]) - np.array(COLOURS[lab[0]])).max() < 40
+    assert len(labels) > 1  # the label still varies between videos
+    with pytest.raises(ValueError, match="caption"):
+        GlyphTaskConfig(caption="pairs")

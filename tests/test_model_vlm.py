@@ -240,7 +240,8 @@ def test_gradient_checkpointing_dino_only_from_config(model_store):
     for value, llm_ckpt in ((True, True), ("dino", False)):
         m = build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO, gradient_checkpointing=value))
         assert m.encoder.checkpoint_patches
-        assert bool(getattr(m.llm, "is_gradient_checkpointing", False)) is llm_ckpt, value
+        flag = "is_activation_checkpointing" if hasattr(m.llm, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        assert bool(getattr(m.llm, flag)) is llm_ckpt, value
     assert not build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO)).encoder.checkpoint_patches
 
 
