@@ -18,8 +18,9 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     worker); the JPEG bytes stay encoded until a batch is formed.
   * batching happens in the reader, on metadata: ``batch_size`` samples, or with
     ``max_total_frames`` token-budget batching (spec 3.6): buffer 4 x batch_size samples, sort
-    by (frames, text tokens), close a batch when it has batch_size samples or one more would
-    exceed max_total_frames real frames (a single longer sample forms its own batch), and
+    by (frames, text tokens) (``budget_sort``; off: arrival order), close a batch when it has
+    batch_size samples or one more would exceed max_total_frames real frames (a single longer
+    sample forms its own batch), and
     shuffle the order of the batches.  Only then are the frames decoded
     (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL), truncated to
     ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
@@ -185,7 +186,8 @@ def collate(samples: list[dict], packed: bool = False) -> dict:
 
 # -- batching ------------------------------------------------------------------------------------
 
-def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: random.Random | None):
+def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: random.Random | None,
+                 sort: bool = True):
     """Fixed-size batches, or token-budget batches (see module docstring); yields lists."""
     if max_total_frames is None:
         buf = []
@@ -201,14 +203,15 @@ def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: ra
     for s in samples:
         buf.append(s)
         if len(buf) >= 4 * batch_size:
-            yield from _pack(buf, batch_size, max_total_frames, rng)
+            yield from _pack(buf, batch_size, max_total_frames, rng, sort)
             buf = []
     if buf:
-        yield from _pack(buf, batch_size, max_total_frames, rng)
+        yield from _pack(buf, batch_size, max_total_frames, rng, sort)
 
 
-def _pack(buf, batch_size, cap, rng):
-    buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
+def _pack(buf, batch_size, cap, rng, sort=True):
+    if sort:
+        buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
     out, cur, frames = [], [], 0
     for s in buf:
         if cur and (len(cur) == batch_size or frames + s.frames > cap):
@@ -275,7 +278,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
         budget = cfg.max_total_frames if (self.shuffle and self.budget) else None
         skip = self.skip[w] if self.skip else 0
-        for i, batch in enumerate(make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None)):
+        batches = make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None, cfg.budget_sort)
+        for i, batch in enumerate(batches):
             if i < skip:
                 yield SKIPPED
                 continue

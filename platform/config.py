@@ -71,6 +71,10 @@ class DataConfig(_Section):
     replicate_image_frames: int = Field(1, ge=1)  # 8 in SFT stages
     batch_size: int = Field(8, ge=1)
     max_total_frames: int | None = None  # token-budget batching: cap on real frames per batch
+    # with max_total_frames: sort each 4 x batch_size buffer by length first (few padded LLM
+    # slots, but batches range from many short to few long videos: DDP ranks then wait for the
+    # costlier batch); false: close batches in arrival order (mixed lengths, similar cost)
+    budget_sort: bool = True
     max_text_tokens: int = Field(512, ge=8)
     num_workers: int = Field(2, ge=0)
     # Training batches carry only the real frames, packed uint8 [n,3,224,224], normalised on the

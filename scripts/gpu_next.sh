@@ -6,7 +6,8 @@
 #   bash scripts/gpu_next.sh foveation foveation-bug
 #     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
-#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (COMPILE=on|off, BATCH, FRAMES, CKPT=1)
+#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (COMPILE=on|off, BATCH, FRAMES, CKPT=1,
+#                    BENCH_ARGS="data.budget_sort=false" and other config overrides)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -38,7 +39,7 @@ for section in "$@"; do
       timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 1,2 \
         --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers 8 \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
-        --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" 2>&1 \
+        --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log" ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \

@@ -247,3 +247,23 @@ def test_stream_opens_next_epoch_early_and_keeps_batches(tmp_path):
     # (epoch opened, stream's epoch, batches consumed in it): epoch 1 at the boundary (the
     # length is not known yet), epochs 2 and 3 three batches before the previous one ends
     assert opened == [(1, 1, 0), (2, 1, 9), (3, 2, 9)]
+
+
+def test_budget_batches_sorted_or_in_arrival_order():
+    """make_batches with a frame budget: sorted buffers (default) or arrival order
+    (data.budget_sort=false); either way every sample once, the caps hold."""
+    from types import SimpleNamespace
+
+    from fovea.pipelines.loader import make_batches
+
+    frames = [5, 1, 9, 2, 7, 3, 8, 1, 4, 6, 2, 9]
+    samples = [SimpleNamespace(frames=f, tokens=3, key=f"k{i:02d}") for i, f in enumerate(frames)]
+    for sort in (True, False):
+        batches = list(make_batches(iter(samples), 3, 12, None, sort=sort))
+        keys = [s.key for b in batches for s in b]
+        assert sorted(keys) == [s.key for s in samples]
+        assert all(len(b) <= 3 and (sum(s.frames for s in b) <= 12 or len(b) == 1) for b in batches)
+        if sort:
+            assert [s.frames for b in batches for s in b] == sorted(frames)
+        else:
+            assert keys == [s.key for s in samples]  # arrival order, batches closed by the caps
