@@ -361,7 +361,12 @@ class TrainLoader:
         skip = [len(range(w, n_vis, W)) for w in range(W)]
         vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
                              seed=self.seed, skip=skip)
+        # iter() starts the DataLoader workers now, not at the first next(): a loader opened
+        # ahead of time (platform.train_loop.Stream) prefetches while the last epoch finishes.
         vis = iter(_dataloader(vision, cfg.num_workers))
+        return self._batches(vis, coin, ratio, n_vis, n_text)
+
+    def _batches(self, vis, coin, ratio: float, n_vis: int, n_text: int):
         text = self._text_batches(n_text) if ratio > 0 else None
         for _ in range(n_vis):  # placeholders (or, past another worker's end, real batches) to drop
             if next(vis, None) is None:

@@ -244,6 +244,12 @@ def test_stream_opens_next_epoch_early_and_keeps_batches(tmp_path):
     want = [keys_of([b]) for e in range(3)
             for b in build_train_loader(cfg.data, rank=0, world_size=1, epoch=e, seed=cfg.training.seed)]
     assert got == want
+    # iter() of a training loader starts its DataLoader workers before the first next(), so an
+    # early-opened epoch really prefetches (a generator would start nothing until next())
+    it = iter(build_train_loader(cfg.data, rank=0, world_size=1, epoch=5, seed=cfg.training.seed))
+    workers = it.gi_frame.f_locals["vis"]._workers  # torch's DataLoader iterator: its worker processes
+    assert workers and all(w.is_alive() for w in workers)
+    assert keys_of([next(it)])
     # (epoch opened, stream's epoch, batches consumed in it): epoch 1 at the boundary (the
     # length is not known yet), epochs 2 and 3 three batches before the previous one ends
     assert opened == [(1, 1, 0), (2, 1, 9), (3, 2, 9)]
