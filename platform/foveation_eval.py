@@ -432,9 +432,12 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
         lines.append(f"NOTE neither arm reads the glyphs above chance ({chance:.3f} + {LEARNED_MARGIN}): the budget "
                      f"was too small to learn the visual task, so this says nothing about foveation yet; raise "
                      f"--steps (2 GPUs: the arms run in parallel) or ease the task (--clutter plain, --glyph-size 0.35)")
+    # A6 reading the glyphs better than the baseline's own captions (the deployment loop) is no
+    # "helping", whatever the teacher-forced losses say (seen on the 0-distractor control task).
+    a6_reads_better = (a["glyph_accuracy"], a["exact_match"]) > (b["glyph_accuracy"], b["exact_match"])
     if not learned:
         verdict = "inconclusive: neither arm learned to read the glyphs in this budget"
-    elif ok["ratio"] and ok["a6"]:
+    elif ok["ratio"] and ok["a6"] and not a6_reads_better:
         verdict = "foveation is helping" + ("" if ok.get("lift", True) and ok["entropy"] else
                                             " (loss only: attention not clearly on the glyph)")
     elif ok["a6"] or ok["captions"]:

@@ -116,6 +116,9 @@ def test_verdicts(repo_root):
     rows = {"baseline": [{"step": 50, "attn_entropy_fine": 5.5}, {"step": 500, "attn_entropy_fine": 4.0}]}
     v, lines = job.verdicts(ev(0.5, 0.9, 0.7, 0.9, 0.45), rows, LOG_N, {}, [], chance=0.125)
     assert v == "foveation is helping" and sum(x.startswith("PASS") for x in lines) == 5
+    # lower teacher-forced loss, but A6's captions read the glyphs better: not "helping"
+    v, _ = job.verdicts(ev(0.002, 1.9, 0.003, 0.6, 1.0), rows, LOG_N, {}, [], chance=0.125)
+    assert v == "inconclusive: captions failed"
     v, _ = job.verdicts(ev(0.7, 0.9, 0.7, 0.45, 0.45, lift=1.0), rows, LOG_N, {}, [], chance=0.125)
     assert v.startswith("foveation is NOT helping")
     v, lines = job.verdicts(ev(0.33, 1.8, 0.33, 0.13, 0.13), rows, LOG_N, {"entropy_uniform": {
