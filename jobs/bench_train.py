@@ -114,8 +114,14 @@ def endless_batches(build_train_loader, data_cfg):
         epoch += 1
 
 
-def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_workers: int,
-                     extra: list[str]) -> dict:
+MODEL_KEYS = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
+
+
+def bench_setup(shards: str, batch: int, frames_cap: int | None, loader_workers: int, overrides: list[str], *,
+                packed: bool = True, compiled: bool = False, naive: bool = False):
+    """(model, AdamW, endless batch iterator, device) for timing stage-1 training steps in one
+    process: the stage1_135m config over ``shards``, no text batches, the training CUDA settings.
+    Shared by the matrix below and jobs/profile_train_step.py."""
     import torch
 
     from fovea.model import build_model
@@ -123,47 +129,57 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
     from fovea.pipelines.loader import build_train_loader
     from fovea.platform.config import load_config
     from fovea.platform.optim import build_optimizer
-
-    p = MATRIX[name]
-    batch, packed, bf16, compiled, naive = p.batch, p.packed, p.bf16, p.compiled, p.naive
-    cap = None if p.frames is None else budget * p.frames // 768  # --frames-per-batch scales them
-    cfg = load_config("stage1_135m", [
-        f"data.train_shards=['{shards}']", "data.text_ratio=0", f"data.batch_size={batch}",
-        f"data.max_total_frames={cap if cap else 'null'}", f"data.packed_frames={str(packed).lower()}",
-        f"data.num_workers={loader_workers}", f"data.shuffle_buffer={max(256, 4 * batch)}", *extra])
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test only
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     from fovea.platform.train_loop import configure_cuda_backends
 
+    cfg = load_config("stage1_135m", [
+        f"data.train_shards=['{shards}']", "data.text_ratio=0", f"data.batch_size={batch}",
+        f"data.max_total_frames={frames_cap if frames_cap else 'null'}", f"data.packed_frames={str(packed).lower()}",
+        f"data.num_workers={loader_workers}", f"data.shuffle_buffer={max(256, 4 * batch)}", *overrides])
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test only
     configure_cuda_backends()  # TF32, no cuDNN SDPA (see its docstring)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev).train()
     if naive:
         naive_encoder(model)  # fovea.model.naive
-    if p.ckpt_dino:
-        model.encoder.checkpoint_patches = True
     if compiled:
         model.compile_blocks()
-    opt = build_optimizer(model, cfg.training, dev)
-    auto = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    it = endless_batches(build_train_loader, cfg.data)
+    return model, build_optimizer(model, cfg.training, dev), endless_batches(build_train_loader, cfg.data), dev
+
+
+def train_step(model, optimizer, host: dict, dev, autocast) -> None:
+    """One training step on a loader batch: forward (fine loss), backward, clip, AdamW."""
+    import torch
+
+    b = {k: host[k].to(dev, non_blocking=True) for k in MODEL_KEYS}
+    with autocast():
+        out = model(**b, mode="coarse_fine", compute_coarse=False, return_logits=False)
+    out["loss"].backward()
+    float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # the training loop's sync
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_workers: int,
+                     extra: list[str]) -> dict:
+    import torch
+
+    p = MATRIX[name]
+    cap = None if p.frames is None else budget * p.frames // 768  # --frames-per-batch scales them
+    ckpt = ["model.gradient_checkpointing=dino"] if p.ckpt_dino else []
+    model, opt, it, dev = bench_setup(shards, p.batch, cap, loader_workers, ckpt + list(extra), packed=p.packed,
+                                      compiled=p.compiled, naive=p.naive)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    auto = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if p.bf16 else contextlib.nullcontext
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    warm = 3 if not compiled else 6  # compilation (and dynamic-shape recompiles) happen here
+    warm = 3 if not p.compiled else 6  # compilation (and dynamic-shape recompiles) happen here
     times, waits, samples, frames = [], [], 0, 0
     t_prev = None
     for s in range(warm + steps):
         t0 = time.perf_counter()
         host = next(it)
         wait = time.perf_counter() - t0
-        b = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in host.items()}
-        with auto():
-            out = model(**{k: b[k] for k in ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")},
-                        mode="coarse_fine", compute_coarse=False, return_logits=False)
-        out["loss"].backward()
-        float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # the training loop's sync
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, host, dev, auto)
         sync()
         t1 = time.perf_counter()
         if s >= warm:  # step time = from the previous step's end, so data wait is included
@@ -176,7 +192,7 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
     return {"path": name, "gpus": 1, "samples_per_s": samples / tot, "frames_per_s": frames / tot,
             "data_wait": sum(waits) / tot,
             "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0,
-            "step_ms_median": 1000 * statistics.median(times), "batch": batch, "frames_budget": cap,
+            "step_ms_median": 1000 * statistics.median(times), "batch": p.batch, "frames_budget": cap,
             "samples_per_step": samples / len(times), "steps": steps}
 
 

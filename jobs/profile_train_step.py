@@ -5,9 +5,9 @@
 
 Builds the stage-1 135M model, runs ``--warmup`` steps (compilation), then profiles
 ``--steps`` steps of the training step (forward, backward, clip, fused AdamW) and prints:
-the wall time per step, the GPU busy time per step (sum of kernel times: if it is far below
-the wall time the step is bound by the host -- Python, kernel launches, syncs), the number of
-kernels per step, and the top kernels and host-side ops.  The table goes to stdout and, with
+the wall time per step, the GPU busy time per step (the union of the kernel and copy
+intervals: if it is far below the wall time the step is bound by the host -- Python, kernel
+launches, syncs), the number of GPU activities per step, and the top kernels and host-side ops.  The table goes to stdout and, with
 ``--out``, to a file.
 """
 
@@ -52,37 +52,15 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from fovea.model import build_model
-    from fovea.pipelines.loader import build_train_loader
-    from fovea.platform.config import load_config
-    from fovea.platform.optim import build_optimizer
+    from bench_train import bench_setup, train_step  # jobs/bench_train.py, this script's folder
 
-    from bench_train import endless_batches  # jobs/bench_train.py, this script's folder
-
-    cfg = load_config("stage1_135m", [
-        f"data.train_shards=['{a.shards}']", "data.text_ratio=0", f"data.batch_size={a.batch}",
-        f"data.max_total_frames={a.frames_per_batch}", f"data.num_workers={a.loader_workers}",
-        f"data.shuffle_buffer={max(256, 4 * a.batch)}", *a.overrides])
-    dev = torch.device("cuda")
-    from fovea.platform.train_loop import configure_cuda_backends
-
-    configure_cuda_backends()  # TF32, no cuDNN SDPA (see its docstring)
-    model = build_model(cfg.model).to(dev).train()
-    if a.compile:
-        model.compile_blocks()
-    opt = build_optimizer(model, cfg.training, dev)
-    it = endless_batches(build_train_loader, cfg.data)
-    keys = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
+    model, opt, it, dev = bench_setup(a.shards, a.batch, a.frames_per_batch, a.loader_workers, a.overrides,
+                                      compiled=a.compile)
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
 
     def step():
         host = next(it)
-        b = {k: host[k].to(dev, non_blocking=True) for k in keys}
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(**b, mode="coarse_fine", compute_coarse=False, return_logits=False)
-        out["loss"].backward()
-        float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, host, dev, autocast)
         return int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
 
     for _ in range(a.warmup):
