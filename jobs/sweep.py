@@ -63,18 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     a = parse(argv)
     from fovea.platform import sweep as sw
+    from fovea.platform import sweep_plan as swp
     from fovea.platform.config import ConfigError, load_config
 
     if a.list:
-        print(sw.list_spaces([a.space] if a.space else None), end="")
+        print(swp.list_spaces([a.space] if a.space else None), end="")
         return 0
     try:
         if a.resume:
             runs_dir = a.runs_dir or load_config(a.base_config, [s for s in a.sets if s.startswith("runs_dir=")]
                                                  ).runs_dir
-            d = sw.find_sweep_dir(runs_dir, a.name, a.space)
+            d = swp.find_sweep_dir(runs_dir, a.name, a.space)
             if a.dry_run:
-                print(sw.describe_plan(sw.load_plan(d)))
+                print(swp.describe_plan(swp.load_plan(d)))
                 return 0
             s = sw.resume_sweep(d, address=a.address)
         else:
@@ -90,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 
                 connect(a.address)
                 cpus, gpus = sw.cluster_resources()
-            plan = sw.make_plan(a.space, only=only, base_config=a.base_config, sets=a.sets, samples=a.samples,
-                                scheduler=a.scheduler, gpus_per_trial=a.gpus_per_trial, name=a.name,
-                                max_concurrent=a.max_concurrent, grace_steps=a.grace_steps,
-                                reduction_factor=a.reduction_factor, cluster_cpus=cpus, cluster_gpus=gpus)
+            plan = swp.make_plan(a.space, only=only, base_config=a.base_config, sets=a.sets, samples=a.samples,
+                                 scheduler=a.scheduler, gpus_per_trial=a.gpus_per_trial, name=a.name,
+                                 max_concurrent=a.max_concurrent, grace_steps=a.grace_steps,
+                                 reduction_factor=a.reduction_factor, cluster_cpus=cpus, cluster_gpus=gpus)
             if a.samples is not None and any("training.total_samples" in o for o in plan["overrides"].values()):
                 print("note: some experiments set training.total_samples themselves; --samples does not "
                       "change those", file=sys.stderr)
             if a.dry_run:
-                print(sw.describe_plan(plan))
+                print(swp.describe_plan(plan))
                 return 0
             s = sw.run_sweep(plan, connect_ray=False)
     except (ConfigError, FileNotFoundError, FileExistsError) as e:

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Protocol
 import torch
 import torch.nn.functional as F
 
-from fovea.platform.benchmarks import LETTERS, MCQItem, load_item_frames, load_item_images
+from fovea.platform.benchmark_frames import load_item_frames, load_item_images
+from fovea.platform.benchmarks import LETTERS, MCQItem
 
 log = logging.getLogger("fovea.mcq")
 

@@ -1,6 +1,6 @@
 """Results of a sweep: the table of child runs, its markdown/CSV, the plot, UI links.
 
-Split from ``fovea.platform.sweep`` (which re-exports these names).  Everything here reads
+Used by ``fovea.platform.sweep`` at the end of a sweep.  Everything here reads
 MLflow and never fails a sweep: MLflow trouble is logged and skipped (``_soft``).
 """
 

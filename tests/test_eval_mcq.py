@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fovea.platform import benchmark_frames as bf
 from fovea.platform import benchmarks as bm
 from fovea.platform import mcq
 
@@ -157,11 +158,11 @@ def _write_video(path: Path, seconds: float = 5.0, fps: int = 10, size=(96, 64))
 
 
 def test_sample_times_spread_not_truncated():
-    assert bm.sample_times(5.0) == [0.5, 1.5, 2.5, 3.5, 4.5]
-    t = bm.sample_times(3600.0, max_frames=64)
+    assert bf.sample_times(5.0) == [0.5, 1.5, 2.5, 3.5, 4.5]
+    t = bf.sample_times(3600.0, max_frames=64)
     assert len(t) == 64 and t[-1] > 3500  # the whole hour, not the first 64 s
-    assert bm.sample_times(100.0, bound=(10.0, 14.0)) == [10.5, 11.5, 12.5, 13.5]
-    assert len(bm.sample_times(0.4)) == 1
+    assert bf.sample_times(100.0, bound=(10.0, 14.0)) == [10.5, 11.5, 12.5, 13.5]
+    assert len(bf.sample_times(0.4)) == 1
 
 
 def test_readers_on_upstream_layouts(tmp_path):
@@ -209,7 +210,7 @@ def test_readers_on_upstream_layouts(tmp_path):
     assert len(vm) == 1 and vm[0].options == ["one", "two", "three", "four"] and vm[0].answer_letter == "C"
     assert vm[0].category == "Counting Problem" and vm[0].groups["duration"] == "short"
     assert mcq.parse_options(vm[0].question)[2] == ("C", "three")
-    x = bm.load_item_frames(vm[0])
+    x = bf.load_item_frames(vm[0])
     assert tuple(x.shape) == (5, 3, 224, 224)  # 5 s at 1 FPS
     assert x[-1].mean() > x[0].mean()  # time order kept (the test video brightens)
 
@@ -220,14 +221,14 @@ def test_readers_on_upstream_layouts(tmp_path):
     mv = {i.category: i for i in bm.load_benchmark("mvbench", root)}
     seq = mv["Action Sequence"]
     assert seq.answer_letter == "B" and seq.bound == (1.0, 3.0)
-    assert bm.load_item_frames(seq).shape[0] == 2  # only the [1 s, 3 s] bound
+    assert bf.load_item_frames(seq).shape[0] == 2  # only the [1 s, 3 s] bound
     ep = mv["Episodic Reasoning"]
-    assert ep.source_kind == "frames" and bm.load_item_frames(ep).shape[0] == 3
+    assert ep.source_kind == "frames" and bf.load_item_frames(ep).shape[0] == 3
 
     sq = bm.load_benchmark("scienceqa", root)
     assert len(sq) == 1 and sq[0].answer_letter == "B" and sq[0].category == "natural science"
     assert sq[0].question.startswith("Context: Look.\nWhich is a mammal?\nA. frog")
-    assert tuple(bm.load_item_frames(sq[0]).shape) == (8, 3, 224, 224)  # replicated to 8
+    assert tuple(bf.load_item_frames(sq[0]).shape) == (8, 3, 224, 224)  # replicated to 8
 
     assert all(v is None for v in bm.available_benchmarks(root).values())
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from fovea.platform import sweep as sw
+from fovea.platform import sweep_plan as swp
+from fovea.platform import sweep_results as swr
 from fovea.platform.config import ConfigError, RunConfig
 from fovea.search_spaces.spaces import available_spaces, load_search_space, load_space
 
@@ -140,10 +142,10 @@ def test_every_ablation_builds_and_trains_one_step(model_store):
 
 
 def test_plan_applies_overrides_in_order_and_sizes_the_trials(tmp_path):
-    plan = sw.make_plan("ablations", only=["baseline", "A6"], base_config="tiny", name="p1",
-                        sets=[f"runs_dir={tmp_path}", "model.coarse_only=false", "training.lr_dino=5e-4",
-                              "eval.every_steps=7"],
-                        samples=48, cluster_cpus=2, cluster_gpus=0)
+    plan = swp.make_plan("ablations", only=["baseline", "A6"], base_config="tiny", name="p1",
+                         sets=[f"runs_dir={tmp_path}", "model.coarse_only=false", "training.lr_dino=5e-4",
+                               "eval.every_steps=7"],
+                         samples=48, cluster_cpus=2, cluster_gpus=0)
     cfgs = {k: RunConfig.model_validate(v) for k, v in plan["configs"].items()}
     assert list(cfgs) == ["baseline", "A6"]
     assert cfgs["A6"].model.coarse_only is True  # the experiment's own override beats --set
@@ -159,26 +161,26 @@ def test_plan_applies_overrides_in_order_and_sizes_the_trials(tmp_path):
     # tiny: 2 workers x 1 CPU + the trial driver's 1 CPU > 2 CPUs: one trial at a time.
     assert plan["max_concurrent_trials"] == 1
 
-    gpu = sw.make_plan("ablations", only=["baseline", "A6"], name="p2", gpus_per_trial=1,
-                       sets=[f"runs_dir={tmp_path}"], cluster_cpus=32, cluster_gpus=2)
+    gpu = swp.make_plan("ablations", only=["baseline", "A6"], name="p2", gpus_per_trial=1,
+                        sets=[f"runs_dir={tmp_path}"], cluster_cpus=32, cluster_gpus=2)
     assert gpu["max_concurrent_trials"] == 2 and gpu["use_gpu"]
     for c in gpu["configs"].values():
         assert c["cluster"]["num_workers"] == 1 and c["cluster"]["use_gpu"] is True
-    two = sw.make_plan("ablations", only=["baseline", "A6"], name="p3", gpus_per_trial=2,
-                       sets=[f"runs_dir={tmp_path}"], cluster_cpus=32, cluster_gpus=2)
+    two = swp.make_plan("ablations", only=["baseline", "A6"], name="p3", gpus_per_trial=2,
+                        sets=[f"runs_dir={tmp_path}"], cluster_cpus=32, cluster_gpus=2)
     assert two["max_concurrent_trials"] == 1
     with pytest.raises(ConfigError, match="unknown key 'trainng.x'"):
-        sw.make_plan("lr", sets=["trainng.x=1"], cluster_cpus=2, cluster_gpus=0)
+        swp.make_plan("lr", sets=["trainng.x=1"], cluster_cpus=2, cluster_gpus=0)
 
-    scaling = sw.make_plan("scaling", samples=100_000, name="p4", sets=[f"runs_dir={tmp_path}"],
-                           cluster_cpus=2, cluster_gpus=0)
+    scaling = swp.make_plan("scaling", samples=100_000, name="p4", sets=[f"runs_dir={tmp_path}"],
+                            cluster_cpus=2, cluster_gpus=0)
     assert {c["training"]["total_samples"] for c in scaling["configs"].values()} == {100_000}
 
 
 def test_asha_scheduler_uses_val_loss_and_steps(tmp_path):
-    plan = sw.make_plan("lr", base_config="tiny", name="a", scheduler="asha",
-                        sets=[f"runs_dir={tmp_path}", "training.max_steps=40", "data.val_shards=['x']",
-                              "eval.every_steps=10"], cluster_cpus=2, cluster_gpus=0)
+    plan = swp.make_plan("lr", base_config="tiny", name="a", scheduler="asha",
+                         sets=[f"runs_dir={tmp_path}", "training.max_steps=40", "data.val_shards=['x']",
+                               "eval.every_steps=10"], cluster_cpus=2, cluster_gpus=0)
     s = sw._scheduler(plan)
     assert s._metric == "val_loss" and s._mode == "min" and s._time_attr == "step"
     assert s._max_t == 40
@@ -193,8 +195,8 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
 
     from fovea.platform.tracking import Tracker
 
-    plan = sw.make_plan("ablations", only=["baseline", "A6", "A7"], base_config="tiny", name="t",
-                        sets=[f"runs_dir={tmp_path}"], cluster_cpus=2, cluster_gpus=0)
+    plan = swp.make_plan("ablations", only=["baseline", "A6", "A7"], base_config="tiny", name="t",
+                         sets=[f"runs_dir={tmp_path}"], cluster_cpus=2, cluster_gpus=0)
     uri = plan["tracking_uri"]
     plan["parent_run_id"] = sw.open_parent(plan)
     for exp, (fine, coarse) in {"baseline": (1.30, 1.35), "A6": (None, 1.40)}.items():
@@ -208,7 +210,7 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
                 m["loss_fine"] = fine + 0.1 / step
             t.log_metrics(m, step)
         t.finish()
-    rows = sw.collect_results(plan, {"baseline": "TERMINATED", "A6": "TERMINATED", "A7": "PENDING"})
+    rows = swr.collect_results(plan, {"baseline": "TERMINATED", "A6": "TERMINATED", "A7": "PENDING"})
     by = {r["experiment"]: r for r in rows}
     assert [r["experiment"] for r in rows] == ["baseline", "A6", "A7"]
     assert by["baseline"]["loss_fine"] == pytest.approx(1.35) and by["baseline"]["loss_coarse"] == pytest.approx(1.40)
@@ -217,8 +219,8 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
     assert by["A6"]["loss_fine"] is None and by["A6"]["loss_ratio"] is None
     assert by["A6"]["overrides"] == "model.coarse_only=true" and by["A6"]["wall_s"] == 300
     assert by["A7"]["status"] == "NOT_STARTED"
-    assert sw.max_overlap(rows) == 2
-    files = sw.write_results(rows, tmp_path / "res", plan, sw.ui_links("1", ["a", "b"], "t"))
+    assert swr.max_overlap(rows) == 2
+    files = swr.write_results(rows, tmp_path / "res", plan, swr.ui_links("1", ["a", "b"], "t"))
     md = files["md"].read_text()
     assert "| baseline | (none) | FINISHED | 2 | 1.3000 | 1.3500 | 1.4000 |" in md
     assert "| A6 | model.coarse_only=true |" in md and "compare-runs?runs=" in md
@@ -330,7 +332,7 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
     a6_ckpt = latest_checkpoint(runs / "ray" / "e2e-A6")
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
     parent_id = (tune_dir / "parent_run_id").read_text().strip()
-    base_run = {r.data.tags["experiment_id"]: r for r in sw.child_runs(client, parent_id)}["baseline"]
+    base_run = {r.data.tags["experiment_id"]: r for r in swr.child_runs(client, parent_id)}["baseline"]
     assert base_run.info.status == "FINISHED"
 
     t0 = time.time()
@@ -345,7 +347,7 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
     assert a6[-1] == 6 and a6[:len(a6_before)] == a6_before and set(a6) == {1, 2, 3, 4, 5, 6}
     if a6_ckpt is not None:  # killed after A6's step-3 checkpoint: Train resumed from it, not from 0
         assert a6.count(1) == 1 and a6.count(3) == 1, a6
-    children = {r.data.tags["experiment_id"]: r for r in sw.child_runs(client, parent_id)}
+    children = {r.data.tags["experiment_id"]: r for r in swr.child_runs(client, parent_id)}
     assert set(children) == {"baseline", "A6"}
     assert children["baseline"].info.run_id == base_run.info.run_id
     assert children["baseline"].data.tags["trial_attempt_start"] == base_run.data.tags["trial_attempt_start"]
