@@ -167,6 +167,19 @@ PRESETS: dict[str, Preset] = {
         eval_videos=256, heatmap_videos=3, max_new_tokens=40, val_fraction=0.05, samples_per_shard=1000,
         notes="random-init SmolLM2-135M + DINOv2-small, one GPU per arm"),
 }
+# The gpu preset's task and data with cpu-tiny's 2-layer random models and learning rates, one
+# label a video: what the check can learn from scratch where no pretrained weights exist (the
+# offline GPU machine). Random SmolLM2-135M + DINOv2-small stayed at the text prior after
+# 640 x 96 videos (2026-11-26); the tiny models read this task on 2 CPU cores.
+PRESETS["gpu-tiny"] = Preset(
+    task=dict(PRESETS["gpu"].task, caption="single"),
+    overrides=PRESETS["gpu"].overrides + [
+        "model.llm=fovea/tiny-llama", "model.dino=fovea/tiny-dinov2", "training.compile=false",
+        "data.batch_size=48", "training.max_steps=1200", "training.lr_connector=2e-3", "training.lr_dino=1e-3",
+        "training.lr_llm=1e-3", "training.schedule=constant", "training.warmup_ratio=0",
+        "training.diagnostics_every=100", "eval.every_steps=400"],
+    eval_videos=256, heatmap_videos=3, max_new_tokens=16, val_fraction=0.05, samples_per_shard=1000,
+    notes="random 2-layer LLM + ViT on the gpu preset's task (one label a video)")
 
 
 # -- arguments -----------------------------------------------------------------------------

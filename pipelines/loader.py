@@ -19,9 +19,12 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
   * batching happens in the reader, on metadata: ``batch_size`` samples, or with
     ``max_total_frames`` token-budget batching (spec 3.6): buffer 4 x batch_size samples, sort
     by (frames, text tokens) (``budget_sort``; off: arrival order), close a batch when it has
-    batch_size samples or one more would exceed max_total_frames real frames (a single longer
-    sample forms its own batch), and
-    shuffle the order of the batches.  Only then are the frames decoded
+    batch_size samples or one more would exceed max_total_frames (a single longer sample forms
+    its own batch), carry the buffer's last, unfilled batch over into the next buffer, and
+    shuffle the order of the batches.  The budget counts real frames, plus, with
+    ``llm_tokens_per_frame`` = r, the padded LLM rows as frames at r tokens each:
+    cost = sum(frames) + B * (max frames + max text tokens) / r, so that every closed batch
+    costs about the same compute (DDP ranks wait for the costlier batch of a step).  Only then are the frames decoded
     (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL), truncated to
     ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
     and ImageNet-normalised in ``collate`` -- except in training with ``data.packed_frames``
@@ -187,7 +190,7 @@ def collate(samples: list[dict], packed: bool = False) -> dict:
 # -- batching ------------------------------------------------------------------------------------
 
 def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: random.Random | None,
-                 sort: bool = True):
+                 sort: bool = True, llm_tokens_per_frame: float | None = None):
     """Fixed-size batches, or token-budget batches (see module docstring); yields lists."""
     if max_total_frames is None:
         buf = []
@@ -203,26 +206,40 @@ def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: ra
     for s in samples:
         buf.append(s)
         if len(buf) >= 4 * batch_size:
-            yield from _pack(buf, batch_size, max_total_frames, rng, sort)
-            buf = []
+            full, buf = _pack(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
+            yield from _shuffled(full, rng)  # the unfilled last batch waits for the next buffer
     if buf:
-        yield from _pack(buf, batch_size, max_total_frames, rng, sort)
+        full, rest = _pack(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
+        yield from _shuffled(full + [rest], rng)
 
 
-def _pack(buf, batch_size, cap, rng, sort=True):
+def batch_cost(frames: int, n: int, max_frames: int, max_tokens: int, llm_tokens_per_frame: float | None) -> float:
+    """Budget units of a batch of n samples: its real frames (+ its padded LLM rows as frames)."""
+    if not llm_tokens_per_frame:
+        return frames
+    return frames + n * (max_frames + max_tokens) / llm_tokens_per_frame
+
+
+def _pack(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
+    """-> (closed batches, the last, unfilled one)."""
     if sort:
         buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
-    out, cur, frames = [], [], 0
+    out, cur, frames, top_f, top_t = [], [], 0, 0, 0
     for s in buf:
-        if cur and (len(cur) == batch_size or frames + s.frames > cap):
+        f, t = max(top_f, s.frames), max(top_t, s.tokens)
+        if cur and (len(cur) == batch_size or
+                    batch_cost(frames + s.frames, len(cur) + 1, f, t, llm_tokens_per_frame) > cap):
             out.append(cur)
-            cur, frames = [], 0
+            cur, frames, f, t = [], 0, s.frames, s.tokens
         cur.append(s)
-        frames += s.frames
-    out.append(cur)
+        frames, top_f, top_t = frames + s.frames, f, t
+    return out, cur
+
+
+def _shuffled(batches, rng):
     if rng is not None:
-        rng.shuffle(out)
-    return out
+        rng.shuffle(batches)
+    return batches
 
 
 # -- one stream of batches (one reader per DataLoader worker) -----------------------------------
@@ -278,7 +295,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
         budget = cfg.max_total_frames if (self.shuffle and self.budget) else None
         skip = self.skip[w] if self.skip else 0
-        batches = make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None, cfg.budget_sort)
+        batches = make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None, cfg.budget_sort,
+                               cfg.llm_tokens_per_frame)
         for i, batch in enumerate(batches):
             if i < skip:
                 yield SKIPPED

@@ -75,6 +75,12 @@ class DataConfig(_Section):
     # slots, but batches range from many short to few long videos: DDP ranks then wait for the
     # costlier batch); false: close batches in arrival order (mixed lengths, similar cost)
     budget_sort: bool = True
+    # with max_total_frames: also count a batch's padded LLM rows, B x (max frames + max text
+    # tokens), as frames at this many tokens a frame, so that the budget bounds a batch's compute
+    # and DDP ranks get batches of similar cost. 135M + DINOv2-small: one frame's patch pass
+    # (12.1 GFLOP, +1/3 recomputed with DINO checkpointing) ~ 57-76 LLM tokens (0.21 GFLOP each).
+    # None: frames only (spec 3.6).
+    llm_tokens_per_frame: float | None = Field(None, gt=0)
     max_text_tokens: int = Field(512, ge=8)
     num_workers: int = Field(2, ge=0)
     # Training batches carry only the real frames, packed uint8 [n,3,224,224], normalised on the

@@ -6,8 +6,8 @@
 #   bash scripts/gpu_next.sh foveation foveation-bug
 #     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
-#     bench12        issue 5/9: jobs/stage1.py on 1 and on 2 GPUs (COMPILE=on|off, BATCH, FRAMES, CKPT=1,
-#                    BENCH_ARGS="data.budget_sort=false" and other config overrides)
+#     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
+#                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -36,11 +36,13 @@ for section in "$@"; do
         --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --compile --out "$OUT/profile.txt" \
         $( [ "${CKPT:-0}" = 1 ] && echo model.gradient_checkpointing=dino ) 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     bench12)
-      timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 1,2 \
-        --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers 8 \
+      timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
+        --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers ${LOADER_WORKERS:-8} \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
         --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
-        | grep --line-buffered -vE "$quiet" >>"$log" ;;
+        | grep --line-buffered -vE "$quiet" >>"$log"
+      for m in /tmp/runs/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
+        [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"; done ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
         --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \
@@ -54,7 +56,7 @@ for section in "$@"; do
     foveation|foveation-bug)
       bug=none; steps=${FOV_STEPS:-400}
       [ "$section" = foveation-bug ] && { bug=both; steps=${FOV_BUG_STEPS:-150}; }
-      timeout ${FOV_TIMEOUT:-300} python3 -u jobs/foveation_check.py --preset gpu --random-llm-from .gpuassets/smollm2 \
+      timeout ${FOV_TIMEOUT:-300} python3 -u jobs/foveation_check.py --preset ${FOV_PRESET:-gpu} --random-llm-from .gpuassets/smollm2 \
         --runs-dir /tmp/runs --out "$OUT/fov-$bug" --bug $bug --steps $steps --max-minutes ${FOV_MINUTES:-4.7} ${FOV_ARGS:-} \
         2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     *) echo "unknown section $section" >&2; exit 2 ;;

@@ -273,3 +273,32 @@ def test_budget_batches_sorted_or_in_arrival_order():
             assert [s.frames for b in batches for s in b] == sorted(frames)
         else:
             assert keys == [s.key for s in samples]  # arrival order, batches closed by the caps
+
+
+def test_cost_budget_gives_batches_of_similar_compute():
+    """data.llm_tokens_per_frame: the budget counts padded LLM rows too, so batches of many
+    short videos close as early as batches of few long ones; a buffer's unfilled last batch
+    moves on to the next buffer instead of becoming a cheap batch of its own."""
+    import math
+    import random as _random
+    from types import SimpleNamespace
+
+    from fovea.pipelines.loader import batch_cost, make_batches
+
+    rng = _random.Random(0)  # the reference distribution: LogNormal(mean 7, s 0.8) in [1, 64]
+    frames = [min(64, max(1, round(rng.lognormvariate(math.log(7) - 0.32, 0.8)))) for _ in range(3000)]
+    samples = [SimpleNamespace(frames=f, tokens=80 + i % 30, key=f"k{i:04d}") for i, f in enumerate(frames)]
+
+    def costs(batches, r):
+        return [batch_cost(sum(s.frames for s in b), len(b), max(s.frames for s in b),
+                           max(s.tokens for s in b), r) for b in batches]
+
+    r, cap = 64.0, 400
+    by_cost = list(make_batches(iter(samples), 256, cap, None, True, r))
+    by_frames = list(make_batches(iter(samples), 64, 448, None, True, None))
+    assert sorted(s.key for b in by_cost for s in b) == sorted(s.key for s in samples)
+    c = costs(by_cost[:-1], r)  # the stream's last batch is whatever is left
+    assert max(c) <= cap and min(c) > 0.85 * cap  # closed when one more (<= 64 frames) would not fit
+    assert all(len(b) <= 256 for b in by_cost)
+    f = costs(by_frames[:-1], r)  # frames-only budget: short-video batches hit the sample cap
+    assert max(f) / min(f) > 2.0 > max(c) / min(c)
