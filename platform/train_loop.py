@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from fovea.platform import checkpoints as ck
+from fovea.platform.collectives import all_max, all_mean, all_sum, compile_seconds, gather_objects, world_info
 from fovea.platform.config import RunConfig
 from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
@@ -68,38 +69,6 @@ def configure_cuda_backends() -> None:
     torch.backends.cudnn.allow_tf32 = True
     if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
         torch.backends.cuda.enable_cudnn_sdp(False)
-
-
-def world_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_mean(values: list[float], device: torch.device) -> list[float]:
-    """Average a list of floats across ranks (identity on one rank)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    _, world = world_info()
-    if world > 1:
-        dist.all_reduce(t)
-        t /= world
-    return t.tolist()
-
-
-def all_sum(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world_info()[1] > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    _, world = world_info()
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
@@ -274,7 +243,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # -- loop -------------------------------------------------------------------------
     window = {"loss": 0.0, "fine": 0.0, "coarse": 0.0, "n_coarse": 0.0, "n": 0.0, "samples": 0.0,
-              "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "grad_norm": 0.0}
+              "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "grad_norm": 0.0,
+              "compile0": compile_seconds()}
     nonfinite_streak, oom_skips, nonfinite_skips = 0, 0, 0
     last_val: dict[str, float] = {}
     net.train()
@@ -371,7 +341,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOW))
             _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank)
             window.update({k: 0.0 for k in window if k != "t0"})
-            window["t0"] = time.perf_counter()
+            window["t0"], window["compile0"] = time.perf_counter(), compile_seconds()
 
     if rank == 0:
         _final_artifacts(model, cfg, tracker, device, autocast)
@@ -386,7 +356,10 @@ def _window_metrics(w: dict[str, float], step: int, samples_seen: int, optimizer
     mean = all_mean([w["loss"] / n, w["fine"] / n, w["coarse"] / max(w["n_coarse"], 1.0),
                      w["grad_norm"] / n, w["wait"] / dt], device)
     tot = all_sum([w["samples"], w["frames"]], device)
+    # DDP steps wait for the slowest rank: the worst rank's data wait and (re)compilation time
+    worst = all_max([w["wait"] / dt, compile_seconds() - w["compile0"]], device)
     m = {"loss": mean[0], "loss_fine": mean[1], "grad_norm": mean[3], "data_wait_frac": mean[4],
+         "data_wait_frac_max": worst[0], "compile_s_max": worst[1],
          "samples_per_s": tot[0] / dt, "frames_per_s": tot[1] / dt, "samples_seen": float(samples_seen),
          "window_s": dt,
          "step": float(step)}

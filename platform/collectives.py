@@ -1,0 +1,61 @@
+"""What the ranks of a training run tell each other: averages, sums, maxima and objects across
+the process group (identities on one rank), and how long torch.compile has spent compiling.
+
+DDP steps run at the pace of the slowest rank, so the loop logs the mean of per-rank figures
+and, for data wait and compile time, the worst rank's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def world_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_mean(values: list[float], device: torch.device) -> list[float]:
+    """Average a list of floats across ranks (identity on one rank)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    _, world = world_info()
+    if world > 1:
+        dist.all_reduce(t)
+        t /= world
+    return t.tolist()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world_info()[1] > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_max(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world_info()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def compile_seconds() -> float:
+    """Seconds torch.compile has spent compiling in this process so far (0 without it)."""
+    try:
+        from torch._dynamo.utils import compilation_time_metrics  # private: absent in some versions
+    except ImportError:
+        return 0.0
+    return float(sum(compilation_time_metrics.get("_compile.compile_inner", ())))
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    _, world = world_info()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
