@@ -102,8 +102,8 @@ def _load_job(repo_root: Path):
     return mod
 
 
-def test_verdicts(repo_root):
-    job = _load_job(repo_root)
+def test_verdicts():
+    from fovea.platform.foveation_eval import verdicts
 
     def ev(loss_fine, loss_coarse, a6_loss, acc_b, acc_a, lift=6.0):
         diag = {"attn_entropy_fine": 4.0}
@@ -114,19 +114,19 @@ def test_verdicts(repo_root):
                        "attn_coarse": {"lift": 1.2}}}
 
     rows = {"baseline": [{"step": 50, "attn_entropy_fine": 5.5}, {"step": 500, "attn_entropy_fine": 4.0}]}
-    v, lines = job.verdicts(ev(0.5, 0.9, 0.7, 0.9, 0.45), rows, LOG_N, {}, [], chance=0.125)
+    v, lines = verdicts(ev(0.5, 0.9, 0.7, 0.9, 0.45), rows, LOG_N, {}, [], chance=0.125)
     assert v == "foveation is helping" and sum(x.startswith("PASS") for x in lines) == 5
     # lower teacher-forced loss, but A6's captions read the glyphs better: not "helping"
-    v, _ = job.verdicts(ev(0.002, 1.9, 0.003, 0.6, 1.0), rows, LOG_N, {}, [], chance=0.125)
+    v, _ = verdicts(ev(0.002, 1.9, 0.003, 0.6, 1.0), rows, LOG_N, {}, [], chance=0.125)
     assert v == "inconclusive: captions failed"
-    v, _ = job.verdicts(ev(0.7, 0.9, 0.7, 0.45, 0.45, lift=1.0), rows, LOG_N, {}, [], chance=0.125)
+    v, _ = verdicts(ev(0.7, 0.9, 0.7, 0.45, 0.45, lift=1.0), rows, LOG_N, {}, [], chance=0.125)
     assert v.startswith("foveation is NOT helping")
-    v, lines = job.verdicts(ev(0.33, 1.8, 0.33, 0.13, 0.13), rows, LOG_N, {"entropy_uniform": {
+    v, lines = verdicts(ev(0.33, 1.8, 0.33, 0.13, 0.13), rows, LOG_N, {"entropy_uniform": {
         "first": 100, "last": 500, "count": 9}}, [], chance=0.125)
     assert v.startswith("inconclusive: neither arm") and "entropy_uniform" in v
     assert any(x.startswith("WARN") and "entropy_uniform" in x for x in lines)
     # beating A6 on glyph accuracy is no pass while the baseline itself is below chance
-    _, lines = job.verdicts(ev(0.8, 1.0, 0.8, 0.062, 0.031), rows, LOG_N, {}, [], chance=0.125)
+    _, lines = verdicts(ev(0.8, 1.0, 0.8, 0.062, 0.031), rows, LOG_N, {}, [], chance=0.125)
     assert any(x.startswith("FAIL captions") for x in lines)
 
 

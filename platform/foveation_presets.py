@@ -1,0 +1,82 @@
+"""Presets of the foveation check (jobs/foveation_check.py): the glyph task's knobs, the
+config overrides both arms train with, and the evaluation sizes.
+
+    cpu-tiny   2 CPU cores, tiny random models: checks the plumbing (the CPU test)
+    gpu        SmolLM2-135M + DINOv2-small from the model store, batch 96, one GPU per arm
+               (or both arms sharing one)
+    gpu-tiny   the gpu preset's task with the tiny random models, one label a video: what the
+               check learns from scratch where no pretrained weights exist
+
+An override listed later wins, so a preset can extend another one's list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Preset:
+    task: dict
+    overrides: list[str]
+    eval_videos: int
+    heatmap_videos: int = 3
+    max_new_tokens: int = 40
+    val_fraction: float = 0.1
+    samples_per_shard: int = 1000
+    notes: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    # 2 CPU cores: tiny 2-layer LLM + ViT, a handful of videos, a few steps (the CPU test).
+    "cpu-tiny": Preset(
+        task=dict(num_videos=32, frames=4, distractors=1, glyph_size=0.3),
+        overrides=[
+            "model.llm=fovea/tiny-llama", "model.dino=fovea/tiny-dinov2", "model.coarse_loss_every=1",
+            "data.batch_size=4", "data.max_frames=8", "data.num_workers=0", "data.shuffle_buffer=32",
+            "data.max_text_tokens=96", "data.text_ratio=0",
+            "training.stage=2", "training.max_steps=10", "training.grad_accum=1", "training.lr_connector=2e-3",
+            "training.lr_dino=1e-3", "training.lr_llm=1e-3", "training.lr_target=null",
+            "training.schedule=constant", "training.warmup_ratio=0", "training.checkpoint_every=1000",
+            "training.log_every=2", "training.diagnostics_every=2", "training.checkpoint_metric=loss",
+            "eval.every_steps=0", "eval.caption_samples=0", "eval.max_samples=8",
+            "cluster.num_workers=1", "cluster.cpus_per_worker=1", "cluster.max_failures=1",
+            "cluster.use_gpu=false",
+        ],
+        eval_videos=8, heatmap_videos=2, max_new_tokens=16, val_fraction=0.25, samples_per_shard=16,
+        notes="tiny random models: checks the plumbing, not foveation"),
+    # SmolLM2-135M + DINOv2-small (random weights in the offline store: everything is learned
+    # from scratch, hence the higher backbone LRs). One GPU per arm, or both arms on one GPU.
+    # Batch 96 (not 32): a step is bound by the host (kernel launches), so 3x the videos per
+    # step cost little more wall time; 250 steps x 32 videos learned nothing visual (2026-11-25).
+    "gpu": Preset(
+        task=dict(num_videos=6000, frames=6, distractors=1, glyph_size=0.3),
+        overrides=[
+            "model.llm=HuggingFaceTB/SmolLM2-135M-Instruct", "model.dino=facebook/dinov2-small",
+            "model.coarse_loss_every=10", "model.llm_dtype=float32", "model.gradient_checkpointing=dino",
+            "data.batch_size=96", "data.max_frames=16", "data.num_workers=6", "data.shuffle_buffer=2000",
+            "data.max_text_tokens=128", "data.text_ratio=0",
+            "training.stage=2", "training.max_steps=500", "training.grad_accum=1", "training.compile=true",
+            "training.lr_connector=1e-3", "training.lr_dino=5e-4", "training.lr_llm=3e-4", "training.lr_target=null",
+            "training.schedule=cosine", "training.warmup_ratio=0.05", "training.checkpoint_every=100000",
+            "training.log_every=10", "training.diagnostics_every=50", "training.checkpoint_metric=loss",
+            "eval.every_steps=200", "eval.max_samples=128", "eval.caption_samples=0",
+            "cluster.num_workers=1", "cluster.cpus_per_worker=4", "cluster.max_failures=0",
+            "cluster.use_gpu=auto",
+        ],
+        eval_videos=256, heatmap_videos=3, max_new_tokens=40, val_fraction=0.05, samples_per_shard=1000,
+        notes="random-init SmolLM2-135M + DINOv2-small, one GPU per arm"),
+}
+# The gpu preset's task and data with cpu-tiny's 2-layer random models and learning rates, one
+# label a video: what the check can learn from scratch where no pretrained weights exist (the
+# offline GPU machine). Random SmolLM2-135M + DINOv2-small stayed at the text prior after
+# 640 x 96 videos (2026-11-26); the tiny models read this task on 2 CPU cores.
+PRESETS["gpu-tiny"] = Preset(
+    task=dict(PRESETS["gpu"].task, caption="single"),
+    overrides=PRESETS["gpu"].overrides + [
+        "model.llm=fovea/tiny-llama", "model.dino=fovea/tiny-dinov2", "training.compile=false",
+        "data.batch_size=48", "training.max_steps=1200", "training.lr_connector=2e-3", "training.lr_dino=1e-3",
+        "training.lr_llm=1e-3", "training.schedule=constant", "training.warmup_ratio=0",
+        "training.diagnostics_every=100", "eval.every_steps=400"],
+    eval_videos=256, heatmap_videos=3, max_new_tokens=16, val_fraction=0.05, samples_per_shard=1000,
+    notes="random 2-layer LLM + ViT on the gpu preset's task (one label a video)")
