@@ -24,9 +24,9 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     shuffle the order of the batches.  The budget counts real frames, plus, with
     ``llm_tokens_per_frame`` = r, the padded LLM rows as frames at r tokens each:
     cost = sum(frames) + B * (max frames + max text tokens) / r, so that every closed batch
-    costs about the same compute (DDP ranks wait for the costlier batch of a step).  Only then are the frames decoded
-    (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL), truncated to
-    ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
+    costs about the same compute (DDP ranks wait for the costlier batch of a step).  Only then
+    are the frames decoded (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL),
+    truncated to ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
     and ImageNet-normalised in ``collate`` -- except in training with ``data.packed_frames``
     (the default), where ``collate`` ships only the real frames as uint8 [n,3,224,224] and the
     model normalises them on the device (1 byte a pixel instead of 4, no padded slots: a batch
@@ -224,15 +224,15 @@ def _pack(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
     """-> (closed batches, the last, unfilled one)."""
     if sort:
         buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
-    out, cur, frames, top_f, top_t = [], [], 0, 0, 0
+    out, cur, frames, top_f, top_t = [], [], 0, 0, 0  # the open batch, its frames, max frames/tokens
     for s in buf:
-        f, t = max(top_f, s.frames), max(top_t, s.tokens)
-        if cur and (len(cur) == batch_size or
-                    batch_cost(frames + s.frames, len(cur) + 1, f, t, llm_tokens_per_frame) > cap):
+        cost = batch_cost(frames + s.frames, len(cur) + 1, max(top_f, s.frames), max(top_t, s.tokens),
+                          llm_tokens_per_frame)
+        if cur and (len(cur) == batch_size or cost > cap):
             out.append(cur)
-            cur, frames, f, t = [], 0, s.frames, s.tokens
+            cur, frames, top_f, top_t = [], 0, 0, 0
         cur.append(s)
-        frames, top_f, top_t = frames + s.frames, f, t
+        frames, top_f, top_t = frames + s.frames, max(top_f, s.frames), max(top_t, s.tokens)
     return out, cur
 
 
