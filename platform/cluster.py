@@ -34,7 +34,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         ray.init(address=address, **kwargs)
     else:
         log.info("starting a local Ray cluster")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=quiet, **kwargs)
+        # The dashboard (started when ray[default] is installed) serves the state API that Ray
+        # Train's placement-group cleaner polls every second; without it each poll logs a warning.
+        ray.init(num_cpus=num_cpus, configure_logging=quiet, **kwargs)
     return ray
 
 

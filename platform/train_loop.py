@@ -71,6 +71,16 @@ def configure_cuda_backends() -> None:
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
+def quiet_train_reports() -> None:
+    """Ray Train V2 logs each ``ray.train.report`` call's whole metrics dict at INFO (one long
+    line per rank per log window, streamed to the driver); keep its warnings only."""
+    try:
+        from ray.train.v2._internal.execution import context  # its logger is named by its file
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
     """``spec`` = "step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
 
@@ -181,6 +191,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from fovea.platform.tracking import Tracker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_train_reports()
     cfg = RunConfig.model_validate(loop_config["cfg"])
     tc = cfg.training
     ctx = ray.train.get_context()
