@@ -7,8 +7,8 @@ Builds the stage-1 135M model, runs ``--warmup`` steps (compilation), then profi
 ``--steps`` steps of the training step (forward, backward, clip, fused AdamW) and prints:
 the wall time per step, the GPU busy time per step (the union of the kernel and copy
 intervals: if it is far below the wall time the step is bound by the host -- Python, kernel
-launches, syncs), the number of GPU activities per step, and the top kernels and host-side ops.  The table goes to stdout and, with
-``--out``, to a file.
+launches, syncs), the number of GPU activities per step, and the top kernels and host-side
+ops.  The table goes to stdout and, with ``--out``, to a file.
 """
 
 from __future__ import annotations

@@ -361,9 +361,9 @@ def render_video(cfg: GlyphTaskConfig, i: int) -> tuple[list[np.ndarray], dict]:
                      "box": box, "box_norm": [round(v / s, 5) for v in box],
                      "distractors": [{**dd, "box_norm": [round(v / s, 5) for v in dd["box"]]} for dd in ds]})
     vid = video_id(cfg, i)
+    named = labels[:1] if single else labels  # what the caption names
     meta = {"videoid": vid, "index": i, "page_dir": page_dir(i), "file": f"videos/{page_dir(i)}/{vid}.mp4",
-            "caption": caption_for(labels[:1] if single else labels), "labels": labels[:1] if single else labels,
-            "frames": cfg.frames, "frame_size": cfg.frame_size,
+            "caption": caption_for(named), "labels": named, "frames": cfg.frames, "frame_size": cfg.frame_size,
             "glyph_px": cfg.glyph_px, "alphabet": cfg.alphabet, "motion": cfg.motion, "glyphs": recs}
     return frames, meta
 

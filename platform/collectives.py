@@ -19,28 +19,24 @@ def world_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _all_reduce(values: list[float], device: torch.device, op) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world_info()[1] > 1:
+        dist.all_reduce(t, op=op)
+    return t
+
+
 def all_mean(values: list[float], device: torch.device) -> list[float]:
     """Average a list of floats across ranks (identity on one rank)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    _, world = world_info()
-    if world > 1:
-        dist.all_reduce(t)
-        t /= world
-    return t.tolist()
+    return (_all_reduce(values, device, dist.ReduceOp.SUM) / world_info()[1]).tolist()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world_info()[1] > 1:
-        dist.all_reduce(t)
-    return t.tolist()
+    return _all_reduce(values, device, dist.ReduceOp.SUM).tolist()
 
 
 def all_max(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world_info()[1] > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    return _all_reduce(values, device, dist.ReduceOp.MAX).tolist()
 
 
 def compile_seconds() -> float:
