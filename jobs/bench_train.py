@@ -230,7 +230,9 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
             "gpus": gpus,
             "samples_per_s": rate("samples_per_s"), "frames_per_s": rate("frames_per_s"),
             "samples_per_s_window_median": med("samples_per_s"),
-            "data_wait": med("data_wait_frac"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
+            "data_wait": med("data_wait_frac"), "data_wait_max": med("data_wait_frac_max"),
+            "compile_s": sum(r.get("compile_s_max", 0.0) for r in rows),
+            "rank_cost_imbalance": med("rank_cost_imbalance"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
             "wall_s": time.time() - t0, "windows": len(rows), "steps": steps, "batch": batch,
             "final_loss": rows[-1].get("loss")}
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fovea.pipelines.loader import batch_cost
 from fovea.platform import checkpoints as ck
 from fovea.platform.collectives import all_max, all_mean, all_sum, compile_seconds, gather_objects, world_info
 from fovea.platform.config import RunConfig
@@ -256,6 +257,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window = {"loss": 0.0, "fine": 0.0, "coarse": 0.0, "n_coarse": 0.0, "n": 0.0, "samples": 0.0,
               "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "grad_norm": 0.0,
               "compile0": compile_seconds()}
+    step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
     nonfinite_streak, oom_skips, nonfinite_skips = 0, 0, 0
     last_val: dict[str, float] = {}
     net.train()
@@ -265,6 +267,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         oom = False
         losses = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per micro-batch
         micro_samples = micro_frames = 0
+        micro_cost = 0.0
         last_batch = None
         for micro in range(tc.grad_accum):
             t_wait = time.perf_counter()
@@ -272,6 +275,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             window["wait"] += time.perf_counter() - t_wait
             micro_samples += int(host["input_ids"].shape[0])
             micro_frames += int(host["num_frames"].sum())
+            micro_cost += batch_cost(int(host["num_frames"].sum()), int(host["input_ids"].shape[0]),
+                                     int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
+                                     cfg.data.llm_tokens_per_frame)
             batch = to_device(host, device)
             sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
             try:
@@ -325,6 +331,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window["n"] += 1
         window["samples"] += micro_samples
         window["frames"] += micro_frames
+        step_costs.append(micro_cost)
         maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
 
         is_last = step >= total_steps
@@ -335,6 +342,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             do_eval = True  # the checkpoint metric needs a fresh validation loss
         if step % tc.log_every == 0 or do_eval or do_ckpt:
             metrics = _window_metrics(window, step, samples_seen, optimizer, device)
+            metrics["rank_cost_imbalance"] = rank_cost_imbalance(step_costs)
+            step_costs = []
             if step % tc.diagnostics_every == 0 and last_batch is not None:
                 metrics.update(_diagnostics(model, last_batch, autocast, device))
                 flag_failure_signatures(metrics, cfg, tracker, rank, step)  # issue 10: warnings + MLflow tags
@@ -356,6 +365,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     if rank == 0:
         _final_artifacts(model, cfg, tracker, device, autocast)
+
+
+def rank_cost_imbalance(step_costs: list[float]) -> float:
+    """This window's ``cost_imbalance`` over all ranks (a collective: every rank calls it)."""
+    return cost_imbalance(gather_objects(step_costs))
+
+
+def cost_imbalance(per_rank: list[list[float]]) -> float:
+    """Sum over steps of the costliest rank's batch cost / sum of the ranks' mean cost (>= 1).
+
+    per_rank: [world][steps] batch costs (loader.batch_cost: frames + padded LLM rows as frames).
+    A DDP step waits for its slowest rank, so with cost ~ compute the best speed-up on W GPUs
+    is about W / this; e.g. ranks at (10, 10) then (10, 20): (10 + 20) / (10 + 15) = 1.2.
+    """
+    worst = sum(max(c) for c in zip(*per_rank))
+    mean = sum(sum(c) / len(c) for c in zip(*per_rank))
+    return worst / mean if mean > 0 else 1.0
 
 
 _SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")

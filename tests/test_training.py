@@ -61,6 +61,8 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert s.best_checkpoint is not None and (s.best_checkpoint / "model").is_dir()
     # the worst of the 2 ranks is at least their mean; no torch.compile here, so no compile time
     assert all(r["data_wait_frac_max"] >= r["data_wait_frac"] - 1e-12 and r["compile_s_max"] == 0 for r in rows)
+    # 2 ranks with their own token-budget batches: the costlier rank of a step is >= the mean
+    assert all(r["rank_cost_imbalance"] >= 1.0 for r in rows) and any(r["rank_cost_imbalance"] > 1.0 for r in rows)
 
     client = MlflowClient(cfg.tracking_uri())
     run = client.get_run(s.mlflow_run_id)
@@ -77,6 +79,14 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     arts = {a.path for a in client.list_artifacts(s.mlflow_run_id)}
     assert "resolved_config.yaml" in arts
     assert run.data.tags["best_checkpoint"] == str(s.best_checkpoint)
+
+
+def test_cost_imbalance_is_the_slowest_rank_over_the_mean():
+    from fovea.platform.train_loop import cost_imbalance
+
+    assert cost_imbalance([[10.0, 10.0], [10.0, 20.0]]) == (10 + 20) / (10 + 15)
+    assert cost_imbalance([[5.0, 7.0]]) == 1.0  # one rank: nothing to wait for
+    assert cost_imbalance([[3.0, 3.0], [3.0, 3.0]]) == 1.0
 
 
 def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
