@@ -42,8 +42,14 @@ def load_dino(ref: str):
 
 
 def apply_training_flags(model: FoveatedVLM) -> FoveatedVLM:
-    """freeze_dino / freeze_llm / gradient_checkpointing from ``model.cfg``."""
+    """freeze_dino / freeze_llm / gradient_checkpointing from ``model.cfg`` (mask_token: frozen)."""
     c = model.cfg
+    # DINOv2's mask_token serves masked-image pre-training only (bool_masked_pos), never used
+    # here: frozen, so every trainable parameter gets a gradient every step and DDP can skip
+    # its unused-parameter search (cluster.ddp_find_unused).
+    mask_token = getattr(model.encoder.dino.embeddings, "mask_token", None)
+    if mask_token is not None:
+        mask_token.requires_grad_(False)
     if c.freeze_dino:
         model.encoder.dino.requires_grad_(False)
     if c.freeze_llm:

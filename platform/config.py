@@ -153,6 +153,10 @@ class ClusterConfig(_Section):
     # (e.g. 0.5: the two arms of jobs/foveation_check.py on one card, both host-bound).
     gpus_per_worker: float = Field(1.0, gt=0, le=1)
     max_failures: int = Field(2, ge=0)
+    # DDP's search for parameters a step left unused (a graph walk after every forward, and
+    # an error where it is off but a parameter went unused). auto: on where a step can leave
+    # some unused (text-only batches, data.text_ratio > 0; coarse_only); see find_unused().
+    ddp_find_unused: Literal["auto", True, False] = "auto"
     storage_path: str | None = None  # None -> <runs_dir>/ray
 
 

@@ -48,6 +48,14 @@ TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mas
 
 # -- small helpers -------------------------------------------------------------------
 
+def find_unused(cfg: RunConfig) -> bool:
+    """DDP find_unused_parameters: a text-only batch leaves the vision side unused, and
+    coarse_only leaves llm_to_query / q_init unused; otherwise every step uses every parameter."""
+    if cfg.cluster.ddp_find_unused != "auto":
+        return bool(cfg.cluster.ddp_find_unused)
+    return cfg.data.text_ratio > 0 or cfg.model.coarse_only
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
     return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -213,10 +221,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
         model.compile_blocks()
     if world > 1:
-        # find_unused_parameters: a text-only batch leaves the vision side unused, and
-        # coarse_only leaves llm_to_query / q_init unused.
         net = ray.train.torch.prepare_model(
-            model, move_to_device=False, parallel_strategy_kwargs={"find_unused_parameters": True}
+            model, move_to_device=False, parallel_strategy_kwargs={"find_unused_parameters": find_unused(cfg)}
         )
     else:
         net = model

@@ -7,7 +7,8 @@
 #     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
 #     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
-#                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides)
+#                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
+#                    RUNS: a runs folder of its own for each variant, or a same-named run resumes)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -39,9 +40,9 @@ for section in "$@"; do
       timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
         --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers ${LOADER_WORKERS:-8} \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
-        --runs /tmp/runs --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
+        --runs ${RUNS:-/tmp/runs} --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log"
-      for m in /tmp/runs/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
+      for m in ${RUNS:-/tmp/runs}/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
         [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"; done ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
