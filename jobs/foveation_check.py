@@ -86,10 +86,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fovea.pipelines.glyph_task import (
-    GlyphTaskConfig, add_arguments, config_from_args, generate_glyph_task, have_pyav,
-    write_direct_shards,
-)
+from fovea.pipelines.glyph_shards import have_pyav, write_direct_shards
+from fovea.pipelines.glyph_task import GlyphTaskConfig, add_arguments, config_from_args, generate_glyph_task
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.foveation import failure_signatures
 from fovea.platform.foveation_presets import PRESETS, Preset
@@ -182,7 +180,7 @@ def prepare_data(task: GlyphTaskConfig, data_dir: Path, tokenizer_ref: str, stag
     ``how="preprocess"``: the WebVid raw folder (videos) -> ``run_preprocess("webvid", ...)``,
     i.e. what ``jobs/preprocess.py webvid --stage S`` runs (Ray Data; 1 FPS decode with PyAV).
     ``how="direct"``: no PyAV on this machine: shards straight from the rendered frames
-    (``glyph_task.write_direct_shards``: same keys, split, JSON, tokens, JPEG settings).
+    (``glyph_shards.write_direct_shards``: same keys, split, JSON, tokens, JPEG settings).
     Both are idempotent.  Video generation runs before Ray starts (same cores).
     """
     from fovea.pipelines.preprocess import sample_key

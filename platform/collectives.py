@@ -2,7 +2,8 @@
 the process group (identities on one rank), and how long torch.compile has spent compiling.
 
 DDP steps run at the pace of the slowest rank, so the loop logs the mean of per-rank figures
-and, for data wait and compile time, the worst rank's.
+and, for data wait and compile time, the worst rank's; and how much costlier the costliest
+rank's batches were than the mean (``rank_cost_imbalance``).
 """
 
 from __future__ import annotations
@@ -55,3 +56,20 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def rank_cost_imbalance(step_costs: list[float]) -> float:
+    """This window's ``cost_imbalance`` over all ranks (a collective: every rank calls it)."""
+    return cost_imbalance(gather_objects(step_costs))
+
+
+def cost_imbalance(per_rank: list[list[float]]) -> float:
+    """Sum over steps of the costliest rank's batch cost / sum of the ranks' mean cost (>= 1).
+
+    per_rank: [world][steps] batch costs (loader.batch_cost: frames + padded LLM rows as frames).
+    A DDP step waits for its slowest rank, so with cost ~ compute the best speed-up on W GPUs
+    is about W / this; e.g. ranks at (10, 10) then (10, 20): (10 + 20) / (10 + 15) = 1.2.
+    """
+    worst = sum(max(c) for c in zip(*per_rank))
+    mean = sum(sum(c) / len(c) for c in zip(*per_rank))
+    return worst / mean if mean > 0 else 1.0

@@ -115,6 +115,8 @@ class TrainingConfig(_Section):
     init_from: str | None = None  # checkpoint path or mlflow run id (stage 2/3)
     log_every: int = Field(10, ge=1)
     diagnostics_every: int = Field(50, ge=1)
+    # [first, last] optimizer steps to run under torch.profiler on every rank (platform/step_profiler.py)
+    profile_steps: tuple[int, int] | None = None
     seed: int = 42
 
 
@@ -176,6 +178,9 @@ class RunConfig(_Section):
     def _check(self) -> "RunConfig":
         if self.training.schedule == "converging" and self.training.lr_target is None:
             raise ValueError("training.lr_target is required by the converging schedule")
+        ps = self.training.profile_steps
+        if ps is not None and not 1 <= ps[0] <= ps[1]:
+            raise ValueError(f"training.profile_steps must be [first, last] with 1 <= first <= last, got {list(ps)}")
         return self
 
     # -- helpers -----------------------------------------------------------------

@@ -36,10 +36,12 @@ import torch.distributed as dist
 
 from fovea.pipelines.loader import batch_cost
 from fovea.platform import checkpoints as ck
-from fovea.platform.collectives import all_max, all_mean, all_sum, compile_seconds, gather_objects, world_info
+from fovea.platform.collectives import (all_max, all_mean, all_sum, compile_seconds, gather_objects,
+                                        rank_cost_imbalance, world_info)
 from fovea.platform.config import RunConfig
 from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
+from fovea.platform.step_profiler import StepProfiler
 
 log = logging.getLogger("fovea.train")
 
@@ -266,8 +268,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
     nonfinite_streak, oom_skips, nonfinite_skips = 0, 0, 0
     last_val: dict[str, float] = {}
+    profiler = StepProfiler(tc.profile_steps, run_dir / "profile", rank, device)
     net.train()
     while step < total_steps:
+        profiler.before_step(step)
         compute_coarse = cfg.model.lambda_coarse > 0 or (
             cfg.model.coarse_loss_every > 0 and (step + 1) % cfg.model.coarse_loss_every == 0)
         oom = False
@@ -338,6 +342,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window["samples"] += micro_samples
         window["frames"] += micro_frames
         step_costs.append(micro_cost)
+        if (written := profiler.after_step(step)) and rank == 0:
+            log.info("profile of steps %s written to %s", list(tc.profile_steps), written.parent)
         maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
 
         is_last = step >= total_steps
@@ -371,23 +377,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     if rank == 0:
         _final_artifacts(model, cfg, tracker, device, autocast)
-
-
-def rank_cost_imbalance(step_costs: list[float]) -> float:
-    """This window's ``cost_imbalance`` over all ranks (a collective: every rank calls it)."""
-    return cost_imbalance(gather_objects(step_costs))
-
-
-def cost_imbalance(per_rank: list[list[float]]) -> float:
-    """Sum over steps of the costliest rank's batch cost / sum of the ranks' mean cost (>= 1).
-
-    per_rank: [world][steps] batch costs (loader.batch_cost: frames + padded LLM rows as frames).
-    A DDP step waits for its slowest rank, so with cost ~ compute the best speed-up on W GPUs
-    is about W / this; e.g. ranks at (10, 10) then (10, 20): (10 + 20) / (10 + 15) = 1.2.
-    """
-    worst = sum(max(c) for c in zip(*per_rank))
-    mean = sum(sum(c) / len(c) for c in zip(*per_rank))
-    return worst / mean if mean > 0 else 1.0
 
 
 _SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")

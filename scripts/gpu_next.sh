@@ -8,7 +8,8 @@
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
 #     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
 #                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
-#                    RUNS: a runs folder of its own for each variant, or a same-named run resumes)
+#                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
+#                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -43,7 +44,9 @@ for section in "$@"; do
         --runs ${RUNS:-/tmp/runs} --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log"
       for m in ${RUNS:-/tmp/runs}/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
-        [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"; done ;;
+        [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"
+        for p in "$(dirname "$m")"/profile/rank*.txt; do  # BENCH_ARGS="training.profile_steps=[60,64]"
+          [ -f "$p" ] && cp "$p" "$OUT/$(basename "$(dirname "$m")")_profile_$(basename "$p")"; done; done ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
         --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \

@@ -130,6 +130,33 @@ def test_verdicts():
     assert any(x.startswith("FAIL captions") for x in lines)
 
 
+def test_glyph_lift_splits_frame_one_from_the_llm_queries():
+    """Attention on frame 1's target only (what a learned q_init alone gives on a fixed path):
+    lift_first is high, lift_rest is below uniform, and the verdict lines say so."""
+    import torch
+
+    from fovea.platform.foveation_eval import box_coverage, glyph_lift, verdicts
+
+    g, T = 16, 4
+    # 4 x 4 patch cells, moving 3 cells right a frame (exact in binary: coverage is 0 or 1)
+    boxes = [[0.125 + 0.1875 * t, 0.125, 0.375 + 0.1875 * t, 0.375] for t in range(T)]
+    meta = {"glyphs": [{"box_norm": b, "distractors": []} for b in boxes]}
+    maps = torch.full((1, T, g, g), 1.0 / (g * g))
+    maps[0, 0] = box_coverage(boxes[0], g) / box_coverage(boxes[0], g).sum()  # frame 1: all on the target
+    maps[0, 1:] = box_coverage(boxes[0], g) / box_coverage(boxes[0], g).sum()  # later: still frame 1's spot
+    out = glyph_lift(maps, [meta], torch.ones(1, T, dtype=torch.bool))
+    assert out["lift_first"] == pytest.approx(16.0)  # all the mass on 16 of 256 cells
+    # frame 2 overlaps frame 1's box by one column (1/4 of the mass), frames 3-4 not at all
+    assert out["lift_rest"] == pytest.approx((0.25 + 0 + 0) / 3 * 16)
+    ev = {"baseline": {"loss_fine": 0.5, "loss_coarse": 0.9, "glyph_accuracy": 0.5, "exact_match": 0.0,
+                       "diagnostics": {"attn_entropy_fine": 4.0}, "attn_fine": {**out, "lift": 2.5},
+                       "attn_coarse": {"lift": 1.1}},
+          "a6": {"loss": 0.7, "glyph_accuracy": 0.3, "exact_match": 0.0, "diagnostics": {}, "attn_coarse": {"lift": 1.2}}}
+    _, lines = verdicts(ev, {"baseline": [{"step": 500, "attn_entropy_fine": 4.0}]}, LOG_N, {}, [], chance=0.125)
+    assert any(x.startswith("INFO fine lift by frame") for x in lines)
+    assert any(x.startswith("NOTE the fine pass finds the target in frame 1 only") for x in lines)
+
+
 @pytest.mark.slow
 def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     """cpu-tiny preset with BUG-001 + BUG-002 reintroduced: report, verdict lines, MLflow parent

@@ -12,9 +12,11 @@ import tarfile
 import numpy as np
 import pytest
 
+from fovea.pipelines.glyph_draw import ALPHABETS, COLOURS, glyph_tile
+from fovea.pipelines.glyph_shards import write_direct_shards
 from fovea.pipelines.glyph_task import (
-    ALPHABETS, COLOURS, CSV_NAME, META_NAME, GlyphTaskConfig, caption_for, generate_glyph_task, glyph_tile,
-    normalise_caption, read_metadata, render_video, write_direct_shards,
+    CSV_NAME, META_NAME, GlyphTaskConfig, caption_for, generate_glyph_task, normalise_caption, read_metadata,
+    render_video,
 )
 
 SMALL = dict(num_videos=6, frames=4, distractors=1, glyph_size=0.3)

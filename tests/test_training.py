@@ -53,7 +53,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
 
     cfg = tiny_cfg(tmp_path, shards, "learn", "training.max_steps=30", "training.checkpoint_every=15",
                    "training.log_every=5", "eval.every_steps=15", "eval.caption_samples=1",
-                   "eval.max_new_tokens=4")
+                   "eval.max_new_tokens=4", "training.profile_steps=[3,4]")
     s = fit(cfg)
     rows = [r for r in read_metrics(tmp_path, "learn")]
     assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
@@ -63,6 +63,10 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert all(r["data_wait_frac_max"] >= r["data_wait_frac"] - 1e-12 and r["compile_s_max"] == 0 for r in rows)
     # 2 ranks with their own token-budget batches: the costlier rank of a step is >= the mean
     assert all(r["rank_cost_imbalance"] >= 1.0 for r in rows) and any(r["rank_cost_imbalance"] > 1.0 for r in rows)
+    # training.profile_steps: each rank profiled steps 3..4 and wrote its op table
+    for r in (0, 1):
+        text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
+        assert text.startswith(f"rank {r}, steps 3..4\nwall ") and "aten::" in text, text[:300]
 
     client = MlflowClient(cfg.tracking_uri())
     run = client.get_run(s.mlflow_run_id)
@@ -82,7 +86,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
 
 
 def test_cost_imbalance_is_the_slowest_rank_over_the_mean():
-    from fovea.platform.train_loop import cost_imbalance
+    from fovea.platform.collectives import cost_imbalance
 
     assert cost_imbalance([[10.0, 10.0], [10.0, 20.0]]) == (10 + 20) / (10 + 15)
     assert cost_imbalance([[5.0, 7.0]]) == 1.0  # one rank: nothing to wait for
