@@ -32,7 +32,10 @@ video the gpu preset still learned nothing visual in 640 steps; the gpu-tiny pre
 2-layer random models) at 1000 steps x 48 on one H100 (280 s, arms sharing the card): held-out
 loss_fine 0.23 vs loss_coarse 0.67 and A6 0.41, exact match 0.555 vs A6 0.328, fine entropy
 5.55 -> 3.55: verdict "helping (loss only)" -- the fine query's mass on the target is only 1.1x
-its mass on the distractor (docs/measurements/, session 4).
+its mass on the distractor (docs/measurements/, session 4). Session 5, one H100: gpu-tiny with
+``--bug both`` (300 steps) fires entropy_uniform, q_static_std and ratio_stuck, verdict "NOT
+helping"; gpu-tiny with ``--caption sequence`` (1200 steps x 96): loss_fine 0.896 < loss_coarse
+0.983, entropy 5.55 -> 5.10, but A6 0.896 and glyph accuracy at chance: "inconclusive".
 
 1. Generate the glyph task (``pipelines/glyph_task.py``: a small glyph moving along a
    predictable path on a cluttered photo, with same-style distractors; the caption names
