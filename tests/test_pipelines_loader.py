@@ -302,3 +302,23 @@ def test_cost_budget_gives_batches_of_similar_compute():
     assert all(len(b) <= 256 for b in by_cost)
     f = costs(by_frames[:-1], r)  # frames-only budget: short-video batches hit the sample cap
     assert max(f) / min(f) > 2.0 > max(c) / min(c)
+    # shuffled batch order: the epoch's one unfilled batch still comes last (where the other
+    # readers' and ranks' fall), every batch before it is near the budget
+    shuffled = list(make_batches(iter(samples), 256, cap, _random.Random(1), True, r))
+    assert [s.key for b in shuffled for s in b] != [s.key for b in by_cost for s in b]
+    c = costs(shuffled, r)
+    assert min(c[:-1]) > 0.85 * cap and c[-1] == costs(by_cost, r)[-1]
+
+
+def test_rank_balance_benchmark_prints_the_tail_last_gain(repo_root):
+    """jobs/bench_rank_balance.py replays the loader's batching for 2 ranks x 8 readers: with
+    750 samples a reader, the unfilled tails last keep the ranks' costs closer than shuffled in."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_rank_balance.py"), "--samples", "12000",
+                          "--epochs", "2"], capture_output=True, text=True, check=True).stdout
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "12000" and int(row[1]) > 50, out
+    new, old = float(row[2]), float(row[4])
+    assert 1.0 <= new < 1.05 < old, out
