@@ -359,6 +359,16 @@ class FoveatedVLM(nn.Module):
         out[fi.b, fi.t] = torch.stack(w, dim=1)[:, :, :, 0].float()  # [n, L, H, Np]
         return out
 
+    @torch.no_grad()
+    def readouts(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query-pass outputs of the real frames, flat order (b-major, t), for diagnostics:
+        coarse z_c [n,D] (q_static) and fine z_f [n,D] (the coarse_fine mode's shifted queries)."""
+        fi = FrameIndex.from_mask(frame_mask)
+        cache = self.encoder.encode_patches(real_frames(frames, frame_mask))
+        z_c = self.coarse_tokens(cache, fi)
+        vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, frame_mask.shape[0])
+        return z_c, self.encoder.query_pass(cache, self.shifted_queries(self.decoder(vis_c), fi))
+
     def generate(self, frames, frame_mask, prompt_ids, max_new_tokens: int = 48,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  eos_token_id=None, use_cache: bool = True, generator=None) -> list[list[int]]:

@@ -168,6 +168,41 @@ def glyph_lift(maps, metas: list[dict | None], frame_mask) -> dict:
     return out
 
 
+def frame_signal(model, frames, frame_mask) -> dict:
+    """How much a frame's token changes when that frame alone is swapped for another video's
+    frame in the same slot, relative to the token's norm: mean |z - z_swapped| / mean |z| over
+    the frames that have a partner, for the coarse (q_static) and fine (shifted) queries.
+
+    frames [B,T,3,H,W] (padded), frame_mask [B,T]. A query pass that attends to the glyph but
+    whose token hardly moves with the frame sees without carrying what it sees.
+    """
+    import torch
+
+    if frames.dim() != 5 or frames.shape[0] < 2:
+        return {}
+    mask = frame_mask.bool()
+    B, T = mask.shape
+    flat = (mask.flatten().long().cumsum(0) - 1).reshape(B, T)  # (b, t) -> index in flat order
+    partner = torch.roll(torch.arange(B, device=mask.device), 1)
+    z_c, z_f = model.readouts(frames, mask)
+    delta = {"coarse": [], "fine": []}
+    norm = {"coarse": [], "fine": []}
+    for t in range(T):
+        ok = mask[:, t] & mask[partner, t]
+        if not bool(ok.any()):
+            continue
+        swapped = frames.clone()
+        swapped[:, t] = frames[partner, t]
+        s_c, s_f = model.readouts(swapped, mask)
+        i = flat[ok, t]
+        for name, z, s in (("coarse", z_c, s_c), ("fine", z_f, s_f)):
+            delta[name].append((z[i] - s[i]).float().norm(dim=-1))
+            norm[name].append(z[i].float().norm(dim=-1))
+    if not delta["fine"]:
+        return {}
+    return {k: float(torch.cat(delta[k]).mean() / torch.cat(norm[k]).mean().clamp_min(1e-12)) for k in delta}
+
+
 def glyph_accuracy(generated: str, labels: list[str]) -> float:
     words = normalise_caption(generated).split()
     want = [normalise_caption(x) for x in labels]
@@ -190,6 +225,7 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
     diag_n = 0
     records, lifts, heat = [], {"fine": [], "coarse": []}, []
     t0 = time.time()
+    signal: dict[str, float] = {}
     with torch.no_grad():
         for batch in batches:
             b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -207,6 +243,9 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
                 if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
                     diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
             diag_n += 1
+            if not signal:  # the first batch: enough to tell 5 % from 100 %
+                with autocast(device):
+                    signal = frame_signal(model, b["frames"], b["frame_mask"])
             ids = prompt_ids(tok, b["users"])
             with autocast(device):
                 if arm == "a6":
@@ -242,6 +281,7 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
     res["glyph_accuracy"] = sum(r["glyph_accuracy"] for r in records) / max(1, len(records))
     res["diagnostics"] = {k: v / max(1, diag_n) for k, v in diag_sums.items()}
     res["q_static_std"] = float(model.q_static.detach().float().std())
+    res["frame_signal"] = signal
     for which, parts in lifts.items():
         parts = [(p, n) for p, n in parts if p]
         if parts:
@@ -434,6 +474,13 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
                 lines.append("NOTE the fine pass finds the target in frame 1 only: q_init learned where frame 1's "
                              "target is, but the LLM's queries do not follow it in later frames, so any gain is a "
                              "second learned static query, not the LLM predicting where to look")
+    fs, afs = b.get("frame_signal", {}), a.get("frame_signal", {})
+    if "fine" in fs and "coarse" in afs:
+        lines.append(f"INFO token change when only its own frame is swapped, share of the token's norm: baseline "
+                     f"fine {fs['fine']:.0%}, coarse {fs['coarse']:.0%}; A6 coarse {afs['coarse']:.0%}")
+        if fa.get("lift", 0.0) >= LIFT_MIN and fs["fine"] < 0.25 * afs["coarse"]:
+            lines.append("NOTE the fine query looks at the glyph, but its token hardly changes with the frame: "
+                         "the query pass sees without carrying what it sees to the LLM")
     names = sorted(set(warn) | {s.name for s in final_sigs})
     if names:
         lines.append("WARN failure signatures: " + "; ".join(
@@ -478,6 +525,8 @@ def format_report(st: dict) -> str:
                  f"{_fmt(b['diagnostics'].get('attn_entropy_coarse'))}", f"- / {_fmt(a['diagnostics'].get('attn_entropy_coarse'))}"))
     cols.append(("glyph lift fine / coarse", f"{_fmt(b.get('attn_fine', {}).get('lift'), 3)}x / "
                  f"{_fmt(b.get('attn_coarse', {}).get('lift'), 3)}x", f"- / {_fmt(a.get('attn_coarse', {}).get('lift'), 3)}x"))
+    sig = lambda r, k: f"{r['frame_signal'][k]:.0%}" if k in r.get("frame_signal", {}) else "-"  # noqa: E731
+    cols.append(("token change, own frame f/c", f"{sig(b, 'fine')} / {sig(b, 'coarse')}", f"- / {sig(a, 'coarse')}"))
     cols.append(("|z_fine - z_coarse|", _fmt(b["diagnostics"].get("fine_coarse_token_diff")), "-"))
     cols.append(("q_static std", _fmt(b["q_static_std"]), _fmt(a["q_static_std"])))
     w0 = max(len(c[0]) for c in cols)

@@ -157,6 +157,37 @@ def test_glyph_lift_splits_frame_one_from_the_llm_queries():
     assert any(x.startswith("NOTE the fine pass finds the target in frame 1 only") for x in lines)
 
 
+def test_frame_signal_measures_what_a_token_carries_of_its_frame(model_store):
+    """Swapping one frame for another video's: no change when the videos are the same, a change
+    of the coarse token (q_static reads only its frame) when they differ; the verdict lines
+    flag a fine query that looks (lift) while its token barely moves."""
+    import torch
+
+    from fovea.model.build import build_model
+    from fovea.platform.config import ModelConfig
+    from fovea.platform.foveation_eval import frame_signal, verdicts
+    from fovea.platform.model_store import TINY_DINO, TINY_LLM
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO)).eval()
+    one = torch.randn(1, 3, 3, 224, 224)
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    same = frame_signal(model, one.expand(3, -1, -1, -1, -1).clone(), mask)
+    assert same["coarse"] == pytest.approx(0.0, abs=1e-6) and same["fine"] == pytest.approx(0.0, abs=1e-6)
+    differ = frame_signal(model, torch.randn(3, 3, 3, 224, 224), mask)
+    assert differ["coarse"] > 1e-3 and differ["fine"] > 1e-3
+    assert frame_signal(model, torch.randn(4, 3, 224, 224), mask[:1, :]) == {}  # packed frames: not measured
+
+    ev = {"baseline": {"loss_fine": 0.8, "loss_coarse": 0.99, "glyph_accuracy": 0.1, "exact_match": 0.0,
+                       "diagnostics": {"attn_entropy_fine": 2.1}, "attn_fine": {"lift": 5.5},
+                       "attn_coarse": {"lift": 4.8}, "frame_signal": {"fine": 0.05, "coarse": 0.07}},
+          "a6": {"loss": 0.28, "glyph_accuracy": 0.57, "exact_match": 0.1, "diagnostics": {},
+                 "attn_coarse": {"lift": 6.2}, "frame_signal": {"fine": 0.9, "coarse": 1.12}}}
+    _, lines = verdicts(ev, {"baseline": [{"step": 500, "attn_entropy_fine": 2.1}]}, LOG_N, {}, [], chance=0.125)
+    assert any(x.startswith("INFO token change") and "fine 5%" in x and "A6 coarse 112%" in x for x in lines)
+    assert any(x.startswith("NOTE the fine query looks at the glyph, but its token hardly changes") for x in lines)
+
+
 @pytest.mark.slow
 def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     """cpu-tiny preset with BUG-001 + BUG-002 reintroduced: report, verdict lines, MLflow parent
