@@ -94,10 +94,8 @@ from fovea.pipelines.glyph_task import GlyphTaskConfig, add_arguments, config_fr
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.foveation import failure_signatures
 from fovea.platform.foveation_presets import PRESETS, Preset
-from fovea.platform.foveation_eval import (
-    ARMS, _captions_csv, curves_png, evaluate_arm, format_report, heatmap_strip, load_eval_batches, verdicts,
-    warnings_from_rows,
-)
+from fovea.platform.foveation_eval import curves_png, evaluate_arm, heatmap_strip, load_eval_batches
+from fovea.platform.foveation_report import ARMS, captions_csv, format_report, verdicts, warnings_from_rows
 
 log = logging.getLogger("fovea.foveation_check")
 
@@ -393,7 +391,7 @@ def run_check(argv: list[str] | None = None) -> dict:
         report = format_report(st)
         st["report"] = report
         (out_dir / "report.txt").write_text(report + "\n")
-        (out_dir / "captions.csv").write_text(_captions_csv(evals))
+        (out_dir / "captions.csv").write_text(captions_csv(evals))
         summary = _summary(st)
         (out_dir / "report.json").write_text(json.dumps(summary, indent=1, default=str))
         for p in (heat, curves, out_dir / "report.txt", out_dir / "report.json", out_dir / "captions.csv"):

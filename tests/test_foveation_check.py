@@ -103,7 +103,7 @@ def _load_job(repo_root: Path):
 
 
 def test_verdicts():
-    from fovea.platform.foveation_eval import verdicts
+    from fovea.platform.foveation_report import verdicts
 
     def ev(loss_fine, loss_coarse, a6_loss, acc_b, acc_a, lift=6.0):
         diag = {"attn_entropy_fine": 4.0}
@@ -135,7 +135,8 @@ def test_glyph_lift_splits_frame_one_from_the_llm_queries():
     lift_first is high, lift_rest is below uniform, and the verdict lines say so."""
     import torch
 
-    from fovea.platform.foveation_eval import box_coverage, glyph_lift, verdicts
+    from fovea.platform.foveation_eval import box_coverage, glyph_lift
+    from fovea.platform.foveation_report import verdicts
 
     g, T = 16, 4
     # 4 x 4 patch cells, moving 3 cells right a frame (exact in binary: coverage is 0 or 1)
@@ -165,7 +166,8 @@ def test_frame_signal_measures_what_a_token_carries_of_its_frame(model_store):
 
     from fovea.model.build import build_model
     from fovea.platform.config import ModelConfig
-    from fovea.platform.foveation_eval import frame_signal, verdicts
+    from fovea.platform.foveation_eval import frame_signal
+    from fovea.platform.foveation_report import verdicts
     from fovea.platform.model_store import TINY_DINO, TINY_LLM
 
     torch.manual_seed(0)
@@ -210,6 +212,10 @@ def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     assert b["n_videos"] == a["n_videos"] > 0 and math.isfinite(b["loss_fine"]) and math.isfinite(b["loss_coarse"])
     assert math.isfinite(a["loss"]) and 0 <= b["exact_match"] <= 1 and 0 <= a["glyph_accuracy"] <= 1
     assert st["data_path"] == "preprocess"  # PyAV is here: the normal preprocessing path ran
+    # what the tokens carry of their own frame, and where the fine query looks by frame
+    assert set(b["frame_signal"]) == set(a["frame_signal"]) == {"fine", "coarse"}
+    assert "token change, own frame" in report and "INFO token change when only its own frame" in report
+    assert {"lift_first", "lift_rest"} <= set(b["attn_fine"]) and "INFO fine lift by frame" in report
 
     client = MlflowClient(st["tracking_uri"])
     parent = client.get_run(st["parent_run_id"])
