@@ -351,10 +351,7 @@ class FoveatedVLM(nn.Module):
         if fi.n == 0:
             return out
         cache = self.encoder.encode_patches(real_frames(frames, frame_mask))
-        q = self.q_static
-        if which == "fine":
-            vis_c = self.scatter_visual(self.visual_tokens(self.coarse_tokens(cache, fi)), fi, B)
-            q = self.shifted_queries(self.decoder(vis_c), fi)
+        q = self.fine_queries(cache, fi, B)[1] if which == "fine" else self.q_static
         _, w = self.encoder.query_pass(cache, q, return_attn=True)  # L x [n,H,1,Np]
         out[fi.b, fi.t] = torch.stack(w, dim=1)[:, :, :, 0].float()  # [n, L, H, Np]
         return out
@@ -365,9 +362,16 @@ class FoveatedVLM(nn.Module):
         coarse z_c [n,D] (q_static) and fine z_f [n,D] (the coarse_fine mode's shifted queries)."""
         fi = FrameIndex.from_mask(frame_mask)
         cache = self.encoder.encode_patches(real_frames(frames, frame_mask))
+        z_c, q_f = self.fine_queries(cache, fi, frame_mask.shape[0])
+        return z_c, self.encoder.query_pass(cache, q_f)
+
+    def fine_queries(self, cache: PatchCache, fi: FrameIndex, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse tokens z_c [n,D] and the fine queries made from them, q_f [n,Dq]: the coarse
+        LLM pass over the q_static read-outs, shifted by one frame (inference helpers only;
+        ``forward`` keeps the coarse sequence for its coarse loss)."""
         z_c = self.coarse_tokens(cache, fi)
-        vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, frame_mask.shape[0])
-        return z_c, self.encoder.query_pass(cache, self.shifted_queries(self.decoder(vis_c), fi))
+        vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B)
+        return z_c, self.shifted_queries(self.decoder(vis_c), fi)
 
     def generate(self, frames, frame_mask, prompt_ids, max_new_tokens: int = 48,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,

@@ -283,10 +283,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             t_wait = time.perf_counter()
             host = stream.next()
             window["wait"] += time.perf_counter() - t_wait
-            micro_samples += int(host["input_ids"].shape[0])
-            micro_frames += int(host["num_frames"].sum())
-            micro_cost += batch_cost(int(host["num_frames"].sum()), int(host["input_ids"].shape[0]),
-                                     int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
+            n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
+            micro_samples += n
+            micro_frames += frames
+            micro_cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
                                      cfg.data.llm_tokens_per_frame)
             batch = to_device(host, device)
             sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
