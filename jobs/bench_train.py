@@ -27,7 +27,9 @@ is a ratio measured side by side:
 Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
 steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
 figures are rates over its log windows (every 10 steps: total samples / total time; the
-per-window median is kept too), the first two windows skipped (warm-up, compilation):
+per-window median is kept too), the first two windows skipped (warm-up, compilation), and
+so are windows that hold profiled steps (``training.profile_steps=[a,b]`` among the overrides:
+the profiler slows its steps several-fold):
 
     samples/s, frames/s   all ranks together
     data wait             share of the window spent waiting for the next batch
@@ -198,6 +200,15 @@ def run_matrix_entry(name: str, shards: str, steps: int, budget: int, loader_wor
 
 # -- the real job on 1..N GPUs -------------------------------------------------------------
 
+def profiled_steps(overrides: list[str]) -> tuple[int, int] | None:
+    """``training.profile_steps=[a,b]`` among the overrides -> (a, b)."""
+    for o in overrides:
+        if o.replace(" ", "").startswith("training.profile_steps=["):
+            a, b = o.split("[", 1)[1].rstrip("]").split(",")
+            return int(a), int(b)
+    return None
+
+
 def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, loader_workers: int, compiled: bool,
                ckpt_dino: bool, name: str, runs: Path, extra: list[str], log_to: Path | None) -> dict:
     """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers.
@@ -220,26 +231,55 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
     rows = [json.loads(x) for x in mfile.read_text().splitlines()] if mfile.exists() else []
     if rc != 0 or not rows:
         raise RuntimeError(f"jobs/stage1.py failed (exit {rc}, {len(rows)} log windows); see {log_to}")
-    rows = [r for r in rows if "samples_per_s" in r][2:] or rows  # drop warm-up / compilation windows
-    med = lambda k: statistics.median(r[k] for r in rows if k in r) if any(k in r for r in rows) else float("nan")  # noqa: E731
-    # Token-budget batches hold 12..64 samples (long videos fill the frame budget sooner), so one
-    # window's samples/s swings with its mix; the figure is the whole measured span's rate.
-    span = sum(r.get("window_s", 0) for r in rows)
-    rate = lambda k: sum(r[k] * r["window_s"] for r in rows) / span if span else med(k)  # noqa: E731
     return {"path": "jobs/stage1.py" + (" +compile" if compiled else "") + (" +ckpt" if ckpt_dino else ""),
-            "gpus": gpus,
-            "samples_per_s": rate("samples_per_s"), "frames_per_s": rate("frames_per_s"),
+            "gpus": gpus, **summarize_windows(rows, profiled_steps(extra)),
+            "wall_s": time.time() - t0, "steps": steps, "batch": batch}
+
+
+def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None) -> dict:
+    """The figures of one run from its ``metrics.jsonl`` rows (one per log window).
+
+    Timed: every window after the first two (warm-up, compilation), except windows that hold
+    profiled steps. Rates are time-weighted over the timed span (token-budget batches hold
+    12..1000 samples, so one window's samples/s swings with its mix). ``steady_*``: the timed
+    windows with no (re)compilation in them and no epoch change during them -- a benchmark set
+    of 30k samples ends an epoch every ~45 steps on 2 GPUs, and each end brings the readers'
+    short tail batches (rank imbalance) and, once per process, new 0/1-size shapes to compile;
+    a real epoch (1M samples) has thousands of steps."""
+    rows = [r for r in rows if "samples_per_s" in r]
+    kept = [r for prev, r in zip([{"step": 0}] + rows, rows)  # a window covers steps prev+1 .. its step
+            if not (profiled and prev["step"] < profiled[1] and r["step"] >= profiled[0])]
+    timed = kept[2:] or kept
+    steady = [r for prev, r in zip(timed[:1] + timed, timed)
+              if r.get("compile_s_max", 0.0) == 0 and r.get("epoch") == prev.get("epoch")]
+    med = lambda k: statistics.median(r[k] for r in timed if k in r) if any(k in r for r in timed) else float("nan")  # noqa: E731
+
+    def rate(ws: list[dict], k: str) -> float:
+        span = sum(r["window_s"] for r in ws)
+        return sum(r[k] * r["window_s"] for r in ws) / span if span else float("nan")
+
+    # whole epochs after the first (which holds start-up and compilation): the same samples on
+    # any number of GPUs, so the ratio of two runs' times for one epoch is scaling on equal work
+    epoch_s = {int(r["epoch"]) - 1: r["epoch_s"] for r in rows if "epoch_s" in r and r["epoch"] >= 2}
+    return {"samples_per_s": rate(timed, "samples_per_s"), "frames_per_s": rate(timed, "frames_per_s"),
+            "epoch_s": epoch_s,
             "samples_per_s_window_median": med("samples_per_s"),
+            "steady_samples_per_s": rate(steady, "samples_per_s"), "steady_frames_per_s": rate(steady, "frames_per_s"),
+            "steady_windows": len(steady),
             "data_wait": med("data_wait_frac"), "data_wait_max": med("data_wait_frac_max"),
-            "compile_s": sum(r.get("compile_s_max", 0.0) for r in rows),
-            "rank_cost_imbalance": med("rank_cost_imbalance"), "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in rows), default=0),
-            "wall_s": time.time() - t0, "windows": len(rows), "steps": steps, "batch": batch,
-            "final_loss": rows[-1].get("loss")}
+            "compile_s": sum(r.get("compile_s_max", 0.0) for r in timed),
+            "rank_cost_imbalance": med("rank_cost_imbalance"),
+            "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in timed), default=0),
+            "windows": len(timed), "profiled_windows_left_out": len(rows) - len(kept),
+            "final_loss": timed[-1].get("loss") if timed else float("nan")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shards", required=True)
+    ap.add_argument("--shards", help="the reference-distribution shards (required unless --summarize)")
+    ap.add_argument("--summarize", nargs="+", metavar="GPUS:METRICS_JSONL", default=None,
+                    help="only summarise runs already made (also ones cut off before the end) from their "
+                         "metrics.jsonl, e.g. 1:runs/bench/.../bench-ref-1gpu/metrics.jsonl 2:...")
     ap.add_argument("--shards64", default=None, help="the fixed 64-frame worst case (1 GPU, stage1 job)")
     ap.add_argument("--matrix", action="store_true", help="the 1-GPU side-by-side paths first")
     ap.add_argument("--matrix-steps", type=int, default=20)
@@ -260,6 +300,8 @@ def main() -> None:
     ap.add_argument("--log", default=None, help="append the stage1 jobs' output here")
     ap.add_argument("overrides", nargs="*", help="extra config overrides (matrix and stage1 runs)")
     a = ap.parse_args()
+    if not a.shards and not a.summarize:
+        ap.error("--shards is required (or --summarize)")
 
     import torch
     from transformers import AutoConfig
@@ -281,6 +323,15 @@ def main() -> None:
         if a.out:
             Path(a.out).write_text(json.dumps(results, indent=2))
 
+    for item in a.summarize or []:
+        gpus, _, path = item.partition(":")
+        if not gpus.isdigit() or not Path(path).is_file():
+            ap.error(f"--summarize {item!r}: expected GPUS:METRICS_JSONL with an existing file")
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        add({"path": "jobs/stage1.py metrics", "gpus": int(gpus), "batch": a.batch,
+             **summarize_windows(rows, profiled_steps(a.overrides))}, "ref")
+    if a.summarize:
+        a.gpus, a.matrix = "", False
     if a.matrix:
         for name in a.paths.split(","):
             if name not in MATRIX:
@@ -294,7 +345,8 @@ def main() -> None:
     by_path = {r["path"]: r["samples_per_s"] for r in results}
     compiled = a.compile == "on" or (a.compile == "auto" and
                                      by_path.get("compiled-b64", 0) > by_path.get("eager-b64", float("inf")))
-    print(f"stage1 runs: training.compile={compiled}", flush=True)
+    if a.gpus:
+        print(f"stage1 runs: training.compile={compiled}", flush=True)
     sets = [("ref", a.shards, a.steps)] + ([("64", a.shards64, a.steps64)] if a.shards64 else [])
     for label, shards, steps in sets:
         for g in [int(x) for x in a.gpus.split(",") if x]:
@@ -306,7 +358,9 @@ def main() -> None:
             except Exception as e:
                 print(f"stage1 {label} {g} GPU: FAILED {e}", flush=True)
 
-    print(f"\n{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")
+    where = "summarised from metrics files" if a.summarize else (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    print(f"\n{where}")
     print(f"{'dist':5s} {'gpus':>4s} {'path':26s} {'batch':>5s} {'samples/s':>10s} {'frames/s':>9s} {'wait':>6s} "
           f"{'mem GB':>7s} {'MFU':>6s}")
     for r in results:
@@ -320,7 +374,14 @@ def main() -> None:
     one = next((r for r in results if r["gpus"] == 1 and r["path"].startswith("jobs/") and r["dist"] == "ref"), None)
     two = next((r for r in results if r["gpus"] == 2 and r["path"].startswith("jobs/") and r["dist"] == "ref"), None)
     if one and two:
-        print(f"scaling 1 -> 2 GPUs: {two['samples_per_s'] / one['samples_per_s']:.2f}x")
+        print(f"scaling 1 -> 2 GPUs: {two['samples_per_s'] / one['samples_per_s']:.2f}x samples/s, "
+              f"{two['frames_per_s'] / one['frames_per_s']:.2f}x frames/s (timed span); steady windows "
+              f"({one['steady_windows']} and {two['steady_windows']}): "
+              f"{two['steady_samples_per_s'] / one['steady_samples_per_s']:.2f}x samples/s, "
+              f"{two['steady_frames_per_s'] / one['steady_frames_per_s']:.2f}x frames/s")
+        for e in sorted(set(one["epoch_s"]) & set(two["epoch_s"])):
+            print(f"  epoch {e} (the same samples): {one['epoch_s'][e]:.1f} s on 1 GPU, {two['epoch_s'][e]:.1f} s on 2: "
+                  f"{one['epoch_s'][e] / two['epoch_s'][e]:.2f}x")
 
 
 if __name__ == "__main__":

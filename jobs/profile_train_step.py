@@ -18,24 +18,6 @@ import contextlib
 import time
 
 
-def gpu_busy_us(events) -> tuple[float, int]:
-    """(microseconds in which some kernel/copy ran on the GPU, number of such activities).
-
-    The union of the device-side intervals: summing the table's self CUDA times would count a
-    Triton kernel twice (its launcher op and the kernel both carry it) and overlaps twice."""
-    from torch.autograd import DeviceType
-
-    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA)
-    busy, end = 0.0, float("-inf")
-    for s, e in spans:
-        if s > end:
-            busy += e - s
-        elif e > end:
-            busy += e - end
-        end = max(end, e)
-    return busy, len(spans)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", required=True)
@@ -53,6 +35,8 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from bench_train import bench_setup, train_step  # jobs/bench_train.py, this script's folder
+
+    from fovea.platform.step_profiler import device_busy, kernel_spans
 
     model, opt, it, dev = bench_setup(a.shards, a.batch, a.frames_per_batch, a.loader_workers, a.overrides,
                                       compiled=a.compile)
@@ -75,7 +59,8 @@ def main() -> None:
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
-    gpu_us, kernels = gpu_busy_us(prof.events())
+    busy = device_busy(kernel_spans(prof.events()))
+    gpu_us, kernels = busy["busy"], busy["activities"]
     lines = [
         f"{torch.cuda.get_device_name(0)}, batch {a.batch} (<= {a.frames_per_batch} frames), compile={a.compile}",
         f"{a.steps} steps: {samples} samples, {frames} frames; wall {1000 * wall / a.steps:.1f} ms/step, "

@@ -263,10 +263,11 @@ class ShardStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, shards, data_cfg, *, rank, world_size, epoch, seed, shuffle=True, stream="vision",
-                 skip=None, max_samples=None, budget=True):
+                 skip=None, max_samples=None, budget=True, read_done=None):
         self.shards, self.cfg, self.rank, self.world_size = list(shards), data_cfg, rank, world_size
         self.epoch, self.seed, self.shuffle, self.stream = epoch, seed, shuffle, stream
         self.skip, self.max_samples, self.budget = skip, max_samples, budget
+        self.read_done = read_done  # a shared counter: +1 when a worker has read its last sample
 
     def _raw(self, shards):
         import webdataset as wds
@@ -293,7 +294,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             raw = (s for i, s in _take(enumerate(self._raw(shards)), cap)
                    if i % self.world_size == self.rank and (i // self.world_size) % W == w)
         args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
-        samples = (parse_raw(s, *args) for s in raw)
+        samples = (parse_raw(s, *args) for s in _count_end(raw, self.read_done))
         rng = random.Random(f"{self.seed}/{self.epoch}/{self.stream}/{self.rank}/{w}")
         if self.shuffle and cfg.shuffle_buffer > 1:
             samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
@@ -313,6 +314,15 @@ class ShardStream(torch.utils.data.IterableDataset):
                     log.warning("skipping sample %s: %s", s.key, e)
             if loaded:
                 yield collate(loaded, packed=self.shuffle and cfg.packed_frames)
+
+
+def _count_end(it, counter):
+    """``it``, then ``counter += 1`` once it is exhausted (the worker's remaining batches are
+    in its shuffle and packing buffers and the DataLoader's prefetch queue)."""
+    yield from it
+    if counter is not None:
+        with counter.get_lock():
+            counter.value += 1
 
 
 def _take(it, n):
@@ -355,6 +365,14 @@ class TrainLoader:
         self.text_shards = expand_shards(data_cfg.text_shards) if data_cfg.text_ratio > 0 else []
         if data_cfg.text_ratio > 0 and data_cfg.text_shards and not self.text_shards:
             raise FileNotFoundError(f"no shards match data.text_shards={data_cfg.text_shards}")
+        self._read_done = None  # shared with the vision stream's workers once iter() starts them
+
+    def reading_done(self) -> bool:
+        """Whether every DataLoader worker has read the last sample of its shards: the epoch's
+        remaining batches are already in the workers' buffers and prefetch queue. (The trainer's
+        ``Stream`` then opens the next epoch while these batches train.)"""
+        W = self.cfg.num_workers
+        return bool(W) and self._read_done is not None and self._read_done.value >= W
 
     def _text_batches(self, skip: int):
         """Endless text batches (main process); reshuffled every time the shards run out."""
@@ -381,8 +399,10 @@ class TrainLoader:
         n_vis = self.start_batch - n_text
         W = max(1, cfg.num_workers)
         skip = [len(range(w, n_vis, W)) for w in range(W)]
+        if cfg.num_workers:  # a counter in shared memory, handed to the workers as they start
+            self._read_done = multiprocessing.get_context("forkserver").Value("i", 0)
         vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
-                             seed=self.seed, skip=skip)
+                             seed=self.seed, skip=skip, read_done=self._read_done)
         # iter() starts the DataLoader workers now, not at the first next(): a loader opened
         # ahead of time (platform.train_loop.Stream) prefetches while the last epoch finishes.
         vis = iter(_dataloader(vision, cfg.num_workers))

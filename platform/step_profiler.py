@@ -3,36 +3,90 @@ every rank of the real job (1 or N GPUs, or CPU), to see what bounds a step.
 
     python jobs/stage1.py --config stage1_135m cluster.num_workers=2 "training.profile_steps=[60,64]"
 
-Each rank writes ``<run dir>/profile/rank<r>.txt``: a summary line, then the top ops by self
-device time (CUDA) or self CPU time. The summary splits the device time of the window, in
-this form (figures made up):
+Each rank writes ``<run dir>/profile/rank<r>.txt``: two summary lines, then the top ops by
+self device time (CUDA) or self CPU time. On a GPU, in this form (figures made up):
 
-    wall 2.71 s for 5 steps | device busy 1.83 s (67.5 %): comm 0.06 s, matmul 0.92 s, other 0.85 s
+    wall 2.71 s for 3 steps | GPU busy 1.83 s (67.5 %): compute 1.80 s, comm 0.21 s, comm not under compute 0.03 s
+    host: process CPU 3.10 s (114 % of wall, all threads), 4260 GPU activities/step
 
-``device busy`` is the sum of kernel times (overlapping streams counted twice, so an upper
-bound; comm = NCCL / gloo collectives); wall minus busy is time the GPU sat idle: host overhead
-(kernel launches, Python, the data wait) or waiting on the other ranks. Ranks that differ a
-lot in busy time are imbalanced.
+``GPU busy`` is the union of the kernel and copy intervals (``device_busy``; the table's self
+CUDA times would count a Triton kernel twice, under its launcher op and as the kernel, and a
+profiler annotation such as ``DistributedDataParallel.forward`` as busy). comm = NCCL / gloo
+kernels. Wall minus busy is time the GPU sat idle: the host (kernel launches, Python, the data
+wait) or waiting for another rank; a process CPU share near or above 100 % with a low GPU busy
+share means the step is bound by the host. ``comm not under compute`` is the all-reduce time no
+compute kernel overlapped (a lower bound on what DDP's communication adds to a step; a rank's
+NCCL kernels also spin while they wait for the slower rank, so comm is larger on the faster one).
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
 import torch
 
 _COMM = ("nccl", "gloo", "all_reduce", "allreduce", "c10d")
-_MATMUL = ("gemm", "matmul", "mm", "cutlass", "sm90_xmma", "nvjet")
 
 
-def _kind(name: str) -> str:
+def _is_comm(name: str) -> bool:
     n = name.lower()
-    if any(k in n for k in _COMM):
-        return "comm"
-    if any(k in n for k in _MATMUL):
-        return "matmul"
-    return "other"
+    return any(k in n for k in _COMM)
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint intervals covering ``spans``."""
+    out: list[tuple[float, float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(e - s for s, e in spans)
+
+
+def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Total length of the intersection of two disjoint sorted interval lists."""
+    i = j = 0
+    tot = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        tot += max(0.0, hi - lo)
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tot
+
+
+def device_busy(spans: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Union lengths of device activity ``(name, start, end)`` (any unit): ``busy`` (any
+    kernel), ``compute`` (non-collective kernels), ``comm`` (collectives), ``comm_exposed``
+    (collective time with no compute kernel running) and ``activities`` (count)."""
+    comp = _union([(s, e) for n, s, e in spans if not _is_comm(n)])
+    comm = _union([(s, e) for n, s, e in spans if _is_comm(n)])
+    comm_len = _length(comm)
+    return {"busy": _length(_union([(s, e) for _, s, e in spans])), "compute": _length(comp), "comm": comm_len,
+            "comm_exposed": comm_len - _overlap(comm, comp), "activities": float(len(spans))}
+
+
+def kernel_spans(events) -> list[tuple[str, float, float]]:
+    """The device-side activities (kernels, copies, memsets) of a profile's ``events()``, in
+    microseconds; profiler annotations (``gpu_user_annotation``) are not activities."""
+    from torch.autograd import DeviceType
+
+    return [(e.name, e.time_range.start, e.time_range.end) for e in events
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class StepProfiler:
@@ -41,7 +95,7 @@ class StepProfiler:
 
     def __init__(self, steps: tuple[int, int] | None, out_dir: Path, rank: int, device: torch.device):
         self.steps, self.out_dir, self.rank, self.device = steps, out_dir, rank, device
-        self._prof, self._t0 = None, 0.0
+        self._prof, self._t0, self._cpu0 = None, 0.0, 0.0
 
     def before_step(self, step: int) -> None:
         if self.steps and self._prof is None and step + 1 == self.steps[0]:
@@ -51,27 +105,30 @@ class StepProfiler:
                 torch.cuda.synchronize(self.device)
             self._prof = torch.profiler.profile(activities=acts)
             self._prof.__enter__()
-            self._t0 = time.perf_counter()
+            self._t0, self._cpu0 = time.perf_counter(), _cpu_seconds()
 
     def after_step(self, step: int) -> Path | None:
         if self._prof is None or step != self.steps[1]:
             return None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        wall = time.perf_counter() - self._t0
+        wall, cpu = time.perf_counter() - self._t0, _cpu_seconds() - self._cpu0
         self._prof.__exit__(None, None, None)
-        events, self._prof = self._prof.key_averages(), None
-        cuda = self.device.type == "cuda"
-        attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-        by_kind = {"comm": 0.0, "matmul": 0.0, "other": 0.0}
-        for e in events:
-            by_kind[_kind(e.key)] += getattr(e, attr, 0.0) / 1e6  # us -> s
-        busy = sum(by_kind.values())
+        prof, self._prof = self._prof, None
         n = self.steps[1] - self.steps[0] + 1
-        what = "device" if cuda else "cpu (self op time)"
-        summary = (f"wall {wall:.2f} s for {n} steps | {what} busy {busy:.2f} s ({busy / wall:.1%}): "
-                   + ", ".join(f"{k} {v:.2f} s" for k, v in by_kind.items()))
-        table = events.table(sort_by=attr, row_limit=40)
+        cuda = self.device.type == "cuda"
+        summary = f"wall {wall:.2f} s for {n} steps | "
+        if cuda:
+            b = device_busy(kernel_spans(prof.events()))
+            sec = {k: b[k] / 1e6 for k in ("busy", "compute", "comm", "comm_exposed")}  # us -> s
+            summary += (f"GPU busy {sec['busy']:.2f} s ({sec['busy'] / wall:.1%}): compute {sec['compute']:.2f} s, "
+                        f"comm {sec['comm']:.2f} s, comm not under compute {sec['comm_exposed']:.2f} s\n"
+                        f"host: process CPU {cpu:.2f} s ({cpu / wall:.0%} of wall, all threads), "
+                        f"{b['activities'] / n:.0f} GPU activities/step")
+        else:
+            summary += f"process CPU {cpu:.2f} s ({cpu / wall:.0%} of wall, all threads)"
+        events = prof.key_averages()
+        table = events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=40)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"rank{self.rank}.txt"
         path.write_text(f"rank {self.rank}, steps {self.steps[0]}..{self.steps[1]}\n{summary}\n\n{table}\n")

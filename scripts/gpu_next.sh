@@ -9,7 +9,8 @@
 #     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
 #                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
 #                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
-#                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too)
+#                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too;
+#                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -38,11 +39,18 @@ for section in "$@"; do
         --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --compile --out "$OUT/profile.txt" \
         $( [ "${CKPT:-0}" = 1 ] && echo model.gradient_checkpointing=dino ) 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     bench12)
-      timeout ${BENCH_TIMEOUT:-190} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
+      { nproc; lscpu | grep -E "^(Model name|Thread|Core|Socket)"; } >>"$log" 2>&1
+      # what the CPUs do during the first run (after its compilation): per-process CPU shares
+      (sleep ${TOP_AT:-150}; top -b -n 1 -w 200 | head -40 >"$OUT/top.txt") &
+      # BENCH_TIMEOUT counts from the section's start, shard generation included, so that the
+      # copying below still runs inside a caller's limit of BENCH_TIMEOUT + ~30 s
+      timeout $(( ${BENCH_TIMEOUT:-190} - ($(date +%s) - t0) )) python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
         --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers ${LOADER_WORKERS:-8} \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
         --runs ${RUNS:-/tmp/runs} --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log"
+      grep -m 12 -E "NCCL INFO (Channel 00|.*via (P2P|SHM|NET))|NCCL INFO comm .* nRanks" "$OUT/bench12_job.log" \
+        >>"$log" 2>/dev/null  # with NCCL_DEBUG=INFO: the transport between the GPUs
       for m in ${RUNS:-/tmp/runs}/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
         [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"
         for p in "$(dirname "$m")"/profile/rank*.txt; do  # BENCH_ARGS="training.profile_steps=[60,64]"

@@ -63,6 +63,9 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert all(r["data_wait_frac_max"] >= r["data_wait_frac"] - 1e-12 and r["compile_s_max"] == 0 for r in rows)
     # 2 ranks with their own token-budget batches: the costlier rank of a step is >= the mean
     assert all(r["rank_cost_imbalance"] >= 1.0 for r in rows) and any(r["rank_cost_imbalance"] > 1.0 for r in rows)
+    # once an epoch is whole, rank 0 logs how long it took (bench_train's equal-work figure uses epochs >= 1)
+    assert all(("epoch_s" in r) == (r["epoch"] >= 1) for r in rows) and rows[-1]["epoch"] >= 2
+    assert all(r["epoch_s"] > 0 for r in rows if "epoch_s" in r)
     # training.profile_steps: each rank profiled steps 3..4 and wrote its op table
     for r in (0, 1):
         text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
@@ -91,6 +94,17 @@ def test_cost_imbalance_is_the_slowest_rank_over_the_mean():
     assert cost_imbalance([[10.0, 10.0], [10.0, 20.0]]) == (10 + 20) / (10 + 15)
     assert cost_imbalance([[5.0, 7.0]]) == 1.0  # one rank: nothing to wait for
     assert cost_imbalance([[3.0, 3.0], [3.0, 3.0]]) == 1.0
+
+
+def test_device_busy_is_the_union_of_kernel_intervals():
+    from fovea.platform.step_profiler import device_busy
+
+    spans = [("nvjet_gemm", 0, 10), ("triton_poi_fused_gelu", 5, 12),   # overlap: busy 0..12
+             ("ncclDevKernel_AllReduce_Sum_f32", 11, 20),              # 1 us under compute, 8 exposed
+             ("Memcpy HtoD", 30, 32)]
+    b = device_busy(spans)
+    assert b == {"busy": 22.0, "compute": 14.0, "comm": 9.0, "comm_exposed": 8.0, "activities": 4.0}
+    assert device_busy([])["busy"] == 0.0
 
 
 def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
@@ -152,3 +166,39 @@ def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
     assert w1.keys() == w2.keys()
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k
+
+
+def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_root, tmp_path):
+    """jobs/bench_train.py's summary of a run's metrics.jsonl: windows that hold profiled steps
+    are not timed, ``steady_*`` skips windows with compilation or an epoch change, and whole
+    epochs after the first give the equal-work time; ``--summarize`` prints the scaling."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(repo_root / "jobs"))
+    from bench_train import summarize_windows
+
+    def win(step, sps, epoch, compile_s=0.0, **kw):
+        return {"step": step, "samples_per_s": sps, "frames_per_s": 7 * sps, "window_s": 10.0,
+                "compile_s_max": compile_s, "epoch": epoch, "data_wait_frac": 0.0, "data_wait_frac_max": 0.0,
+                "rank_cost_imbalance": 1.0, **kw}
+
+    rows = [win(10, 1, 0, 60.0), win(20, 50, 0, 5.0), win(30, 100, 0), win(40, 100, 0, 2.0),
+            win(50, 10, 0), win(60, 100, 1, epoch_s=55.0), win(70, 100, 1, epoch_s=55.0),
+            win(80, 100, 2, epoch_s=20.0)]
+    s = summarize_windows(rows, profiled=(45, 46))  # steps 45..46 fall in the window ending at 50
+    assert s["profiled_windows_left_out"] == 1 and s["windows"] == 5  # 30, 40, 60, 70, 80
+    assert s["samples_per_s"] == pytest.approx(100.0) and s["compile_s"] == 2.0
+    assert s["steady_windows"] == 2 and s["steady_samples_per_s"] == pytest.approx(100.0)  # 30 and 70
+    assert s["epoch_s"] == {1: 20.0}  # epoch 0 holds start-up and compilation
+
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    one.write_text("\n".join(json.dumps(r) for r in rows))
+    two.write_text("\n".join(json.dumps({**r, "samples_per_s": 1.8 * r["samples_per_s"],
+                                         "frames_per_s": 1.8 * r["frames_per_s"],
+                                         **({"epoch_s": r["epoch_s"] / 1.9} if "epoch_s" in r else {})})
+                             for r in rows))
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
+                          f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
+    assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out, out
+    assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
