@@ -13,8 +13,9 @@ self device time (CUDA) or self CPU time. On a GPU, in this form (figures made u
 CUDA times would count a Triton kernel twice, under its launcher op and as the kernel, and a
 profiler annotation such as ``DistributedDataParallel.forward`` as busy). comm = NCCL / gloo
 kernels. Wall minus busy is time the GPU sat idle: the host (kernel launches, Python, the data
-wait) or waiting for another rank; a process CPU share near or above 100 % with a low GPU busy
-share means the step is bound by the host. ``comm not under compute`` is the all-reduce time no
+wait) or waiting for another rank. A low GPU busy share with the process CPU near 100 % points
+at the host (but a host blocked in a CUDA sync spins too, so CPU time alone proves nothing).
+``comm not under compute`` is the all-reduce time no
 compute kernel overlapped (a lower bound on what DDP's communication adds to a step; a rank's
 NCCL kernels also spin while they wait for the slower rank, so comm is larger on the faster one).
 """

@@ -202,3 +202,29 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
                           f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
     assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out, out
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
+
+
+def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
+    """jobs/bench_memory.py: the bytes autograd keeps for backward, by phase, on one real batch;
+    DINOv2 checkpointing shrinks the patch pass to its blocks' inputs, full checkpointing the LLM
+    passes to their layers' inputs."""
+    import subprocess
+    import sys
+
+    saved = {}
+    for ckpt in ("false", "dino", "true"):
+        out = tmp_path / f"{ckpt}.json"
+        subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_memory.py"), "--shards", shards["train"],
+                        "--budget", "40", "--json", str(out), "model.llm=fovea/tiny-llama",
+                        "model.dino=fovea/tiny-dinov2", f"model.gradient_checkpointing={ckpt}"],
+                       check=True, capture_output=True, text=True)
+        r = json.loads(out.read_text())
+        assert r["frames"] > 0 and r["budget_units"] >= r["frames"]
+        saved[ckpt] = r["saved_bytes"]
+    assert {"DINOv2 patch pass", "query pass 1", "query pass 2", "LLM pass 1", "LLM pass 2",
+            "LM head + loss"} <= set(saved["false"])
+    assert all(v > 0 for v in saved["false"].values())
+    assert saved["dino"]["DINOv2 patch pass"] < 0.5 * saved["false"]["DINOv2 patch pass"]
+    assert saved["dino"]["LLM pass 2"] == saved["false"]["LLM pass 2"]
+    assert saved["true"]["LLM pass 2"] < 0.5 * saved["dino"]["LLM pass 2"]
+    assert saved["true"]["DINOv2 patch pass"] == saved["dino"]["DINOv2 patch pass"]
