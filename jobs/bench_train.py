@@ -260,6 +260,7 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None)
 
     # whole epochs after the first (which holds start-up and compilation): the same samples on
     # any number of GPUs, so the ratio of two runs' times for one epoch is scaling on equal work
+    # (an epoch that holds profiled steps is slower by the profiler's cost)
     epoch_s = {int(r["epoch"]) - 1: r["epoch_s"] for r in rows if "epoch_s" in r and r["epoch"] >= 2}
     return {"samples_per_s": rate(timed, "samples_per_s"), "frames_per_s": rate(timed, "frames_per_s"),
             "epoch_s": epoch_s,

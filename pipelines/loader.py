@@ -404,7 +404,7 @@ class TrainLoader:
         vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
                              seed=self.seed, skip=skip, read_done=self._read_done)
         # iter() starts the DataLoader workers now, not at the first next(): a loader opened
-        # ahead of time (platform.train_loop.Stream) prefetches while the last epoch finishes.
+        # ahead of time (platform.batch_stream.Stream) prefetches while the last epoch finishes.
         vis = iter(_dataloader(vision, cfg.num_workers))
         return self._batches(vis, coin, ratio, n_vis, n_text)
 

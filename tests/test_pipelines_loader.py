@@ -219,13 +219,13 @@ def test_eval_loader_is_deterministic_and_split(tmp_path):
 
 
 def test_stream_opens_next_epoch_early_and_keeps_batches(tmp_path):
-    """platform.train_loop.Stream opens the next epoch's loader before the current epoch ends
+    """platform.batch_stream.Stream opens the next epoch's loader before the current epoch ends
     (workers start while the epoch finishes): in the first epoch once the workers have read
     every sample, later ``lookahead`` batches before the end; the batch sequence over epochs
     equals loading each epoch on its own."""
     from fovea.pipelines.loader import build_train_loader
     from fovea.platform.config import load_config
-    from fovea.platform.train_loop import Stream
+    from fovea.platform.batch_stream import Stream
 
     make_shards(tmp_path / "s", 24, 12)
     cfg = load_config(None, [f"data.train_shards=['{tmp_path}/s/train-*.tar']", "data.batch_size=2",
