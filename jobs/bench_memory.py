@@ -5,15 +5,16 @@
     python jobs/bench_memory.py --shards 'data/bench/ref/train-*.tar' [--budget 96] \\
         [--project 1536,3072] [model.gradient_checkpointing=dino ...]
 
-Runs the forward pass of a few real token-budget batches (the stage1_135m model, bf16 autocast as on
-a GPU, ``data.llm_tokens_per_frame=64``) and counts every tensor autograd saves for backward
-(``torch.autograd.graph.saved_tensors_hooks``), once per storage and never a parameter, under
-the phase that saved it: the DINOv2 patch pass, the query passes, the LLM passes, the LM head
-and loss. Inputs held by a gradient-checkpointed region (``torch.utils.checkpoint``) count too:
-they stay alive until backward. The batches' cost in budget units (``pipelines.loader.batch_cost``:
-frames + padded LLM rows / 64) scales every term, so the step's saved activations at a budget
-of U units are projected as U x (bytes per unit), plus the fixed training state: fp32
-parameters, gradients and AdamW's two moments (16 bytes a parameter).
+Runs the forward pass of a few real token-budget batches (the stage1_135m model, bf16
+autocast as on a GPU, ``data.llm_tokens_per_frame=64``) and counts every tensor autograd saves
+for backward (``torch.autograd.graph.saved_tensors_hooks``), once per storage and never a
+parameter, under the phase that saved it: the DINOv2 patch pass, the query passes, the LLM
+passes, the LM head and loss. Inputs held by a gradient-checkpointed region
+(``torch.utils.checkpoint``) count too: they stay alive until backward. The batches' cost in
+budget units (``pipelines.loader.batch_cost``: frames + padded LLM rows / 64) scales every
+term, so the step's saved activations at a budget of U units are projected as U x (bytes per
+unit), plus the fixed training state: fp32 parameters, gradients and AdamW's two moments
+(16 bytes a parameter).
 
 What it leaves out: transient buffers of backward (the largest: the gradient of the logits,
 a recomputed checkpointed block), the allocator's fragmentation, CUDA context. So the
