@@ -36,9 +36,9 @@ import torch.distributed as dist
 
 from fovea.pipelines.loader import batch_cost
 from fovea.platform import checkpoints as ck
+from fovea.platform.batch_stream import Stream
 from fovea.platform.collectives import (all_max, all_mean, all_sum, compile_seconds, gather_objects,
                                         rank_cost_imbalance, world_info)
-from fovea.platform.batch_stream import Stream
 from fovea.platform.config import RunConfig
 from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
@@ -314,9 +314,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics["oom_skipped"] = float(oom_skips)
             metrics["nonfinite_skipped"] = float(nonfinite_skips)
             metrics["epoch"] = float(stream.epoch)
-            if stream.epoch_s is not None and rank == 0:  # DDP keeps the ranks in step
-                metrics["epoch_s"] = stream.epoch_s
             if rank == 0:
+                if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
+                    metrics["epoch_s"] = stream.epoch_s
                 tracker.log_metrics(metrics, step)
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, **metrics}) + "\n")
