@@ -101,6 +101,11 @@ class FrameIndex:
         return cls(b=b, t=t, rank=rank, n_vis=n_vis, first=first, Tv=Tv)
 
 
+def _phase(name: str):
+    """A phase of the forward for the training profiler's timeline (platform/step_timeline.py)."""
+    return torch.profiler.record_function("fovea/" + name)
+
+
 def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     """The n real frames in flat order (b-major, t): [n,3,H,W].
 
@@ -281,27 +286,33 @@ class FoveatedVLM(nn.Module):
         B = input_ids.shape[0]
         lam = float(self.cfg.lambda_coarse)
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
-        fi = FrameIndex.from_mask(frame_mask)
-        targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
-        text_emb = self.embed_tokens(input_ids)  # [B, S, d]
-        cache = self.encoder.encode_patches(real_frames(frames, frame_mask)) if fi.n else None  # 12x2x[n,H,Np,hd]
+        with _phase("frame_index"):
+            fi = FrameIndex.from_mask(frame_mask)
+            targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
+            text_emb = self.embed_tokens(input_ids)  # [B, S, d]
+        with _phase("encode_patches"):
+            cache = self.encoder.encode_patches(real_frames(frames, frame_mask)) if fi.n else None  # 12x2x[n,H,Np,hd]
         nan = torch.full((), float("nan"), device=input_ids.device)
 
-        z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
-                                                or return_diagnostics) else None  # [n, D]
+        with _phase("coarse_query"):
+            z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
+                                                    or return_diagnostics) else None  # [n, D]
         vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B) if z_c is not None else None
         q_f = z_f = None
         loss_fine, loss_coarse, logits = nan, nan, None
 
         if mode == "coarse_fine":
             if cache is not None:
-                h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
-                q_f = self.shifted_queries(h_c, fi)  # [n, Dq]
-                z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
+                with _phase("coarse_llm"):
+                    h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
+                with _phase("fine_query"):
+                    q_f = self.shifted_queries(h_c, fi)  # [n, Dq]
+                    z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
                 vis_f = self.scatter_visual(self.visual_tokens(z_f), fi, B)
             else:
                 vis_f = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-            loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits)
+            with _phase("fine_text"):
+                loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits)
         elif mode == "autoregressive":
             from .generation import autoregressive_hidden
 
@@ -318,7 +329,7 @@ class FoveatedVLM(nn.Module):
                 if vis_c is None:
                     vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
                 ctx = contextlib.nullcontext() if lam > 0 else torch.no_grad()
-                with ctx:
+                with ctx, _phase("coarse_text"):
                     loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, return_logits=False)
             # compute_coarse=False with lambda > 0 (e.g. evaluation): loss = fine loss alone
             loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine

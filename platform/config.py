@@ -157,8 +157,14 @@ class ClusterConfig(_Section):
     max_failures: int = Field(2, ge=0)
     # DDP's search for parameters a step left unused (a graph walk after every forward, and
     # an error where it is off but a parameter went unused). auto: on where a step can leave
-    # some unused (text-only batches, data.text_ratio > 0; coarse_only); see find_unused().
+    # some unused (text-only batches, data.text_ratio > 0; coarse_only); see platform/ddp.py find_unused().
     ddp_find_unused: Literal["auto", True, False] = "auto"
+    # DDP's gradient all-reduce (platform/ddp.py): bucket size; gradients as views into the
+    # buckets (no copy into them, one gradient-sized buffer less); the dtype on the wire
+    # (bf16: half the bytes, gradients rounded to bf16 before they are averaged).
+    ddp_bucket_mb: float = Field(25.0, gt=0)
+    ddp_bucket_view: bool = False
+    ddp_comm_dtype: Literal["fp32", "bf16"] = "fp32"
     storage_path: str | None = None  # None -> <runs_dir>/ray
 
 

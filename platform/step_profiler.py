@@ -18,11 +18,17 @@ at the host (but a host blocked in a CUDA sync spins too, so CPU time alone prov
 ``comm not under compute`` is the all-reduce time no
 compute kernel overlapped (a lower bound on what DDP's communication adds to a step; a rank's
 NCCL kernels also spin while they wait for the slower rank, so comm is larger on the faster one).
+
+Then a per-phase table of where the GPU sat idle (platform/step_timeline.py); beside the text,
+the steps' Chrome trace, ``rank<r>_trace.json.gz`` (chrome://tracing, ui.perfetto.dev).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -85,6 +91,12 @@ def kernel_spans(events) -> list[tuple[str, float, float]]:
             if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
 
 
+def phase(name: str):
+    """Mark a phase of the step for the profiler's timeline (``fovea/<name>``; ~1 us when
+    no profiler runs)."""
+    return torch.profiler.record_function("fovea/" + name)
+
+
 def _cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -131,6 +143,20 @@ class StepProfiler:
         events = prof.key_averages()
         table = events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=40)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        timeline = self._timeline(prof, n)
         path = self.out_dir / f"rank{self.rank}.txt"
-        path.write_text(f"rank {self.rank}, steps {self.steps[0]}..{self.steps[1]}\n{summary}\n\n{table}\n")
+        path.write_text(f"rank {self.rank}, steps {self.steps[0]}..{self.steps[1]}\n{summary}\n\n{timeline}\n\n{table}\n")
         return path
+
+    def _timeline(self, prof, steps: int) -> str:
+        """Write the Chrome trace (``rank<r>_trace.json.gz``, for chrome://tracing or Perfetto)
+        and return its per-phase summary (platform/step_timeline.py)."""
+        from fovea.platform.step_timeline import format_summary, timeline_summary
+
+        raw = self.out_dir / f"rank{self.rank}_trace.json"
+        prof.export_chrome_trace(str(raw))
+        trace = json.loads(raw.read_text())
+        with raw.open("rb") as f, gzip.open(raw.with_suffix(".json.gz"), "wb", compresslevel=6) as g:
+            shutil.copyfileobj(f, g)
+        raw.unlink()
+        return format_summary(timeline_summary(trace, steps))

@@ -40,9 +40,10 @@ from fovea.platform.batch_stream import Stream
 from fovea.platform.collectives import (all_max, all_mean, all_sum, compile_seconds, gather_objects,
                                         rank_cost_imbalance, world_info)
 from fovea.platform.config import RunConfig
+from fovea.platform.ddp import wrap_ddp
 from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
-from fovea.platform.step_profiler import StepProfiler
+from fovea.platform.step_profiler import StepProfiler, phase
 
 log = logging.getLogger("fovea.train")
 
@@ -50,14 +51,6 @@ TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mas
 
 
 # -- small helpers -------------------------------------------------------------------
-
-def find_unused(cfg: RunConfig) -> bool:
-    """DDP find_unused_parameters: a text-only batch leaves the vision side unused, and
-    coarse_only leaves llm_to_query / q_init unused; otherwise every step uses every parameter."""
-    if cfg.cluster.ddp_find_unused != "auto":
-        return bool(cfg.cluster.ddp_find_unused)
-    return cfg.data.text_ratio > 0 or cfg.model.coarse_only
-
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
@@ -172,9 +165,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
         model.compile_blocks()
     if world > 1:
-        net = ray.train.torch.prepare_model(
-            model, move_to_device=False, parallel_strategy_kwargs={"find_unused_parameters": find_unused(cfg)}
-        )
+        net = wrap_ddp(model, cfg)
     else:
         net = model
     optimizer = build_optimizer(model, tc, device)
@@ -230,20 +221,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         last_batch = None
         for micro in range(tc.grad_accum):
             t_wait = time.perf_counter()
-            host = stream.next()
-            window["wait"] += time.perf_counter() - t_wait
-            n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
-            micro_samples += n
-            micro_frames += frames
-            micro_cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
-                                     cfg.data.llm_tokens_per_frame)
-            batch = to_device(host, device)
+            with phase("data"):
+                host = stream.next()
+                window["wait"] += time.perf_counter() - t_wait
+                n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
+                micro_samples += n
+                micro_frames += frames
+                micro_cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
+                                         cfg.data.llm_tokens_per_frame)
+                batch = to_device(host, device)
             sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
             try:
                 with sync:
-                    with autocast():
+                    with autocast(), phase("forward"):
                         out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse)
-                    (out["loss"] / tc.grad_accum).backward()
+                    with phase("backward"):
+                        (out["loss"] / tc.grad_accum).backward()
             except torch.OutOfMemoryError:
                 if device.type != "cuda":
                     raise
@@ -253,17 +246,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 break
             losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
             last_batch = batch
-        if world > 1:
-            flag = torch.tensor([1.0 if oom else 0.0], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            oom = bool(flag.item())
+        with phase("step_end"):  # the step's syncs: the OOM vote, the gradient norm
+            if world > 1:
+                flag = torch.tensor([1.0 if oom else 0.0], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                oom = bool(flag.item())
+            if not oom:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+                losses = losses.cpu()
         if oom:
             optimizer.zero_grad(set_to_none=True)
             oom_skips += 1
             log.warning("rank %d: CUDA OOM, accumulation window skipped (%d so far)", rank, oom_skips)
             continue
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))  # the step's one sync
-        losses = losses.cpu()
         if not math.isfinite(grad_norm) or not math.isfinite(float(losses[0])):
             optimizer.zero_grad(set_to_none=True)
             nonfinite_streak += 1
@@ -276,9 +271,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     f"(training.max_nonfinite_steps={tc.max_nonfinite_steps}); aborting")
             continue
         nonfinite_streak = 0
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
         step += 1
         samples_seen += micro_samples * world  # spec 4.5: batch x world per micro-batch
         window["loss"] += float(losses[0])

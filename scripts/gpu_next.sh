@@ -10,7 +10,9 @@
 #                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
 #                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
 #                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too;
-#                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log)
+#                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
+#                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
+#     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -52,9 +54,21 @@ for section in "$@"; do
       grep -m 12 -E "NCCL INFO (Channel 00|.*via (P2P|SHM|NET))|NCCL INFO comm .* nRanks" "$OUT/bench12_job.log" \
         >>"$log" 2>/dev/null  # with NCCL_DEBUG=INFO: the transport between the GPUs
       for m in ${RUNS:-/tmp/runs}/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
-        [ -f "$m" ] && cp "$m" "$OUT/$(basename "$(dirname "$m")")_metrics.jsonl"
-        for p in "$(dirname "$m")"/profile/rank*.txt; do  # BENCH_ARGS="training.profile_steps=[60,64]"
-          [ -f "$p" ] && cp "$p" "$OUT/$(basename "$(dirname "$m")")_profile_$(basename "$p")"; done; done ;;
+        run=${TAG:-}$(basename "$(dirname "$m")")  # TAG: a prefix, so that variants keep their own files
+        [ -f "$m" ] && cp "$m" "$OUT/${run}_metrics.jsonl"
+        # BENCH_ARGS="training.profile_steps=[60,61]": every rank's table + timeline go into one
+        # file; rank 0's Chrome trace (TRACES=1) too
+        for p in "$(dirname "$m")"/profile/rank*.txt; do
+          [ -f "$p" ] && { echo "=== $run $(basename "$p")"; cat "$p"; } >>"$OUT/${TAG:-}profiles.txt"; done
+        t="$(dirname "$m")/profile/rank0_trace.json.gz"
+        [ "${TRACES:-0}" = 1 ] && [ -f "$t" ] && cp "$t" "$OUT/${run}_rank0_trace.json.gz"; done
+      rm -f "$OUT/bench12_job.log" ;;
+    allreduce)  # issue 9: what DDP's gradient all-reduce costs between these GPUs, and over which link
+      nvidia-smi topo -m >>"$log" 2>&1
+      NCCL_DEBUG=INFO timeout ${AR_TIMEOUT:-150} python3 jobs/bench_allreduce.py --env NCCL_P2P_LEVEL=SYS \
+        --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
+      grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
+      grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
         --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \

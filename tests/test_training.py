@@ -3,6 +3,7 @@ stage chaining.  One local Ray cluster (2 CPUs) serves the whole module."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     for r in (0, 1):
         text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
         assert text.startswith(f"rank {r}, steps 3..4\nwall ") and "aten::" in text, text[:300]
+        # the per-phase timeline (on CPU: no GPU, so all of it idle) and the Chrome trace beside it
+        assert "timeline per step" in text, text[:800]
+        for ph in ("encode_patches", "fine_text", "backward", "optimizer", "data"):
+            assert f"\n{ph} " in text, (ph, text[:800])
+        trace = json.loads(gzip.decompress((tmp_path / "ray" / "learn" / "profile" / f"rank{r}_trace.json.gz")
+                                           .read_bytes()))
+        assert any(e.get("name") == "fovea/backward" for e in trace["traceEvents"])
 
     client = MlflowClient(cfg.tracking_uri())
     run = client.get_run(s.mlflow_run_id)
@@ -105,6 +113,35 @@ def test_device_busy_is_the_union_of_kernel_intervals():
     b = device_busy(spans)
     assert b == {"busy": 22.0, "compute": 14.0, "comm": 9.0, "comm_exposed": 8.0, "activities": 4.0}
     assert device_busy([])["busy"] == 0.0
+
+
+def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
+    from fovea.platform.step_timeline import format_summary, timeline_summary
+
+    def x(cat, name, ts, dur, tid=1, pid=1):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": pid, "tid": tid}
+
+    trace = {"traceEvents": [
+        x("user_annotation", "fovea/forward", 0, 100), x("user_annotation", "fovea/encode_patches", 10, 40),
+        x("user_annotation", "fovea/backward", 100, 100),
+        x("user_annotation", "fovea/data", 0, 30, tid=7),  # another thread: not the loop's
+        x("cpu_op", "aten::nonzero", 60, 30), x("cuda_runtime", "cudaStreamSynchronize", 65, 20),
+        x("cuda_runtime", "cudaLaunchKernel", 20, 2),
+        x("kernel", "gemm", 5, 45, pid=0, tid=7),       # busy 5..50: forward idle 0..5, encode idle none
+        x("kernel", "flash", 90, 60, pid=0, tid=7),     # busy 90..150: forward idle 50..90 (40), backward 150..200
+        x("gpu_memcpy", "Memcpy HtoD", 140, 20, pid=0, tid=8)]}  # busy to 160
+    s = timeline_summary(trace, steps=2)
+    assert s["window_ms"] == pytest.approx(0.1) and s["gpu_busy_ms"] == pytest.approx(0.0575)
+    ph = s["phases"]
+    close = pytest.approx
+    assert ph["encode_patches"]["wall_ms"] == close(0.02) and ph["encode_patches"]["gpu_idle_ms"] == 0.0
+    assert ph["forward"]["wall_ms"] == close(0.03) and ph["forward"]["gpu_idle_ms"] == close(0.0225)
+    assert ph["backward"]["gpu_idle_ms"] == close(0.02) and "data" not in ph
+    assert ph["forward"]["syncs"] == 0.5 and ph["forward"]["sync_ms"] == close(0.01)
+    assert s["sync_sites"] == [("aten::nonzero", "forward", 0.5, close(0.01))]
+    text = format_summary(s)
+    assert "aten::nonzero in forward" in text and text.splitlines()[2].startswith("forward")
+    assert timeline_summary({"traceEvents": []}) == {}
 
 
 def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
@@ -148,7 +185,7 @@ def test_killed_worker_restarts_from_checkpoint_and_finishes(ray_local, shards, 
 def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
     from safetensors.torch import load_file
 
-    from fovea.platform.train_loop import find_unused
+    from fovea.platform.ddp import find_unused
     from fovea.platform.trainer import fit
 
     # no text-only batches: every step uses every parameter, so DDP skips its unused-parameter search

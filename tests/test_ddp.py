@@ -1,0 +1,106 @@
+"""DDP's all-reduce settings (platform/ddp.py): gradients as bucket views and the bf16 wire
+dtype give the gradients plain DDP gives, over 2 real processes (gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(rank: int, world: int, port: int, view: bool, bf16: bool, out: str) -> None:
+    from fovea.platform.ddp import bf16_allreduce_hook
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    # bucket_cap_mb tiny: several buckets, so the hook runs more than once a step
+    net = DDP(model, gradient_as_bucket_view=view, bucket_cap_mb=0.001)
+    if bf16:
+        net.register_comm_hook(None, bf16_allreduce_hook)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    grads = []
+    for step in range(3):
+        x = torch.randn(16, 8, generator=torch.Generator().manual_seed(100 * step + rank))  # each rank its own data
+        net(x).pow(2).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]).clone())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if rank == 0:
+        torch.save({"grads": grads, "params": [p.detach().clone() for p in model.parameters()]}, out)
+    dist.barrier()  # both ranks done before gloo tears down (else one aborts at exit)
+    dist.destroy_process_group()
+
+
+def _run(tmp_path, view: bool, bf16: bool) -> dict:
+    out = str(tmp_path / f"view{int(view)}_bf16{int(bf16)}.pt")
+    mp.start_processes(_train, args=(2, _free_port(), view, bf16, out), nprocs=2, start_method="spawn")
+    return torch.load(out)
+
+
+def test_bucket_view_and_bf16_wire_give_plain_ddp_gradients(tmp_path):
+    plain = _run(tmp_path, view=False, bf16=False)
+    # the plain run's gradients are the mean over both ranks' batches: recompute rank 0 + rank 1 by hand
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    loss = sum(ref(torch.randn(16, 8, generator=torch.Generator().manual_seed(r))).pow(2).mean() for r in (0, 1)) / 2
+    loss.backward()
+    assert torch.allclose(plain["grads"][0], torch.cat([p.grad.flatten() for p in ref.parameters()]), atol=1e-6)
+
+    view = _run(tmp_path, view=True, bf16=False)
+    for a, b in zip(plain["grads"], view["grads"]):
+        assert torch.equal(a, b)  # the same arithmetic, only where the gradients live differs
+    for a, b in zip(plain["params"], view["params"]):
+        assert torch.equal(a, b)
+
+    wire = _run(tmp_path, view=True, bf16=True)
+    a, b = plain["grads"][0], wire["grads"][0]  # the same weights: later steps start from rounded updates
+    assert not torch.equal(a, b)  # rounded on the wire...
+    # ...to bf16's 8 significant bits, twice (each rank's gradient, then their sum)
+    assert (a - b).abs().max() <= 2 ** -7 * a.abs().max()
+
+
+def test_ddp_kwargs_follow_the_cluster_section():
+    from fovea.platform.config import RunConfig
+    from fovea.platform.ddp import ddp_kwargs
+
+    cfg = RunConfig.model_validate({"cluster": {"ddp_bucket_mb": 100, "ddp_bucket_view": True},
+                                    "data": {"text_ratio": 0.0}})
+    assert ddp_kwargs(cfg) == {"find_unused_parameters": False, "bucket_cap_mb": 100.0,
+                               "gradient_as_bucket_view": True}
+    with pytest.raises(ValueError, match="ddp_comm_dtype"):
+        RunConfig.model_validate({"cluster": {"ddp_comm_dtype": "fp16"}})
+
+
+def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
+    """jobs/bench_allreduce.py's code path (gloo on the CPU here; NCCL between GPUs there)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "ar.json"
+    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_allreduce.py"), "--cpu", "--sizes-mb", "0.4",
+                        "--iters", "2", "--warmup", "1", "--env", "GLOO_SOCKET_IFNAME=lo", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"default", "GLOO_SOCKET_IFNAME=lo"}
+    for rows in runs.values():
+        assert [(x["dtype"], x["bytes"]) for x in rows] == [("float32", 400_000), ("bfloat16", 200_000)]
+        assert all(x["ms"] > 0 and x["busbw_gbs"] == pytest.approx(x["bytes"] / (x["ms"] / 1e3) / 1e9)
+                   for x in rows)
+    bad = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_allreduce.py"), "--cpu", "--env", "NOVALUE"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "NOVALUE" in bad.stderr
