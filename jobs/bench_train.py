@@ -145,7 +145,7 @@ def bench_setup(shards: str, batch: int, frames_cap: int | None, loader_workers:
         naive_encoder(model)  # fovea.model.naive
     if compiled:
         model.compile_blocks()
-    return model, build_optimizer(model, cfg.training, dev), endless_batches(build_train_loader, cfg.data), dev
+    return model, build_optimizer(model, cfg.training), endless_batches(build_train_loader, cfg.data), dev
 
 
 def train_step(model, optimizer, host: dict, dev, autocast) -> None:

@@ -90,6 +90,11 @@ class FrameIndex:
     def n(self) -> int:
         return self.b.numel()
 
+    def to(self, device: torch.device) -> "FrameIndex":
+        """The index tensors on ``device`` (asynchronous copies from the host)."""
+        return FrameIndex(*(to_device(x, device) for x in (self.b, self.t, self.rank, self.n_vis, self.first)),
+                          Tv=self.Tv)
+
     @classmethod
     def from_mask(cls, frame_mask: torch.Tensor) -> "FrameIndex":
         fm = frame_mask.bool()
@@ -99,6 +104,21 @@ class FrameIndex:
         first = n_vis.cumsum(0) - n_vis
         Tv = int(n_vis.max()) if n_vis.numel() else 0
         return cls(b=b, t=t, rank=rank, n_vis=n_vis, first=first, Tv=Tv)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; host -> GPU through page-locked memory, so the copy is queued on the
+    stream without waiting for the GPU (a copy from pageable memory would wait for it)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def target_positions(targets: torch.Tensor) -> torch.Tensor:
+    """targets [B,S] -> flat indices [m] of the positions that have a target."""
+    return (targets.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
 def _phase(name: str):
@@ -113,7 +133,7 @@ def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     packed [n,3,H,W] (the training loader's uint8 layout, n = frame_mask.sum()).
     """
     if frames.dim() == 5:
-        return frames[frame_mask.bool()]
+        return frames[frame_mask.bool().to(frames.device)]
     if frames.dim() == 4:
         if frames.shape[0] != int(frame_mask.sum()):
             raise ValueError(f"packed frames hold {frames.shape[0]} frames, frame_mask has {int(frame_mask.sum())}")
@@ -169,12 +189,30 @@ class FoveatedVLM(nn.Module):
         return self.llm.get_input_embeddings().weight.dtype
 
     def decoder(self, embeds: torch.Tensor, **kw) -> torch.Tensor:
-        """Base LLM (after its final norm): embeds [B,L,d] -> hidden [B,L,d] in the LLM dtype."""
+        """Base LLM (after its final norm): embeds [B,L,d] -> hidden [B,L,d] in the LLM dtype.
+
+        Without a cache or a mask (every training pass: the packed rows need only causal
+        attention) the decoder layers run here, in the order the HF model runs them, because
+        the HF model's mask builder reads a value back from the GPU to look for packed
+        sequences (a host-device sync in each of the step's three LLM passes)."""
+        if not kw or kw == {"use_cache": False}:
+            return self._causal_layers(embeds.to(self.llm_dtype))
         if "cache" in kw:
             kw[self._cache_kw] = kw.pop("cache")
         kw.setdefault("use_cache", False)
         out = self.llm.get_decoder()(inputs_embeds=embeds.to(self.llm_dtype), **kw)
         return out.last_hidden_state
+
+    def _causal_layers(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B,L,d] -> the base LLM's last hidden state [B,L,d], causal attention, no cache:
+        what ``LlamaModel.forward`` computes with no mask (SDPA's is_causal; flash attention)."""
+        m = self.llm.get_decoder()
+        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
+        rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
+        for layer in m.layers[: m.config.num_hidden_layers]:
+            out = layer(h, attention_mask=None, position_ids=pos, position_embeddings=rope, use_cache=False)
+            h = out[0] if isinstance(out, tuple) else out  # older transformers return a tuple
+        return m.norm(h)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B,S] -> [B,S,d]."""
@@ -219,19 +257,25 @@ class FoveatedVLM(nn.Module):
         """h [B,L,d], text_pos [B,S] -> [B,S,d]."""
         return h.gather(1, text_pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
-    def text_head(self, h_text: torch.Tensor, targets: torch.Tensor, return_logits: bool = True):
-        """h_text [B,S,d], targets [B,S] -> (loss, logits [B,S,V] or None)."""
+    def text_head(self, h_text: torch.Tensor, targets: torch.Tensor, return_logits: bool = True,
+                  target_idx: torch.Tensor | None = None):
+        """h_text [B,S,d], targets [B,S] -> (loss, logits [B,S,V] or None).
+
+        Without logits the LM head runs only at the m positions that have a target:
+        ``target_idx`` [m] (flat indices into B*S; found here when not given, a device sync)."""
         if return_logits:
             logits = self.lm_head(h_text)
             return text_ce(logits, targets), logits
-        sel = targets != IGNORE_INDEX  # lm_head only where there is a target
-        return text_ce(self.lm_head(h_text[sel]), targets[sel]), None
+        if target_idx is None:
+            target_idx = target_positions(targets)
+        h = h_text.reshape(-1, h_text.shape[-1]).index_select(0, target_idx)  # [m, d]
+        return text_ce(self.lm_head(h), targets.reshape(-1).index_select(0, target_idx)), None
 
-    def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True):
+    def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True, target_idx=None):
         """One LLM pass over [visual; text] -> (loss, logits [B,S,V] or None)."""
         seq, text_pos = self.pack(vis, fi.n_vis, text_emb)
         h = self.decoder(seq)  # [B, Tv+S, d]
-        return self.text_head(self.gather_text(h, text_pos), targets, return_logits)
+        return self.text_head(self.gather_text(h, text_pos), targets, return_logits, target_idx)
 
     def shifted_queries(self, h_c: torch.Tensor, fi: FrameIndex) -> torch.Tensor:
         """Coarse states h_c [B,Tv,d] -> fine queries [n,Dq]: q_init for rank 0, else
@@ -280,18 +324,24 @@ class FoveatedVLM(nn.Module):
         unknown = set(batch_extras) - BATCH_EXTRAS
         if unknown:  # model(**batch) is fine; a misspelt option is not
             raise TypeError(f"unexpected forward arguments {sorted(unknown)}")
-        am = attention_mask.bool().long() if attention_mask is not None else None
-        if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
-            raise ValueError("text must be right-padded (attention_mask True then False per row)")
         B = input_ids.shape[0]
         lam = float(self.cfg.lambda_coarse)
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
         with _phase("frame_index"):
+            # Bookkeeping on the device the masks come on: from the host (the training loop),
+            # no value is read back from the GPU; then only the results travel.
+            am = attention_mask.bool().long() if attention_mask is not None else None
+            if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
+                raise ValueError("text must be right-padded (attention_mask True then False per row)")
             fi = FrameIndex.from_mask(frame_mask)
             targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
-            text_emb = self.embed_tokens(input_ids)  # [B, S, d]
+            target_idx = target_positions(targets)  # [m]
+            dev = self.device
+            fi, targets, target_idx = fi.to(dev), to_device(targets, dev), to_device(target_idx, dev)
+            text_emb = self.embed_tokens(to_device(input_ids, dev))  # [B, S, d]
         with _phase("encode_patches"):
-            cache = self.encoder.encode_patches(real_frames(frames, frame_mask)) if fi.n else None  # 12x2x[n,H,Np,hd]
+            cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), dev))
+                     if fi.n else None)  # 12 x 2 x [n,H,Np,hd]
         nan = torch.full((), float("nan"), device=input_ids.device)
 
         with _phase("coarse_query"):
@@ -312,17 +362,17 @@ class FoveatedVLM(nn.Module):
             else:
                 vis_f = text_emb.new_zeros(B, 0, text_emb.shape[-1])
             with _phase("fine_text"):
-                loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits)
+                loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits, target_idx)
         elif mode == "autoregressive":
             from .generation import autoregressive_hidden
 
             h_text, z_f, q_f = autoregressive_hidden(self, cache, fi, text_emb, use_kv_cache)
-            loss_fine, logits = self.text_head(h_text, targets, return_logits)
+            loss_fine, logits = self.text_head(h_text, targets, return_logits, target_idx)
 
         if mode == "coarse_only":
             if vis_c is None:
                 vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-            loss_coarse, logits = self.text_pass(vis_c, fi, text_emb, targets, return_logits)
+            loss_coarse, logits = self.text_pass(vis_c, fi, text_emb, targets, return_logits, target_idx)
             loss = loss_coarse
         else:
             if want_coarse:
@@ -330,7 +380,7 @@ class FoveatedVLM(nn.Module):
                     vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
                 ctx = contextlib.nullcontext() if lam > 0 else torch.no_grad()
                 with ctx, _phase("coarse_text"):
-                    loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, return_logits=False)
+                    loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, False, target_idx)
             # compute_coarse=False with lambda > 0 (e.g. evaluation): loss = fine loss alone
             loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine
 

@@ -60,11 +60,15 @@ def bf16_allreduce_hook(process_group, bucket):
 
 
 def wrap_ddp(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """The model wrapped in DDP (Ray Train's ``prepare_model``, the model already on its
-    device), with the communication hook that ``cluster.ddp_comm_dtype`` names."""
-    import ray.train.torch
+    """The model (already on its device) wrapped in DDP, with the communication hook that
+    ``cluster.ddp_comm_dtype`` names.
 
-    net = ray.train.torch.prepare_model(model, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs(cfg))
+    ``device_ids=None``: DDP leaves the forward's inputs where they are. (With device ids, as
+    Ray's ``prepare_model`` sets them, it would copy the host-side masks of the training loop
+    to the GPU, and the model would read its indices back from there.)"""
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = DistributedDataParallel(model, device_ids=None, **ddp_kwargs(cfg))
     if cfg.cluster.ddp_comm_dtype == "bf16":
         net.register_comm_hook(None, bf16_allreduce_hook)
     return net

@@ -7,9 +7,12 @@ One optimizer step = ``grad_accum`` micro-batches on each of ``world`` ranks:
 Per micro-batch: forward in one mode for the whole batch (coarse_fine, or coarse_only
 for A6/A7), loss / accum, backward under ``no_sync`` except on the last micro-batch, when
 DDP all-reduces the gradients.  Then: global-norm clip (the logged norm is pre-clip), a
-NaN/Inf guard (skip the step; abort after ``max_nonfinite_steps`` in a row), AdamW step,
-LambdaLR step.  A CUDA OOM skips the accumulation window on every rank (they agree
-through an all-reduce) and empties the cache.
+NaN/Inf guard, AdamW step, LambdaLR step.  A step with a non-finite loss or gradient norm is
+skipped on the device (fused AdamW's ``found_inf``: weights and moments stay as they were;
+the step still counts), and the run aborts once ``max_nonfinite_steps`` in a row were skipped,
+found when the window is read (platform/step_tally.py: no per-step read-back, so the host
+queues the next step while the GPU finishes this one).  A CUDA OOM drops the accumulation
+window on every rank (an all-reduce of the flag on the device) and empties the cache.
 
 Every ``log_every`` steps the ranks average their metrics and report them
 (``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  Every
@@ -44,6 +47,7 @@ from fovea.platform.ddp import wrap_ddp
 from fovea.platform.foveation import flag_failure_signatures
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
 from fovea.platform.step_profiler import StepProfiler, phase
+from fovea.platform.step_tally import StepTally
 
 log = logging.getLogger("fovea.train")
 
@@ -52,9 +56,17 @@ TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mas
 
 # -- small helpers -------------------------------------------------------------------
 
+# Stay on the host: the model computes its frame and target indices from them there (no
+# value read back from the GPU) and sends only the results (model/vlm.py).
+HOST_KEYS = ("frame_mask", "input_ids", "attention_mask", "loss_mask")
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's frames (and other tensors but HOST_KEYS) on ``device``; pinned batches
+    copy asynchronously."""
     nb = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v)
+            for k, v in batch.items()}
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -168,7 +180,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         net = wrap_ddp(model, cfg)
     else:
         net = model
-    optimizer = build_optimizer(model, tc, device)
+    optimizer = build_optimizer(model, tc)
     total_steps = total_optimizer_steps(tc, cfg.data.batch_size, world)
     scheduler = build_scheduler(optimizer, tc, total_steps)
     mode = "coarse_only" if cfg.model.coarse_only else "coarse_fine"
@@ -206,7 +218,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
               "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "grad_norm": 0.0,
               "compile0": compile_seconds()}
     step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
-    nonfinite_streak, oom_skips, nonfinite_skips = 0, 0, 0
+    tally = StepTally(device)  # losses, norms and skips summed on the device, read once a window
+    oom_skips = 0
     last_val: dict[str, float] = {}
     profiler = StepProfiler(tc.profile_steps, run_dir / "profile", rank, device)
     net.train()
@@ -234,7 +247,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             try:
                 with sync:
                     with autocast(), phase("forward"):
-                        out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse)
+                        out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse,
+                                  return_logits=False)  # the LM head at target positions only
                     with phase("backward"):
                         (out["loss"] / tc.grad_accum).backward()
             except torch.OutOfMemoryError:
@@ -246,44 +260,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 break
             losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
             last_batch = batch
-        with phase("step_end"):  # the step's syncs: the OOM vote, the gradient norm
-            if world > 1:
-                flag = torch.tensor([1.0 if oom else 0.0], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                oom = bool(flag.item())
-            if not oom:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
-                losses = losses.cpu()
+        with phase("step_end"):  # nothing is read back from the GPU here: the host moves on
+            skip = torch.full((), float(oom), device=device)  # this rank ran out of memory
+            if world > 1:  # queued on the GPU like the gradient all-reduce: no wait here
+                dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # one rank's OOM skips the step on all
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)  # [] pre-clip norm
+            nonfinite = ~(torch.isfinite(grad_norm) & torch.isfinite(losses[0]))
+            skip = torch.maximum(skip, nonfinite.float())
         if oom:
-            optimizer.zero_grad(set_to_none=True)
             oom_skips += 1
-            log.warning("rank %d: CUDA OOM, accumulation window skipped (%d so far)", rank, oom_skips)
-            continue
-        if not math.isfinite(grad_norm) or not math.isfinite(float(losses[0])):
-            optimizer.zero_grad(set_to_none=True)
-            nonfinite_streak += 1
-            nonfinite_skips += 1
-            log.warning("rank %d: non-finite loss/grad at step %d, step skipped (%d in a row)",
-                        rank, step, nonfinite_streak)
-            if nonfinite_streak >= tc.max_nonfinite_steps:
-                raise FloatingPointError(
-                    f"{nonfinite_streak} non-finite steps in a row at step {step} "
-                    f"(training.max_nonfinite_steps={tc.max_nonfinite_steps}); aborting")
-            continue
-        nonfinite_streak = 0
+            log.warning("rank %d: CUDA OOM, step %d skipped (%d so far)", rank, step + 1, oom_skips)
         with phase("optimizer"):
+            optimizer.found_inf = skip  # fused AdamW: 1 leaves weights, moments and its step count as they were
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         step += 1
         samples_seen += micro_samples * world  # spec 4.5: batch x world per micro-batch
-        window["loss"] += float(losses[0])
-        window["fine"] += float(losses[1])
-        if compute_coarse:
-            window["coarse"] += float(losses[2])
-            window["n_coarse"] += 1
-        window["grad_norm"] += grad_norm
-        window["n"] += 1
+        tally.add(losses, grad_norm, skip, nonfinite, compute_coarse)
         window["samples"] += micro_samples
         window["frames"] += micro_frames
         step_costs.append(micro_cost)
@@ -298,6 +292,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if do_ckpt and cfg.data.val_shards and not do_eval and tc.checkpoint_metric.startswith("val_"):
             do_eval = True  # the checkpoint metric needs a fresh validation loss
         if step % tc.log_every == 0 or do_eval or do_ckpt:
+            window.update(tally.read(step, tc.max_nonfinite_steps))  # the window's one read-back
             metrics = _window_metrics(window, step, samples_seen, optimizer, device)
             metrics["rank_cost_imbalance"] = rank_cost_imbalance(step_costs)
             step_costs = []
@@ -307,8 +302,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if do_eval:
                 last_val = validation_loss(model, cfg, device, autocast, mode)  # unwrapped: ranks may see different batch counts
                 metrics.update(last_val)
-            metrics["oom_skipped"] = float(oom_skips)
-            metrics["nonfinite_skipped"] = float(nonfinite_skips)
+            metrics["oom_skipped"] = all_max([float(oom_skips)], device)[0]
+            metrics["nonfinite_skipped"] = window["nonfinite_skipped"]
             metrics["epoch"] = float(stream.epoch)
             if rank == 0:
                 if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
