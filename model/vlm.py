@@ -342,7 +342,7 @@ class FoveatedVLM(nn.Module):
         with _phase("encode_patches"):
             cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), dev))
                      if fi.n else None)  # 12 x 2 x [n,H,Np,hd]
-        nan = torch.full((), float("nan"), device=input_ids.device)
+        nan = torch.full((), float("nan"), device=dev)
 
         with _phase("coarse_query"):
             z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
