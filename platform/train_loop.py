@@ -116,6 +116,16 @@ def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def nan_injected(spec: str | None, step: int, rank: int) -> bool:
+    """``spec`` = "steps=A-B,rank=R": rank R's loss is made NaN at optimizer steps A..B (the
+    tests of the non-finite guard; FOVEA_NAN_INJECT in the driver's environment)."""
+    if not spec:
+        return False
+    kv = dict(p.split("=", 1) for p in spec.split(","))
+    first, _, last = kv["steps"].partition("-")
+    return rank == int(kv.get("rank", 0)) and int(first) <= step <= int(last or first)
+
+
 # -- evaluation during training -------------------------------------------------------
 
 @torch.no_grad()
@@ -249,6 +259,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     with autocast(), phase("forward"):
                         out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse,
                                   return_logits=False)  # the LM head at target positions only
+                    if nan_injected(loop_config.get("nan_inject"), step + 1, rank):
+                        out["loss"] = out["loss"] * float("nan")
                     with phase("backward"):
                         (out["loss"] / tc.grad_accum).backward()
             except torch.OutOfMemoryError:

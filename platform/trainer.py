@@ -132,7 +132,8 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
         log.info("run %r has checkpoints in %s: resuming from the latest", cfg.name, run_dir)
     tracker = open_tracker(cfg, run_dir, extra_tags, parent_run_id)
     loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": tracker.run_id,
-                                   "fault_inject": os.environ.get("FOVEA_FAULT_INJECT")}
+                                   "fault_inject": os.environ.get("FOVEA_FAULT_INJECT"),
+                                   "nan_inject": os.environ.get("FOVEA_NAN_INJECT")}
     if cfg.training.init_from:
         model_dir = ck.resolve_init_from(cfg.training.init_from, cfg.tracking_uri(),
                                          cfg.training.checkpoint_metric, cfg.training.checkpoint_mode)

@@ -40,8 +40,12 @@ def _train(rank: int, world: int, port: int, view: bool, bf16: bool, out: str) -
         opt.zero_grad(set_to_none=True)
     if rank == 0:
         torch.save({"grads": grads, "params": [p.detach().clone() for p in model.parameters()]}, out)
-    dist.barrier()  # both ranks done before gloo tears down (else one aborts at exit)
+    dist.barrier()  # both ranks done before gloo tears down
     dist.destroy_process_group()
+    # Leave without interpreter teardown: a gloo worker thread still joinable at exit makes
+    # std::terminate abort the process now and then ("terminate called without an active
+    # exception"), after the results are written.
+    os._exit(0)
 
 
 def _run(tmp_path, view: bool, bf16: bool) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,27 @@ def test_killed_worker_restarts_from_checkpoint_and_finishes(ray_local, shards, 
     # Steps 5 (and maybe 6) ran twice: once before the kill, once after restarting from step 4.
     assert steps[-1] == 10 and steps.count(5) == 2
     assert s.latest_checkpoint is not None
+
+
+def test_a_nonfinite_step_is_skipped_on_the_device_and_a_run_of_them_aborts(ray_local, shards, tmp_path,
+                                                                            monkeypatch):
+    from fovea.platform.trainer import fit
+
+    common = ("training.log_every=2", "eval.every_steps=0", "tracking.enabled=false", "cluster.max_failures=0",
+              "training.max_nonfinite_steps=3")
+    # rank 1's loss is NaN at step 3: its NaN gradient reaches rank 0 through DDP's all-reduce,
+    # both skip the update, and the run goes on with finite figures
+    monkeypatch.setenv("FOVEA_NAN_INJECT", "steps=3,rank=1")
+    fit(tiny_cfg(tmp_path, shards, "one-nan", "training.max_steps=6", *common))
+    rows = read_metrics(tmp_path, "one-nan")
+    assert rows[0]["step"] == 2 and rows[-1]["step"] == 6  # (and a log at each checkpoint)
+    assert [r["nonfinite_skipped"] for r in rows] == [0] + [1] * (len(rows) - 1)
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    # three in a row (steps 2..4, across two log windows) abort the run when the window is read
+    monkeypatch.setenv("FOVEA_NAN_INJECT", "steps=2-4,rank=0")
+    with pytest.raises(Exception, match="3 non-finite steps in a row by step 4"):
+        fit(tiny_cfg(tmp_path, shards, "nan-run", "training.max_steps=8", *common))
+    assert [r["step"] for r in read_metrics(tmp_path, "nan-run")] == [2]
 
 
 def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
