@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from fovea.platform.config import ModelConfig
+from fovea.platform.step_profiler import phase
 
 from .encoder import FoveatedEncoder, PatchCache
 from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
@@ -119,11 +120,6 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def target_positions(targets: torch.Tensor) -> torch.Tensor:
     """targets [B,S] -> flat indices [m] of the positions that have a target."""
     return (targets.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
-
-
-def _phase(name: str):
-    """A phase of the forward for the training profiler's timeline (platform/step_timeline.py)."""
-    return torch.profiler.record_function("fovea/" + name)
 
 
 def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -327,7 +323,7 @@ class FoveatedVLM(nn.Module):
         B = input_ids.shape[0]
         lam = float(self.cfg.lambda_coarse)
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
-        with _phase("frame_index"):
+        with phase("frame_index"):
             # Bookkeeping on the device the masks come on: from the host (the training loop),
             # no value is read back from the GPU; then only the results travel.
             am = attention_mask.bool().long() if attention_mask is not None else None
@@ -339,12 +335,12 @@ class FoveatedVLM(nn.Module):
             dev = self.device
             fi, targets, target_idx = fi.to(dev), to_device(targets, dev), to_device(target_idx, dev)
             text_emb = self.embed_tokens(to_device(input_ids, dev))  # [B, S, d]
-        with _phase("encode_patches"):
+        with phase("encode_patches"):
             cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), dev))
                      if fi.n else None)  # 12 x 2 x [n,H,Np,hd]
         nan = torch.full((), float("nan"), device=dev)
 
-        with _phase("coarse_query"):
+        with phase("coarse_query"):
             z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
                                                     or return_diagnostics) else None  # [n, D]
         vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B) if z_c is not None else None
@@ -353,15 +349,15 @@ class FoveatedVLM(nn.Module):
 
         if mode == "coarse_fine":
             if cache is not None:
-                with _phase("coarse_llm"):
+                with phase("coarse_llm"):
                     h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
-                with _phase("fine_query"):
+                with phase("fine_query"):
                     q_f = self.shifted_queries(h_c, fi)  # [n, Dq]
                     z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
                 vis_f = self.scatter_visual(self.visual_tokens(z_f), fi, B)
             else:
                 vis_f = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-            with _phase("fine_text"):
+            with phase("fine_text"):
                 loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits, target_idx)
         elif mode == "autoregressive":
             from .generation import autoregressive_hidden
@@ -379,7 +375,7 @@ class FoveatedVLM(nn.Module):
                 if vis_c is None:
                     vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
                 ctx = contextlib.nullcontext() if lam > 0 else torch.no_grad()
-                with ctx, _phase("coarse_text"):
+                with ctx, phase("coarse_text"):
                     loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, False, target_idx)
             # compute_coarse=False with lambda > 0 (e.g. evaluation): loss = fine loss alone
             loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine

@@ -4,19 +4,13 @@ dtype give the gradients plain DDP gives, over 2 real processes (gloo)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ports import free_port
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(rank: int, world: int, port: int, view: bool, bf16: bool, out: str) -> None:
@@ -50,7 +44,7 @@ def _train(rank: int, world: int, port: int, view: bool, bf16: bool, out: str) -
 
 def _run(tmp_path, view: bool, bf16: bool) -> dict:
     out = str(tmp_path / f"view{int(view)}_bf16{int(bf16)}.pt")
-    mp.start_processes(_train, args=(2, _free_port(), view, bf16, out), nprocs=2, start_method="spawn")
+    mp.start_processes(_train, args=(2, free_port(), view, bf16, out), nprocs=2, start_method="spawn")
     return torch.load(out)
 
 
