@@ -13,6 +13,7 @@
 #                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
 #                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
 #     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
+#     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench_host.py)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -69,6 +70,10 @@ for section in "$@"; do
         --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
       grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
+    host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
+      { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
+      n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) \
+        --out "$OUT/host.json" >>"$log" 2>&1 ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
         --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \

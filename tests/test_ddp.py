@@ -102,3 +102,26 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
     bad = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_allreduce.py"), "--cpu", "--env", "NOVALUE"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "NOVALUE" in bad.stderr
+
+
+def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp_path):
+    """jobs/bench_host.py's code path on the CPU: one process, two together, two pinned."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = f"{cpus[0]},{cpus[-1]}"
+    out = tmp_path / "host.json"
+    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_host.py"), "--cpu", "--pin", pin,
+                        "--python-iters", "20000", "--launch-iters", "200", "--repeats", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]
+    assert [m["mode"] for m in res] == ["1 process", "2 processes, unpinned", f"2 processes on CPUs {pin}"]
+    assert [len(m["procs"]) for m in res] == [1, 2, 2]
+    assert [p["cpu"] for p in res[2]["procs"]] == [[cpus[0]], [cpus[-1]]]  # each pinned where asked
+    for m in res:
+        for p in m["procs"]:
+            assert 0 < p["python_ns"] < 1e5 and 0 < p["launch_us"] < 1e4, p
