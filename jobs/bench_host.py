@@ -15,7 +15,7 @@ first alone (one process), then with P processes started together on P GPUs, unp
 places them) and pinned to CPU sets (``--pin 0,1 --pin 0,16``: one CPU a process), so that a
 shared physical core (SMT siblings a VM does not report) shows up as a slower pinned pair.
 
-    python jobs/bench_host.py [--procs 2] [--pin 0,1 --pin 0,16] [--out host.json]
+    python jobs/bench_host.py [--procs 2] [--pin 0,1 --pin 0,16] [--scaling 1,2,4,8] [--out host.json]
     python jobs/bench_host.py --cpu          # the code path on CPU (the tests)
 
 Prints the CPU topology the kernel reports (``thread_siblings_list`` a CPU), then one line a
@@ -106,6 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--procs", type=int, default=2, help="processes run together (one GPU each)")
     ap.add_argument("--pin", action="append", default=[], help="a CPU a process, e.g. 0,16 (repeatable)")
+    ap.add_argument("--scaling", default="", help="also N processes on the CPU only, e.g. 1,2,4,8: does the "
+                    "machine give N busy processes N cores' worth (a VM's CPU quota or shared cores say no)")
     ap.add_argument("--python-iters", type=int, default=2_000_000)
     ap.add_argument("--launch-iters", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -125,12 +127,18 @@ def main() -> None:
         if len(cpus) != a.procs:
             raise SystemExit(f"--pin {spec}: needs {a.procs} CPUs, one a process")
         modes.append((f"{a.procs} processes on CPUs {spec}", devices, cpus))
+    for n in [int(x) for x in a.scaling.split(",") if x]:
+        modes.append((f"{n} processes, CPU only", ["cpu"] * n, None))
     results = []
     for name, devs, cpus in modes:
         rows = run_mode(devs, cpus, args)
         results.append({"mode": name, "procs": rows})
-        per = "  ".join(f"rank{r['rank']}: python {r['python_ns']:.1f} ns/iter, launch {r['launch_us']:.2f} us/op"
-                        for r in rows)
+        if len(rows) > 2:  # a scaling mode: the median process and the slowest
+            py = sorted(r["python_ns"] for r in rows)
+            per = f"python {statistics.median(py):.1f} ns/iter (median process), slowest {py[-1]:.1f}"
+        else:
+            per = "  ".join(f"rank{r['rank']}: python {r['python_ns']:.1f} ns/iter, launch {r['launch_us']:.2f} us/op"
+                            for r in rows)
         print(f"{name:>32}  {per}", flush=True)
     if a.out:
         a.out.write_text(json.dumps({"topology": topo, "results": results}, indent=1))

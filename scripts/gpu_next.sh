@@ -72,7 +72,7 @@ for section in "$@"; do
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
     host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
       { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
-      n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) \
+      n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \
         --out "$OUT/host.json" >>"$log" 2>&1 ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
