@@ -174,7 +174,6 @@ class FoveatedVLM(nn.Module):
         self._train_calls = 0  # forward calls in training mode (coarse-loss cadence)
         dec = self.llm.get_decoder()
         self._cache_kw = "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"
-        self._compiled_causal_layers = None  # compile_blocks(llm="decoder"): the whole stack, one graph
 
     # -- small helpers ----------------------------------------------------------------
     @property
@@ -202,13 +201,7 @@ class FoveatedVLM(nn.Module):
 
     def _causal_layers(self, h: torch.Tensor) -> torch.Tensor:
         """h [B,L,d] -> the base LLM's last hidden state [B,L,d], causal attention, no cache:
-        what ``LlamaModel.forward`` computes with no mask (SDPA's is_causal; flash attention).
-        One compiled graph for the whole stack after ``compile_blocks(llm="decoder")``."""
-        if self._compiled_causal_layers is not None:
-            return self._compiled_causal_layers(h)
-        return self._causal_layers_eager(h)
-
-    def _causal_layers_eager(self, h: torch.Tensor) -> torch.Tensor:
+        what ``LlamaModel.forward`` computes with no mask (SDPA's is_causal; flash attention)."""
         m = self.llm.get_decoder()
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
         rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
@@ -459,29 +452,15 @@ class FoveatedVLM(nn.Module):
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.encoder.checkpoint_patches = True
 
-    def compile_blocks(self, dynamic: bool = True, llm: str = "layers", **compile_kw) -> None:
-        """Regional torch.compile: DINOv2 PatchBlocks and QueryBlocks, each type compiled once
-        (forward + backward) and shared by its layers, and the LLM either the same way
-        (``llm="layers"``: one graph shared by the 30 decoder layers of SmolLM2-135M) or as one
-        graph for the whole no-cache stack (``llm="decoder"``: rotary, every layer, final norm).
-
-        Why "decoder": a compiled step is partly bound by the host, and each compiled layer call
-        costs host time of its own (guards, the autograd wrapper, its launches): 30 a pass,
-        forward and backward, in the step's three LLM passes.  One graph pays that once a pass;
-        it takes longer to compile (a CPU proxy: 180 s against 18 s).  The cached and masked
-        paths (generation, evaluation) then run the layers eagerly.
-        Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
+    def compile_blocks(self, dynamic: bool = True, **compile_kw) -> None:
+        """Regional torch.compile of the repeated blocks: DINOv2 PatchBlocks, QueryBlocks and the
+        LLM's decoder layers, each type compiled once (forward + backward) and shared by its
+        layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
         Parameter names and the state dict do not change."""
         import torch._dynamo
 
-        if llm not in ("layers", "decoder"):
-            raise ValueError(f"compile_blocks(llm={llm!r}): expected 'layers' or 'decoder'")
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
-        if llm == "decoder":
-            self._compiled_causal_layers = torch.compile(
-                self._causal_layers_eager, dynamic=dynamic, **compile_kw)
-            return
         for layer in self.llm.get_decoder().layers:
             layer.compile(dynamic=dynamic, **compile_kw)
 

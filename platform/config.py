@@ -108,9 +108,6 @@ class TrainingConfig(_Section):
     max_nonfinite_steps: int = Field(5, ge=1)  # abort after this many NaN/Inf steps in a row
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
-    # with compile: the LLM's decoder layers as one shared graph ("layers") or the whole no-cache
-    # stack as one graph ("decoder": less host time a step, a longer compile)
-    compile_llm: Literal["layers", "decoder"] = "layers"
     checkpoint_every: int = Field(1000, ge=1)
     keep_last: int = Field(2, ge=1)
     checkpoint_metric: str = "val_loss"

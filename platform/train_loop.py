@@ -184,8 +184,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         load_weights(model, Path(loop_config["init_model_dir"]))
         log.info("initialised from %s", loop_config["init_model_dir"])
     model.to(device)
-    if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers or whole decoder
-        model.compile_blocks(llm=tc.compile_llm)
+    if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
+        model.compile_blocks()
     if world > 1:
         net = wrap_ddp(model, cfg)
     else:
