@@ -262,8 +262,11 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None)
     # any number of GPUs, so the ratio of two runs' times for one epoch is scaling on equal work
     # (an epoch that holds profiled steps is slower by the profiler's cost)
     epoch_s = {int(r["epoch"]) - 1: r["epoch_s"] for r in rows if "epoch_s" in r and r["epoch"] >= 2}
+    # torch.compile's time inside each of those epochs (a new tail shape recompiles once a process)
+    epoch_compile_s = {int(r["epoch"]) - 1: r["epoch_compile_s"] for r in rows
+                       if "epoch_compile_s" in r and r["epoch"] >= 2}
     return {"samples_per_s": rate(timed, "samples_per_s"), "frames_per_s": rate(timed, "frames_per_s"),
-            "epoch_s": epoch_s,
+            "epoch_s": epoch_s, "epoch_compile_s": epoch_compile_s,
             "samples_per_s_window_median": med("samples_per_s"),
             "steady_samples_per_s": rate(steady, "samples_per_s"), "steady_frames_per_s": rate(steady, "frames_per_s"),
             "steady_windows": len(steady),
@@ -381,8 +384,12 @@ def main() -> None:
               f"{two['steady_samples_per_s'] / one['steady_samples_per_s']:.2f}x samples/s, "
               f"{two['steady_frames_per_s'] / one['steady_frames_per_s']:.2f}x frames/s")
         for e in sorted(set(one["epoch_s"]) & set(two["epoch_s"])):
-            print(f"  epoch {e} (the same samples): {one['epoch_s'][e]:.1f} s on 1 GPU, {two['epoch_s'][e]:.1f} s on 2: "
-                  f"{one['epoch_s'][e] / two['epoch_s'][e]:.2f}x")
+            t1, t2 = one["epoch_s"][e], two["epoch_s"][e]
+            c1, c2 = one["epoch_compile_s"].get(e), two["epoch_compile_s"].get(e)
+            line = f"  epoch {e} (the same samples): {t1:.1f} s on 1 GPU, {t2:.1f} s on 2: {t1 / t2:.2f}x"
+            if c1 is not None and c2 is not None and (c1 or c2):  # older runs did not record it
+                line += f"; without the {c1:.1f} s and {c2:.1f} s of recompilation: {(t1 - c1) / (t2 - c2):.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fovea.platform.collectives import compile_seconds
 from fovea.platform.config import RunConfig
 
 
@@ -36,7 +37,9 @@ class Stream:
         # wall time of the last whole epoch on this rank (epochs entered at batch 0 only):
         # the same samples every time, so 1 and N GPUs compare on equal work
         self.epoch_s: float | None = None
+        self.epoch_compile_s: float | None = None  # torch.compile's share of epoch_s (recompiles)
         self._epoch_t0 = time.perf_counter() if consumed == 0 else None
+        self._epoch_c0 = compile_seconds()
 
     def _open(self, epoch: int, start: int):
         loader = self._build(self.cfg.data, rank=self.rank, world_size=self.world, epoch=epoch,
@@ -58,8 +61,8 @@ class Stream:
                 self._len = self.consumed
             now = time.perf_counter()
             if self._epoch_t0 is not None:
-                self.epoch_s = now - self._epoch_t0
-            self._epoch_t0 = now
+                self.epoch_s, self.epoch_compile_s = now - self._epoch_t0, compile_seconds() - self._epoch_c0
+            self._epoch_t0, self._epoch_c0 = now, compile_seconds()
             self.epoch, self.consumed = self.epoch + 1, 0
             (self._loader, self._it), self._next = (self._next or self._open(self.epoch, 0)), None
             try:

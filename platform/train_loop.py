@@ -318,7 +318,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics["epoch"] = float(stream.epoch)
             if rank == 0:
                 if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
-                    metrics["epoch_s"] = stream.epoch_s
+                    metrics["epoch_s"], metrics["epoch_compile_s"] = stream.epoch_s, stream.epoch_compile_s
                 tracker.log_metrics(metrics, step)
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, **metrics}) + "\n")

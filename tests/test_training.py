@@ -68,6 +68,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     # once an epoch is whole, rank 0 logs how long it took (bench_train's equal-work figure uses epochs >= 1)
     assert all(("epoch_s" in r) == (r["epoch"] >= 1) for r in rows) and rows[-1]["epoch"] >= 2
     assert all(r["epoch_s"] > 0 for r in rows if "epoch_s" in r)
+    assert all(r["epoch_compile_s"] == 0 for r in rows if "epoch_s" in r)  # with its compile time (none here)
     # training.profile_steps: each rank profiled steps 3..4 and wrote its op table
     for r in (0, 1):
         text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
@@ -244,23 +245,26 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
 
     rows = [win(10, 1, 0, 60.0), win(20, 50, 0, 5.0), win(30, 100, 0), win(40, 100, 0, 2.0),
             win(50, 10, 0), win(60, 100, 1, epoch_s=55.0), win(70, 100, 1, epoch_s=55.0),
-            win(80, 100, 2, epoch_s=20.0)]
+            win(80, 100, 2, epoch_s=20.0, epoch_compile_s=2.0)]
     s = summarize_windows(rows, profiled=(45, 46))  # steps 45..46 fall in the window ending at 50
     assert s["profiled_windows_left_out"] == 1 and s["windows"] == 5  # 30, 40, 60, 70, 80
     assert s["samples_per_s"] == pytest.approx(100.0) and s["compile_s"] == 2.0
     assert s["steady_windows"] == 2 and s["steady_samples_per_s"] == pytest.approx(100.0)  # 30 and 70
     assert s["epoch_s"] == {1: 20.0}  # epoch 0 holds start-up and compilation
+    assert s["epoch_compile_s"] == {1: 2.0}
 
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     one.write_text("\n".join(json.dumps(r) for r in rows))
     two.write_text("\n".join(json.dumps({**r, "samples_per_s": 1.8 * r["samples_per_s"],
                                          "frames_per_s": 1.8 * r["frames_per_s"],
-                                         **({"epoch_s": r["epoch_s"] / 1.9} if "epoch_s" in r else {})})
+                                         **({"epoch_s": r["epoch_s"] / 1.9, "epoch_compile_s": 0.5}
+                                            if "epoch_s" in r else {})})
                              for r in rows))
     out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
                           f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
     assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out, out
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
+    assert "without the 2.0 s and 0.5 s of recompilation: 1.80x" in out, out  # 18 / 10.026
 
 
 def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
