@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import time
 from pathlib import Path
@@ -85,11 +86,18 @@ def run_mode(devices: list[str], cpus: list[int] | None, args: dict) -> list[dic
     procs = [ctx.Process(target=_worker, args=(r, devices, cpus, args, barrier, q)) for r in range(len(devices))]
     for p in procs:
         p.start()
-    rows = [q.get(timeout=600) for _ in procs]
+    rows = []
+    while len(rows) < len(procs):  # a worker that dies (a bad CPU, no GPU) ends the wait at once
+        try:
+            rows.append(q.get(timeout=1.0))
+        except queue.Empty:
+            dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (0, None)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"bench_host: worker (rank, exit code) {dead} failed; see its traceback above")
     for p in procs:
         p.join(timeout=60)
-        if p.exitcode not in (0, None):
-            raise RuntimeError(f"bench_host worker exited with {p.exitcode}")
     return sorted(rows, key=lambda r: r["rank"])
 
 
@@ -126,6 +134,9 @@ def main() -> None:
         cpus = [int(c) for c in spec.split(",")]
         if len(cpus) != a.procs:
             raise SystemExit(f"--pin {spec}: needs {a.procs} CPUs, one a process")
+        if not set(cpus) <= set(topo):
+            raise SystemExit(f"--pin {spec}: CPU {sorted(set(cpus) - set(topo))} is not one this process may use "
+                             f"({min(topo)}-{max(topo)})")
         modes.append((f"{a.procs} processes on CPUs {spec}", devices, cpus))
     for n in [int(x) for x in a.scaling.split(",") if x]:
         modes.append((f"{n} processes, CPU only", ["cpu"] * n, None))

@@ -125,3 +125,23 @@ def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp
     for m in res:
         for p in m["procs"]:
             assert 0 < p["python_ns"] < 1e5 and 0 < p["launch_us"] < 1e4, p
+
+
+def test_host_benchmark_reports_a_dead_worker_at_once(repo_root):
+    """A worker that cannot start (here: a GPU this machine lacks) fails the run with its rank,
+    instead of leaving the parent waiting on the queue."""
+    import sys
+    import time
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    sys.path.insert(0, str(repo_root / "jobs"))
+    from bench_host import run_mode
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"worker \(rank, exit code\) \[\(1, 1\)\]"):
+        run_mode(["cpu", "cuda:0"], None, {"n_python": 1000, "n_launch": 10, "repeats": 1})
+    assert time.monotonic() - t0 < 60
