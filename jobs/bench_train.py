@@ -327,12 +327,13 @@ def main() -> None:
         if a.out:
             Path(a.out).write_text(json.dumps(results, indent=2))
 
+    batch_given = any(x == "--batch" or x.startswith("--batch=") for x in sys.argv[1:])  # metrics do not hold it
     for item in a.summarize or []:
         gpus, _, path = item.partition(":")
         if not gpus.isdigit() or not Path(path).is_file():
             ap.error(f"--summarize {item!r}: expected GPUS:METRICS_JSONL with an existing file")
         rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
-        add({"path": "jobs/stage1.py metrics", "gpus": int(gpus), "batch": a.batch,
+        add({"path": "jobs/stage1.py metrics", "gpus": int(gpus), "batch": a.batch if batch_given else None,
              **summarize_windows(rows, profiled_steps(a.overrides))}, "ref")
     if a.summarize:
         a.gpus, a.matrix = "", False
@@ -368,7 +369,8 @@ def main() -> None:
     print(f"{'dist':5s} {'gpus':>4s} {'path':26s} {'batch':>5s} {'samples/s':>10s} {'frames/s':>9s} {'wait':>6s} "
           f"{'mem GB':>7s} {'MFU':>6s}")
     for r in results:
-        print(f"{r['dist']:5s} {r['gpus']:4d} {r['path']:26s} {r['batch']:5d} {r['samples_per_s']:10.1f} "
+        batch = "-" if r["batch"] is None else str(r["batch"])
+        print(f"{r['dist']:5s} {r['gpus']:4d} {r['path']:26s} {batch:>5s} {r['samples_per_s']:10.1f} "
               f"{r['frames_per_s']:9.1f} {r['data_wait']:6.1%} {r['gpu_mem_gb']:7.1f} {r['mfu']:6.1%}")
     base = next((r for r in results if r["path"] == "plain"), None)
     if base:

@@ -232,6 +232,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     """jobs/bench_train.py's summary of a run's metrics.jsonl: windows that hold profiled steps
     are not timed, ``steady_*`` skips windows with compilation or an epoch change, and whole
     epochs after the first give the equal-work time; ``--summarize`` prints the scaling."""
+    import re
     import subprocess
     import sys
 
@@ -263,6 +264,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
                           f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
     assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out, out
+    assert re.search(r"ref +1 jobs/stage1\.py metrics +- +85\.0 ", out), out  # the batch cap is not in the metrics
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
     assert "without the 2.0 s and 0.5 s of recompilation: 1.80x" in out, out  # 18 / 10.026
 
