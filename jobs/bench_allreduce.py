@@ -2,7 +2,7 @@
 """All-reduce bandwidth between the GPUs of this machine, the way DDP uses it: one process
 a GPU, NCCL, buckets of DDP's sizes, fp32 and bf16 (DDP's gradient dtype and its bf16
 compression hook).  What it tells: whether a step's gradient all-reduce is cheap (NVLink,
-~330 GB/s bus bandwidth measured on 2 x H100 here) or expensive (through host memory).
+~305 GB/s bus bandwidth measured on 2 x H200 here) or expensive (through host memory).
 
     python jobs/bench_allreduce.py [--gpus 2] [--sizes-mb 25,100,628] [--env NCCL_PROTO=Simple]
 
@@ -27,6 +27,8 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from bench_host import collect  # jobs/bench_host.py, this script's folder
 
 
 def _worker(rank: int, world: int, sizes_mb: list[float], iters: int, warmup: int, port: int, q, cpu: bool) -> None:
@@ -72,7 +74,7 @@ def measure(world: int, sizes_mb: list[float], iters: int, warmup: int, cpu: boo
     procs = [ctx.Process(target=_worker, args=(r, world, sizes_mb, iters, warmup, port, q, cpu)) for r in range(world)]
     for p in procs:
         p.start()
-    rows = q.get(timeout=600)
+    (rows,) = collect(procs, q, 1)  # rank 0's rows; a worker that dies ends the wait
     for p in procs:
         p.join()
     return rows

@@ -86,19 +86,27 @@ def run_mode(devices: list[str], cpus: list[int] | None, args: dict) -> list[dic
     procs = [ctx.Process(target=_worker, args=(r, devices, cpus, args, barrier, q)) for r in range(len(devices))]
     for p in procs:
         p.start()
-    rows = []
-    while len(rows) < len(procs):  # a worker that dies (a bad CPU, no GPU) ends the wait at once
+    rows = collect(procs, q, len(procs))
+    for p in procs:
+        p.join(timeout=60)
+    return sorted(rows, key=lambda r: r["rank"])
+
+
+def collect(procs: list, q, n: int) -> list:
+    """``n`` results from the workers' queue; a worker that dies first (a bad CPU, no GPU, a
+    failed init) ends the wait at once: every worker is killed and the error names its rank.
+    (jobs/bench_allreduce.py waits on its workers the same way.)"""
+    out = []
+    while len(out) < n:
         try:
-            rows.append(q.get(timeout=1.0))
+            out.append(q.get(timeout=1.0))
         except queue.Empty:
             dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (0, None)]
             if dead:
                 for p in procs:
                     p.kill()
-                raise RuntimeError(f"bench_host: worker (rank, exit code) {dead} failed; see its traceback above")
-    for p in procs:
-        p.join(timeout=60)
-    return sorted(rows, key=lambda r: r["rank"])
+                raise RuntimeError(f"benchmark worker (rank, exit code) {dead} failed; see its traceback above")
+    return out
 
 
 def topology() -> dict[int, str]:

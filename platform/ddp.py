@@ -3,11 +3,12 @@
 Every rank holds the whole model; after backward, DDP averages the gradients across ranks
 in buckets of ``cluster.ddp_bucket_mb`` (all-reduces start while backward still runs, one
 bucket at a time, as its gradients become ready).  For the stage-1 135M model that is
-~157 M parameters, 628 MB of fp32 gradients a step; at 330 GB/s of NVLink bus bandwidth
-(2 x H100, measured here) ~2 ms, through host memory tens of ms (jobs/bench_allreduce.py
+~157 M parameters, 628 MB of fp32 gradients a step; at 305 GB/s of NVLink bus bandwidth
+(2 x H200, measured here) ~2 ms, through host memory tens of ms (jobs/bench_allreduce.py
 measures it on a machine).
 
-Settings (``cluster.*``), measured in docs/measurements (Session 7):
+Settings (``cluster.*``), off by default (one GPU run with both on, docs/measurements Session 7, was cut
+after a single window: no evidence either way):
     ddp_bucket_view   gradients are views into the buckets: no copy of each gradient into
                       its bucket (~500 copy kernels a step here) and 628 MB less memory
     ddp_comm_dtype    bf16: gradients cast to bf16 and divided by the world size before the
@@ -32,7 +33,7 @@ def find_unused(cfg: RunConfig) -> bool:
 
 
 def ddp_kwargs(cfg: RunConfig) -> dict:
-    """Keyword arguments of ``DistributedDataParallel`` (through Ray's ``prepare_model``)."""
+    """Keyword arguments of ``DistributedDataParallel`` (``wrap_ddp``)."""
     c = cfg.cluster
     return {"find_unused_parameters": find_unused(cfg), "bucket_cap_mb": c.ddp_bucket_mb,
             "gradient_as_bucket_view": c.ddp_bucket_view}

@@ -142,6 +142,6 @@ def test_host_benchmark_reports_a_dead_worker_at_once(repo_root):
     from bench_host import run_mode
 
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"worker \(rank, exit code\) \[\(1, 1\)\]"):
+    with pytest.raises(RuntimeError, match=r"benchmark worker \(rank, exit code\) \[\(1, 1\)\]"):
         run_mode(["cpu", "cuda:0"], None, {"n_python": 1000, "n_launch": 10, "repeats": 1})
     assert time.monotonic() - t0 < 60
