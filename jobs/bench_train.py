@@ -35,6 +35,9 @@ the profiler slows its steps several-fold):
     data wait             share of the window spent waiting for the next batch
     peak GPU memory       torch.cuda.max_memory_allocated on rank 0
     MFU                   model FLOPs/s / (GPUs x 989 TFLOP/s dense bf16, H100 SXM datasheet)
+    steady_*              the windows with no compilation and no epoch change; steady_model_tflops
+                          weighs each window's samples by the FLOP model at its own frames a
+                          sample, so the 1 -> 2 GPU ratio of it compares equal work
 
 FLOP model (forward; training = 3x forward, backward ~ 2x), with D = DINO width, L = DINO
 layers, Np = 257 tokens, d = LLM width, nl = LLM layers, kv = K/V width, I = MLP width:
@@ -58,6 +61,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet; ~790e12 measured here for a large GEMM
 TEXT_TOKENS = 94  # chat template + ~64 caption tokens of make_bench_shards.py
@@ -210,8 +214,10 @@ def profiled_steps(overrides: list[str]) -> tuple[int, int] | None:
 
 
 def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, loader_workers: int, compiled: bool,
-               ckpt_dino: bool, name: str, runs: Path, extra: list[str], log_to: Path | None) -> dict:
-    """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers.
+               ckpt_dino: bool, name: str, runs: Path, extra: list[str], log_to: Path | None,
+               flops: Callable[[float], float] | None = None) -> dict:
+    """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers
+    (``flops``: see ``summarize_windows``).
 
     The no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs every 10th step, once per
     log window, instead of the config's every step."""
@@ -232,11 +238,12 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
     if rc != 0 or not rows:
         raise RuntimeError(f"jobs/stage1.py failed (exit {rc}, {len(rows)} log windows); see {log_to}")
     return {"path": "jobs/stage1.py" + (" +compile" if compiled else "") + (" +ckpt" if ckpt_dino else ""),
-            "gpus": gpus, **summarize_windows(rows, profiled_steps(extra)),
+            "gpus": gpus, **summarize_windows(rows, profiled_steps(extra), flops),
             "wall_s": time.time() - t0, "steps": steps, "batch": batch}
 
 
-def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None) -> dict:
+def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
+                      flops: Callable[[float], float] | None = None) -> dict:
     """The figures of one run from its ``metrics.jsonl`` rows (one per log window).
 
     Timed: every window after the first two (warm-up, compilation), except windows that hold
@@ -245,7 +252,13 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None)
     windows with no (re)compilation in them and no epoch change during them -- a benchmark set
     of 30k samples ends an epoch every ~45 steps on 2 GPUs, and each end brings the readers'
     short tail batches (rank imbalance) and, once per process, new 0/1-size shapes to compile;
-    a real epoch (1M samples) has thousands of steps."""
+    a real epoch (1M samples) has thousands of steps.
+
+    ``flops``: training FLOPs of one sample with a given mean frame count (``flops_per_sample``);
+    with it, ``steady_model_tflops`` is the steady windows' model TFLOP/s, each window's rate
+    taken at its own mean frames a sample. Two runs' windows hold different mixes (6.3 and 7.0
+    frames a sample, session 9), so their samples/s and frames/s ratios disagree; the FLOP rate
+    weighs each sample by its work (the mean-T approximation ignores the small T^2 attention spread)."""
     rows = [r for r in rows if "samples_per_s" in r]
     kept = [r for prev, r in zip([{"step": 0}] + rows, rows)  # a window covers steps prev+1 .. its step
             if not (profiled and prev["step"] < profiled[1] and r["step"] >= profiled[0])]
@@ -254,9 +267,14 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None)
               if r.get("compile_s_max", 0.0) == 0 and r.get("epoch") == prev.get("epoch")]
     med = lambda k: statistics.median(r[k] for r in timed if k in r) if any(k in r for r in timed) else float("nan")  # noqa: E731
 
-    def rate(ws: list[dict], k: str) -> float:
+    def rate(ws: list[dict], k: str | Callable[[dict], float]) -> float:
         span = sum(r["window_s"] for r in ws)
-        return sum(r[k] * r["window_s"] for r in ws) / span if span else float("nan")
+        value = k if callable(k) else (lambda r: r[k])
+        return sum(value(r) * r["window_s"] for r in ws) / span if span else float("nan")
+
+    def model_tflops(r: dict) -> float:  # a window's model TFLOP/s, at its own frames a sample
+        sps = r["samples_per_s"]
+        return sps * flops(r["frames_per_s"] / sps) / 1e12 if sps else 0.0
 
     # whole epochs after the first (which holds start-up and compilation): the same samples on
     # any number of GPUs, so the ratio of two runs' times for one epoch is scaling on equal work
@@ -270,6 +288,7 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None)
             "samples_per_s_window_median": med("samples_per_s"),
             "steady_samples_per_s": rate(steady, "samples_per_s"), "steady_frames_per_s": rate(steady, "frames_per_s"),
             "steady_windows": len(steady),
+            **({"steady_model_tflops": rate(steady, model_tflops)} if flops is not None else {}),
             "data_wait": med("data_wait_frac"), "data_wait_max": med("data_wait_frac_max"),
             "compile_s": sum(r.get("compile_s_max", 0.0) for r in timed),
             "rank_cost_imbalance": med("rank_cost_imbalance"),
@@ -317,11 +336,16 @@ def main() -> None:
     runs = Path(a.runs).resolve() / time.strftime("%Y%m%d-%H%M%S")
     results: list[dict] = []
 
+    def sample_flops(mean_frames: float) -> float:
+        return flops_per_sample(mean_frames, TEXT_TOKENS, dino, llm)
+
     def add(r: dict, dist: str) -> None:
         mean_frames = r["frames_per_s"] / r["samples_per_s"]
         r.update(dist=dist, mean_frames=mean_frames,
                  mfu=r["samples_per_s"] * flops_per_sample(mean_frames, TEXT_TOKENS, dino, llm)
                  / (r["gpus"] * H100_PEAK_BF16))
+        if "steady_model_tflops" in r:
+            r["steady_mfu"] = r["steady_model_tflops"] * 1e12 / (r["gpus"] * H100_PEAK_BF16)
         results.append(r)
         print(json.dumps(r), flush=True)
         if a.out:
@@ -334,7 +358,7 @@ def main() -> None:
             ap.error(f"--summarize {item!r}: expected GPUS:METRICS_JSONL with an existing file")
         rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
         add({"path": "jobs/stage1.py metrics", "gpus": int(gpus), "batch": a.batch if batch_given else None,
-             **summarize_windows(rows, profiled_steps(a.overrides))}, "ref")
+             **summarize_windows(rows, profiled_steps(a.overrides), sample_flops)}, "ref")
     if a.summarize:
         a.gpus, a.matrix = "", False
     if a.matrix:
@@ -359,7 +383,8 @@ def main() -> None:
                 continue
             try:
                 add(run_stage1(shards, g, steps, a.batch, a.frames_per_batch, a.loader_workers, compiled,
-                               a.ckpt_dino, f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None), label)
+                               a.ckpt_dino, f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None,
+                               sample_flops), label)
             except Exception as e:
                 print(f"stage1 {label} {g} GPU: FAILED {e}", flush=True)
 
@@ -384,7 +409,10 @@ def main() -> None:
               f"{two['frames_per_s'] / one['frames_per_s']:.2f}x frames/s (timed span); steady windows "
               f"({one['steady_windows']} and {two['steady_windows']}): "
               f"{two['steady_samples_per_s'] / one['steady_samples_per_s']:.2f}x samples/s, "
-              f"{two['steady_frames_per_s'] / one['steady_frames_per_s']:.2f}x frames/s")
+              f"{two['steady_frames_per_s'] / one['steady_frames_per_s']:.2f}x frames/s, "
+              f"{two['steady_model_tflops'] / one['steady_model_tflops']:.2f}x model FLOP/s "
+              f"({one['steady_model_tflops']:.1f} and {two['steady_model_tflops']:.1f} TFLOP/s: each window's "
+              f"mix through the FLOP model, so equal work)")
         for e in sorted(set(one["epoch_s"]) & set(two["epoch_s"])):
             t1, t2 = one["epoch_s"][e], two["epoch_s"][e]
             c1, c2 = one["epoch_compile_s"].get(e), two["epoch_compile_s"].get(e)

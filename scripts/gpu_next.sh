@@ -54,7 +54,10 @@ for section in "$@"; do
         | grep --line-buffered -vE "$quiet" >>"$log"
       grep -m 12 -E "NCCL INFO (Channel 00|.*via (P2P|SHM|NET))|NCCL INFO comm .* nRanks" "$OUT/bench12_job.log" \
         >>"$log" 2>/dev/null  # with NCCL_DEBUG=INFO: the transport between the GPUs
-      for m in ${RUNS:-/tmp/runs}/*/ray/bench-ref-*gpu/metrics.jsonl; do  # per-window figures of each run
+      # per-window figures of each run of this section (the newest timestamped folder: a runs
+      # folder reused on a warm machine also holds the earlier calls' runs)
+      newest=$(ls -d ${RUNS:-/tmp/runs}/*/ 2>/dev/null | sort | tail -1)  # names are %Y%m%d-%H%M%S
+      for m in ${newest:-/nonexistent/}ray/bench-ref-*gpu/metrics.jsonl; do
         run=${TAG:-}$(basename "$(dirname "$m")")  # TAG: a prefix, so that variants keep their own files
         [ -f "$m" ] && cp "$m" "$OUT/${run}_metrics.jsonl"
         # BENCH_ARGS="training.profile_steps=[60,61]": every rank's table + timeline go into one

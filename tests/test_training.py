@@ -228,7 +228,7 @@ def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
         assert torch.equal(w1[k], w2[k]), k
 
 
-def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_root, tmp_path):
+def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_root, tmp_path, model_store):
     """jobs/bench_train.py's summary of a run's metrics.jsonl: windows that hold profiled steps
     are not timed, ``steady_*`` skips windows with compilation or an epoch change, and whole
     epochs after the first give the equal-work time; ``--summarize`` prints the scaling."""
@@ -253,17 +253,33 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     assert s["steady_windows"] == 2 and s["steady_samples_per_s"] == pytest.approx(100.0)  # 30 and 70
     assert s["epoch_s"] == {1: 20.0}  # epoch 0 holds start-up and compilation
     assert s["epoch_compile_s"] == {1: 2.0}
+    assert "steady_model_tflops" not in s  # only with a FLOP model
+    # with one: each steady window at its own frames a sample (here 7), 100 samples/s x 8 TFLOP
+    s = summarize_windows(rows, profiled=(45, 46), flops=lambda frames: 1e12 * (1 + frames))
+    assert s["steady_model_tflops"] == pytest.approx(800.0)
 
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     one.write_text("\n".join(json.dumps(r) for r in rows))
+    # the 2-GPU run's windows hold shorter videos: 1.8x the samples, 1.5x the frames
     two.write_text("\n".join(json.dumps({**r, "samples_per_s": 1.8 * r["samples_per_s"],
-                                         "frames_per_s": 1.8 * r["frames_per_s"],
+                                         "frames_per_s": 1.5 * r["frames_per_s"],
                                          **({"epoch_s": r["epoch_s"] / 1.9, "epoch_compile_s": 0.5}
                                             if "epoch_s" in r else {})})
                              for r in rows))
     out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
                           f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
-    assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out, out
+    assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out and "1.50x frames/s" in out, out
+    # equal work: the FLOP model at 7 frames a sample (1 GPU) and 7 * 1.5 / 1.8 (2 GPUs)
+    from bench_train import TEXT_TOKENS, flops_per_sample
+    from transformers import AutoConfig
+
+    from fovea.platform.model_store import resolve_model_ref
+
+    dino = AutoConfig.from_pretrained(resolve_model_ref("facebook/dinov2-small"))
+    llm = AutoConfig.from_pretrained(resolve_model_ref("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    ratio = 1.8 * flops_per_sample(7 * 1.5 / 1.8, TEXT_TOKENS, dino, llm) / flops_per_sample(7, TEXT_TOKENS, dino, llm)
+    assert 1.5 < ratio < 1.8
+    assert re.search(rf"1\.50x frames/s, {ratio:.2f}x model FLOP/s", out), (ratio, out)
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +85\.0 ", out), out  # the batch cap is not in the metrics
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
     assert "without the 2.0 s and 0.5 s of recompilation: 1.80x" in out, out  # 18 / 10.026
