@@ -70,6 +70,7 @@ from fovea.platform.config import ModelConfig
 from fovea.platform.step_profiler import phase
 
 from .encoder import FoveatedEncoder, PatchCache
+from .fused_llm import FusedDecoderLayer, fused_causal_pass
 from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
 
 MODES = ("coarse_fine", "coarse_only", "autoregressive")
@@ -174,6 +175,10 @@ class FoveatedVLM(nn.Module):
         self._train_calls = 0  # forward calls in training mode (coarse-loss cadence)
         dec = self.llm.get_decoder()
         self._cache_kw = "cache" if "cache" in inspect.signature(dec.forward).parameters else "past_key_values"
+        # model.fused_llm_projections: the training passes' layers with q/k/v and gate/up fused
+        # (fused_llm.py; no weights of their own, so the state dict does not change)
+        self.fused_layers = (nn.ModuleList(FusedDecoderLayer(layer) for layer in dec.layers[: dec.config.num_hidden_layers])
+                             if c.fused_llm_projections else None)
 
     # -- small helpers ----------------------------------------------------------------
     @property
@@ -205,6 +210,8 @@ class FoveatedVLM(nn.Module):
         m = self.llm.get_decoder()
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
         rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
+        if self.fused_layers is not None:  # model.fused_llm_projections
+            return m.norm(fused_causal_pass(self.fused_layers, h, *rope))
         for layer in m.layers[: m.config.num_hidden_layers]:
             out = layer(h, attention_mask=None, position_ids=pos, position_embeddings=rope, use_cache=False)
             h = out[0] if isinstance(out, tuple) else out  # older transformers return a tuple
@@ -461,8 +468,10 @@ class FoveatedVLM(nn.Module):
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
-        for layer in self.llm.get_decoder().layers:
+        for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
+        for fused in self.fused_layers or ():
+            fused.compile(dynamic=dynamic, **compile_kw)
 
     # -- persistence (io.py) --------------------------------------------------------------
     def save_pretrained(self, directory, tokenizer=None) -> None:

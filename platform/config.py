@@ -57,6 +57,9 @@ class ModelConfig(_Section):
     # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
     gradient_checkpointing: bool | Literal["dino"] = False
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
+    # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
+    # fewer kernel launches; off until a GPU run shows that it pays
+    fused_llm_projections: bool = False
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
 
 

@@ -1,0 +1,86 @@
+"""The LLM's decoder layer with fused input projections (``model.fused_llm_projections``).
+
+``FusedDecoderLayer(layer)(h, cos, sin)`` computes what the Hugging Face Llama layer computes
+for a causal pass with no cache and no mask (every training pass: ``FoveatedVLM._causal_layers``),
+with fewer matrix multiplies: q, k and v come out of one multiply against the three weights
+stacked, gate and up out of one against theirs.  The weights stay the HF layer's parameters
+(stacked on the fly, so the state dict, checkpoints and ``from_pretrained`` do not change).
+
+Why: on two GPUs the training step is bound by how fast each rank's host launches kernels
+inside backward and the LLM passes (docs/measurements, Session 9).  Per layer and pass:
+
+    HF layer     7 weight casts (bf16 autocast) + 7 matmuls forward; 14 matmuls backward
+    this layer   4 casts (two of them fused with the stacking) + 4 matmuls forward; 8 backward
+
+SmolLM2-135M: 30 layers, 2 passes with gradient (4 forward runs with LLM checkpointing), so
+roughly 700-1000 fewer launches in a step of ~10 000.  Whether that pays on a GPU is NOT
+measured yet: the switch is off by default until a 2-GPU run shows it.
+
+Shapes: h [B,L,d], cos/sin [1,L,hd] (the LLM's rotary embedding), H query heads, KV key/value
+heads (GQA: each K/V head serves H / KV query heads), hd = d / H.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[..., hd] -> [-x2, x1] (Llama's rotary convention: the two halves of each head)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def stacked_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
+    """x [..., d_in] through several Linear layers at once -> [..., sum of their d_out]."""
+    w = torch.cat([m.weight for m in linears])  # [sum d_out, d_in]
+    bias = [m.bias for m in linears]
+    b = None if all(t is None for t in bias) else torch.cat(
+        [t if t is not None else m.weight.new_zeros(m.out_features) for t, m in zip(bias, linears)])
+    return F.linear(x, w, b)
+
+
+class FusedDecoderLayer(nn.Module):
+    """One HF Llama decoder layer, causal, no cache: h [B,L,d] -> h' [B,L,d].
+
+    Holds no weights of its own (the HF layer is not registered as a submodule)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)  # not a submodule: no second copy in state dicts
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        at, mlp = layer.self_attn, layer.mlp
+        B, L, _ = h.shape
+        hd = at.head_dim
+        H, KV = at.q_proj.out_features // hd, at.k_proj.out_features // hd
+        qkv = stacked_linear(layer.input_layernorm(h), (at.q_proj, at.k_proj, at.v_proj))
+        q, k, v = qkv.split((H * hd, KV * hd, KV * hd), dim=-1)
+        q = q.view(B, L, H, hd).transpose(1, 2)  # [B, H, L, hd]
+        k = k.view(B, L, KV, hd).transpose(1, 2)  # [B, KV, L, hd]
+        v = v.view(B, L, KV, hd).transpose(1, 2)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, L, hd]
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        if KV != H:  # GQA: each K/V head repeated for its H / KV query heads (HF's repeat_kv)
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        p = at.attention_dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=at.scaling)
+        h = h + at.o_proj(a.transpose(1, 2).reshape(B, L, H * hd))
+        gate, up = stacked_linear(layer.post_attention_layernorm(h), (mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
+        return h + mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+def fused_causal_pass(layers: nn.ModuleList, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """h [B,L,d] through every FusedDecoderLayer. With the HF layers' gradient checkpointing on
+    (``model.gradient_checkpointing=true``) each layer is recomputed in backward, checkpointed
+    around its (compiled) call as HF checkpoints its own layers."""
+    for layer in layers:
+        if layer.training and torch.is_grad_enabled() and getattr(layer.layer, "gradient_checkpointing", False):
+            h = checkpoint(layer, h, cos, sin, use_reentrant=False)
+        else:
+            h = layer(h, cos, sin)
+    return h
