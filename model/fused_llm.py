@@ -9,12 +9,12 @@ stacked, gate and up out of one against theirs.  The weights stay the HF layer's
 Why: on two GPUs the training step is bound by how fast each rank's host launches kernels
 inside backward and the LLM passes (docs/measurements, Session 9).  Per layer and pass:
 
-    HF layer     7 weight casts (bf16 autocast) + 7 matmuls forward; 14 matmuls backward
-    this layer   4 casts (two of them fused with the stacking) + 4 matmuls forward; 8 backward
+    HF layer     7 matmuls forward (and 7 weight casts under bf16 autocast); 14 backward
+    this layer   4 matmuls forward (4 casts of the stacked weights); 8 backward
 
 SmolLM2-135M: 30 layers, 2 passes with gradient (4 forward runs with LLM checkpointing), so
-30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches (and fewer casts) in a step of ~10 000.  Whether that pays on a GPU is NOT
-measured yet: the switch is off by default until a 2-GPU run shows it.
+30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches in a step of ~10 000 kernels.  Whether that
+pays on a GPU is NOT measured yet: the switch is off by default until a 2-GPU run shows it.
 
 Shapes: h [B,L,d], cos/sin [1,L,hd] (the LLM's rotary embedding), H query heads, KV key/value
 heads (GQA: each K/V head serves H / KV query heads), hd = d / H.
@@ -48,8 +48,19 @@ class FusedDecoderLayer(nn.Module):
 
     Holds no weights of its own (the HF layer is not registered as a submodule)."""
 
+    NEEDS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+             "self_attn.v_proj", "self_attn.o_proj", "self_attn.head_dim", "self_attn.scaling",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "mlp.act_fn")
+
     def __init__(self, layer: nn.Module):
         super().__init__()
+        for path in self.NEEDS:  # a Llama-family layer (SmolLM2); anything else is named, not guessed
+            obj = layer
+            for name in path.split("."):
+                if not hasattr(obj, name):
+                    raise ValueError(f"model.fused_llm_projections needs a Llama-family decoder layer: "
+                                     f"{type(layer).__name__} has no {path}")
+                obj = getattr(obj, name)
         object.__setattr__(self, "layer", layer)  # not a submodule: no second copy in state dicts
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

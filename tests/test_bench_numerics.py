@@ -99,6 +99,10 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
     3 matmuls fewer forward (7 -> 4) and 6 fewer backward (14 -> 8), counted by the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
+    from fovea.model.fused_llm import FusedDecoderLayer
+
+    with pytest.raises(ValueError, match="Linear has no input_layernorm"):  # not a Llama-family layer
+        FusedDecoderLayer(torch.nn.Linear(2, 2))
     base = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
     torch.manual_seed(0)
     plain = build_model(ModelConfig(**base)).train()
