@@ -26,20 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """[..., hd] -> [-x2, x1] (Llama's rotary convention: the two halves of each head)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 
 def stacked_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
-    """x [..., d_in] through several Linear layers at once -> [..., sum of their d_out]."""
+    """x [..., d_in] through several Linear layers at once -> [..., sum of their d_out].
+    (A Llama layer's projections all have a bias or none do: ``attention_bias``, ``mlp_bias``.)"""
     w = torch.cat([m.weight for m in linears])  # [sum d_out, d_in]
-    bias = [m.bias for m in linears]
-    b = None if all(t is None for t in bias) else torch.cat(
-        [t if t is not None else m.weight.new_zeros(m.out_features) for t, m in zip(bias, linears)])
+    b = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
     return F.linear(x, w, b)
 
 
@@ -74,10 +68,8 @@ class FusedDecoderLayer(nn.Module):
         q = q.view(B, L, H, hd).transpose(1, 2)  # [B, H, L, hd]
         k = k.view(B, L, KV, hd).transpose(1, 2)  # [B, KV, L, hd]
         v = v.view(B, L, KV, hd).transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, L, hd]
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        if KV != H:  # GQA: each K/V head repeated for its H / KV query heads (HF's repeat_kv)
-            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)  # HF's own rotary, cos/sin [1, L, hd]
+        k, v = repeat_kv(k, H // KV), repeat_kv(v, H // KV)  # GQA: [B, H, L, hd], as HF does
         p = at.attention_dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=at.scaling)
         h = h + at.o_proj(a.transpose(1, 2).reshape(B, L, H * hd))
