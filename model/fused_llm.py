@@ -7,14 +7,17 @@ stacked, gate and up out of one against theirs.  The weights stay the HF layer's
 (stacked on the fly, so the state dict, checkpoints and ``from_pretrained`` do not change).
 
 Why: on two GPUs the training step is bound by how fast each rank's host launches kernels
-inside backward and the LLM passes (docs/measurements, Session 9).  Per layer and pass:
+inside backward and the LLM passes (docs/measurements, Sessions 9-10).  Per layer and pass:
 
     HF layer     7 matmuls forward (and 7 weight casts under bf16 autocast); 14 backward
     this layer   4 matmuls forward (4 casts of the stacked weights); 8 backward
 
 SmolLM2-135M: 30 layers, 2 passes with gradient (4 forward runs with LLM checkpointing), so
-30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches in a step of ~10 000 kernels.  Whether that
-pays on a GPU is NOT measured yet: the switch is off by default until a 2-GPU run shows it.
+30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches in a step; the 2-GPU profile counted ~8 900
+GPU activities a step against ~10 400 without.  Measured (2 x H200, one machine, session 10):
++6.5% model FLOP/s on two GPUs, -1.6% on one (GPU-bound there), with a first version that
+repeated K/V for GQA; attention now goes through transformers' own ``sdpa_attention_forward``
+(``enable_gqa``, no repeated K/V), exactly as the HF layer computes it.
 
 Shapes: h [B,L,d], cos/sin [1,L,hd] (the LLM's rotary embedding), H query heads, KV key/value
 heads (GQA: each K/V head serves H / KV query heads), hd = d / H.
@@ -26,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
 def stacked_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
@@ -44,6 +48,7 @@ class FusedDecoderLayer(nn.Module):
 
     NEEDS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
              "self_attn.v_proj", "self_attn.o_proj", "self_attn.head_dim", "self_attn.scaling",
+             "self_attn.num_key_value_groups",
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "mlp.act_fn")
 
     def __init__(self, layer: nn.Module):
@@ -69,10 +74,11 @@ class FusedDecoderLayer(nn.Module):
         k = k.view(B, L, KV, hd).transpose(1, 2)  # [B, KV, L, hd]
         v = v.view(B, L, KV, hd).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)  # HF's own rotary, cos/sin [1, L, hd]
-        k, v = repeat_kv(k, H // KV), repeat_kv(v, H // KV)  # GQA: [B, H, L, hd], as HF does
+        # HF's own SDPA call, as the layer makes it with no mask: causal, and GQA inside the
+        # kernel (enable_gqa: K/V stay [B, KV, L, hd], not repeated to H heads)
         p = at.attention_dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=at.scaling)
-        h = h + at.o_proj(a.transpose(1, 2).reshape(B, L, H * hd))
+        a, _ = sdpa_attention_forward(at, q, k, v, None, dropout=p, scaling=at.scaling, is_causal=True)
+        h = h + at.o_proj(a.reshape(B, L, H * hd))  # a [B, L, H, hd]
         gate, up = stacked_linear(layer.post_attention_layernorm(h), (mlp.gate_proj, mlp.up_proj)).chunk(2, dim=-1)
         return h + mlp.down_proj(mlp.act_fn(gate) * up)
 

@@ -58,9 +58,17 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool | Literal["dino"] = False
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
-    # fewer kernel launches; off until a GPU run shows that it pays
-    fused_llm_projections: bool = False
+    # ~1 500 fewer kernel launches a step; +6.5% model FLOP/s on two GPUs, -1.6% on one (measured)
+    fused_llm_projections: bool = True
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.fused_llm_projections and self.attn_implementation != "sdpa":
+            raise ValueError("model.fused_llm_projections runs the training passes' attention through SDPA; "
+                             f"with model.attn_implementation={self.attn_implementation} set "
+                             "model.fused_llm_projections=false")
+        return self
 
 
 class DataConfig(_Section):

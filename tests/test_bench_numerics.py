@@ -96,7 +96,8 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
     """model.fused_llm_projections (model/fused_llm.py): the training passes' LLM layers with
     q/k/v and gate/up each one matmul. Compiled and checkpointed, against the plain eager HF
     layers: the same loss and gradients (fp32), the same state dict; and per layer and LLM pass
-    3 matmuls fewer forward (7 -> 4) and 6 fewer backward (14 -> 8), counted by the profiler."""
+    3 matmuls fewer forward (7 -> 4) and 6 fewer backward (14 -> 8), counted by the profiler;
+    attention called with the very shapes the HF layer uses (GQA in the kernel: K/V not repeated)."""
     from torch.profiler import ProfilerActivity, profile
 
     from fovea.model.fused_llm import FusedDecoderLayer
@@ -105,8 +106,9 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
         FusedDecoderLayer(torch.nn.Linear(2, 2))
     base = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
     torch.manual_seed(0)
-    plain = build_model(ModelConfig(**base)).train()
-    fused = build_model(ModelConfig(**base, fused_llm_projections=True)).train()
+    plain = build_model(ModelConfig(**base, fused_llm_projections=False)).train()
+    fused = build_model(ModelConfig(**base)).train()  # the default
+    assert fused.fused_layers is not None and plain.fused_layers is None
     assert fused.state_dict().keys() == plain.state_dict().keys()
     fused.load_state_dict(plain.state_dict())
     cfg = plain.llm.config
@@ -114,16 +116,25 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
     torch.manual_seed(2)
     b = model_inputs(dummy_batch([3, 1, 0, 5], [20, 31, 12, 25]))
 
-    def matmuls(m, train: bool) -> int:
+    def ops(m, train: bool) -> list:
         m.train(train)
-        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.set_grad_enabled(train):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof, torch.set_grad_enabled(train):
             out = m(**b, mode="coarse_fine", compute_coarse=False)  # 2 LLM passes
             if train:
                 out["loss"].backward()
         m.zero_grad(set_to_none=True)
-        return sum(e.name == "aten::mm" for e in prof.events())
+        return prof.events()
+
+    def matmuls(m, train: bool) -> int:
+        return sum(e.name == "aten::mm" for e in ops(m, train))
+
+    def attention_shapes(m) -> list:
+        return [e.input_shapes[:3] for e in ops(m, False) if e.name == "aten::scaled_dot_product_attention"]
 
     layers = cfg.num_hidden_layers
+    assert attention_shapes(fused) == attention_shapes(plain)
+    gqa = [q[1] == cfg.num_attention_heads and k[1] == cfg.num_key_value_heads for q, k, _ in attention_shapes(fused)]
+    assert sum(gqa) == layers * 2  # every LLM layer of both passes: K/V keep their KV heads
     assert matmuls(plain, False) - matmuls(fused, False) == 3 * layers * 2
     trained = matmuls(fused, True)
     assert matmuls(plain, True) - trained == (3 + 6) * layers * 2

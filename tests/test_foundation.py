@@ -51,6 +51,15 @@ def test_wrong_type_names_the_key():
     assert "data.batch_size" in str(err.value)
 
 
+def test_contradicting_model_keys_are_named():
+    with pytest.raises(ConfigError) as err:  # the fused LLM layers run SDPA attention only
+        load_config("stage1_135m", ["model.attn_implementation=eager"])
+    msg = str(err.value)
+    assert "model.attn_implementation=eager" in msg and "model.fused_llm_projections=false" in msg
+    cfg = load_config("stage1_135m", ["model.attn_implementation=eager", "model.fused_llm_projections=false"])
+    assert cfg.model.attn_implementation == "eager"
+
+
 def test_stage_configs_carry_the_spec_values():
     s1 = load_config("stage1_135m")
     assert (s1.training.lr_connector, s1.training.lr_dino, s1.training.lr_llm) == (1e-3, 1e-5, 1e-5)
