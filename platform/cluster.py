@@ -13,20 +13,34 @@ import os
 log = logging.getLogger("fovea.cluster")
 
 
+# Settings that the training workers must see when the job joins a running cluster (``ray job
+# submit``: the workers do not inherit the submitting shell's environment). CUDA reads
+# CUDA_SCALE_LAUNCH_QUEUES when it starts: "4x" gives each stream a 4x longer launch queue, so a
+# host that hits "Command Buffer Full" in the heavy phases of a step can run further ahead
+# into the launch-bound ones (backward, LLM passes); not yet measured here (docs/measurements).
+PASSED_TO_WORKERS = ("FOVEA_MODEL_STORE", "HF_HOME", "HF_HUB_OFFLINE", "CUDA_SCALE_LAUNCH_QUEUES",
+                     "CUDA_DEVICE_MAX_CONNECTIONS")
+
+
+def worker_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment the job's Ray workers get: our defaults, then ``PASSED_TO_WORKERS`` and
+    every ``NCCL_*`` setting from ``environ`` (CUDA_VISIBLE_DEVICES stays Ray's to set)."""
+    env = {"PYTHONDONTWRITEBYTECODE": environ.get("PYTHONDONTWRITEBYTECODE", "1"),
+           "TOKENIZERS_PARALLELISM": "false",
+           # Batch shapes change every step (frames, text lengths): growable segments keep the
+           # caching allocator from cudaFree/cudaMalloc cycles (spec 4.4). No effect on CPU.
+           "PYTORCH_CUDA_ALLOC_CONF": environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
+    env.update({k: v for k, v in environ.items() if k in PASSED_TO_WORKERS or k.startswith("NCCL_")})
+    return env
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
     """ray.init for an address, RAY_ADDRESS, or a fresh local cluster. Idempotent."""
     import ray
 
     if ray.is_initialized():
         return ray
-    env = {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1"),
-           "TOKENIZERS_PARALLELISM": "false",
-           # Batch shapes change every step (frames, text lengths): growable segments keep the
-           # caching allocator from cudaFree/cudaMalloc cycles (spec 4.4). No effect on CPU.
-           "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
-    for k in ("FOVEA_MODEL_STORE", "HF_HOME", "HF_HUB_OFFLINE"):
-        if k in os.environ:
-            env[k] = os.environ[k]
+    env = worker_env(dict(os.environ))
     kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:

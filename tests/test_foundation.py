@@ -121,3 +121,17 @@ def test_gpus_per_worker_reaches_the_ray_trainer():
     assert sc.use_gpu and sc.num_workers == 2 and sc.resources_per_worker["GPU"] == 0.5
     with pytest.raises(ConfigError, match="cluster.gpus_per_worker"):
         load_config("stage1_135m", ["cluster.gpus_per_worker=2"])
+
+
+def test_workers_get_the_cuda_and_nccl_settings_but_not_the_gpu_choice():
+    """What ``connect`` hands the job's Ray workers (runtime_env env_vars): a job submitted to a
+    running cluster does not inherit the submitting shell's environment."""
+    from fovea.platform.cluster import worker_env
+
+    env = worker_env({"CUDA_SCALE_LAUNCH_QUEUES": "4x", "NCCL_DEBUG": "INFO", "FOVEA_MODEL_STORE": "/m",
+                      "CUDA_VISIBLE_DEVICES": "1", "HOME": "/root"})
+    assert (env["CUDA_SCALE_LAUNCH_QUEUES"], env["NCCL_DEBUG"], env["FOVEA_MODEL_STORE"]) == ("4x", "INFO", "/m")
+    assert "CUDA_VISIBLE_DEVICES" not in env and "HOME" not in env  # Ray assigns each worker its GPU
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert worker_env({"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"})["PYTORCH_CUDA_ALLOC_CONF"] \
+        == "backend:cudaMallocAsync"
