@@ -119,6 +119,10 @@ class TrainingConfig(_Section):
     max_nonfinite_steps: int = Field(5, ge=1)  # abort after this many NaN/Inf steps in a row
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
+    # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
+    # Python's full collections skip the ~0.7-0.8 M set-up objects (platform/gc_clock.py); off
+    # until a GPU run's gc_s_max / gc_full_max show full collections that cost
+    gc_freeze: bool = False
     checkpoint_every: int = Field(1000, ge=1)
     keep_last: int = Field(2, ge=1)
     checkpoint_metric: str = "val_loss"

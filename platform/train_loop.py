@@ -24,6 +24,7 @@ rerun of the same run name -- or a restart after a worker dies -- continues exac
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -45,6 +46,7 @@ from fovea.platform.collectives import (all_max, all_mean, all_sum, compile_seco
 from fovea.platform.config import RunConfig
 from fovea.platform.ddp import wrap_ddp
 from fovea.platform.foveation import flag_failure_signatures
+from fovea.platform.gc_clock import GcClock, freeze_setup_objects
 from fovea.platform.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
 from fovea.platform.step_profiler import StepProfiler, phase
 from fovea.platform.step_tally import StepTally
@@ -225,7 +227,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # -- loop -------------------------------------------------------------------------
     # host-side window figures; the losses, norms and step counts come from the tally at the window's end
-    window = {"samples": 0.0, "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "compile0": compile_seconds()}
+    gc_clock = GcClock().start()  # Python's collection pauses (platform/gc_clock.py)
+    window = {"samples": 0.0, "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "compile0": compile_seconds(),
+              "gc0": gc_clock.read()}
     step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
     tally = StepTally(device)  # losses, norms and skips summed on the device, read once a window
     oom_skips = 0
@@ -292,6 +296,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window["samples"] += micro_samples
         window["frames"] += micro_frames
         step_costs.append(micro_cost)
+        if step == 1 and tc.gc_freeze:  # every rank at the same step; one full collection, then cheap ones
+            freeze_setup_objects()
         if (written := profiler.after_step(step)) and rank == 0:
             log.info("profile of steps %s written to %s", list(tc.profile_steps), written.parent)
         maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
@@ -304,7 +310,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             do_eval = True  # the checkpoint metric needs a fresh validation loss
         if step % tc.log_every == 0 or do_eval or do_ckpt:
             window.update(tally.read(step, tc.max_nonfinite_steps))  # the window's one read-back
-            metrics = _window_metrics(window, step, samples_seen, optimizer, device)
+            metrics = _window_metrics(window, step, samples_seen, optimizer, device, gc_clock)
             metrics["rank_cost_imbalance"] = rank_cost_imbalance(step_costs)
             step_costs = []
             if step % tc.diagnostics_every == 0 and last_batch is not None:
@@ -326,8 +332,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOW))
             _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank)
             window.update({k: 0.0 for k in window if k != "t0"})
-            window["t0"], window["compile0"] = time.perf_counter(), compile_seconds()
+            window["t0"], window["compile0"], window["gc0"] = time.perf_counter(), compile_seconds(), gc_clock.read()
 
+    gc_clock.stop()
     if rank == 0:
         _final_artifacts(model, cfg, tracker, device, autocast)
 
@@ -335,16 +342,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 _SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")
 
 
-def _window_metrics(w: dict[str, float], step: int, samples_seen: int, optimizer, device) -> dict[str, float]:
+def _window_metrics(w: dict[str, Any], step: int, samples_seen: int, optimizer, device, gc_clock) -> dict[str, float]:
     dt = max(time.perf_counter() - w["t0"], 1e-9)
     n = max(w["n"], 1.0)
     mean = all_mean([w["loss"] / n, w["fine"] / n, w["coarse"] / max(w["n_coarse"], 1.0),
                      w["grad_norm"] / n, w["wait"] / dt], device)
     tot = all_sum([w["samples"], w["frames"]], device)
-    # DDP steps wait for the slowest rank: the worst rank's data wait and (re)compilation time
-    worst = all_max([w["wait"] / dt, compile_seconds() - w["compile0"]], device)
+    # DDP steps wait for the slowest rank: the worst rank's data wait, (re)compilation time and
+    # garbage-collection pauses (seconds, full collections)
+    gc_s, gc_full = gc_clock.read()
+    worst = all_max([w["wait"] / dt, compile_seconds() - w["compile0"], gc_s - w["gc0"][0],
+                     float(gc_full - w["gc0"][1])], device)
     m = {"loss": mean[0], "loss_fine": mean[1], "grad_norm": mean[3], "data_wait_frac": mean[4],
-         "data_wait_frac_max": worst[0], "compile_s_max": worst[1],
+         "data_wait_frac_max": worst[0], "compile_s_max": worst[1], "gc_s_max": worst[2], "gc_full_max": worst[3],
+         "gc_frozen": float(gc.get_freeze_count()),
          "samples_per_s": tot[0] / dt, "frames_per_s": tot[1] / dt, "samples_seen": float(samples_seen),
          "window_s": dt,
          "step": float(step)}

@@ -13,6 +13,7 @@
 #                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
 #                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
 #     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
+#     gc             issue 9: Python's collection pauses in a training process, before/after gc.freeze (jobs/bench_gc.py)
 #     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench_host.py)
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
@@ -31,7 +32,7 @@ bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --ou
 data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
 for section in "$@"; do
   log="$OUT/$section.log"; t0=$(date +%s)
-  case "$section" in matrix|profile|bench12|stage1x2|sweep) bench_shards ;; esac
+  case "$section" in matrix|profile|bench12|stage1x2|sweep|gc) bench_shards ;; esac
   case "$section" in
     matrix)
       timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
@@ -73,6 +74,9 @@ for section in "$@"; do
         --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
       grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
+    gc)  # issue 9: one full collection's pause, and the pauses of a few steps, before and after gc.freeze
+      timeout ${GC_TIMEOUT:-150} python3 jobs/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
+        --steps ${GC_STEPS:-20} --frames-per-batch ${FRAMES:-768} 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
       { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
       n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \

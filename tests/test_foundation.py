@@ -135,3 +135,22 @@ def test_workers_get_the_cuda_and_nccl_settings_but_not_the_gpu_choice():
     assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert worker_env({"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"})["PYTORCH_CUDA_ALLOC_CONF"] \
         == "backend:cudaMallocAsync"
+
+
+def test_gc_clock_times_pauses_and_counts_full_collections():
+    import gc
+
+    from fovea.platform.gc_clock import GcClock
+
+    clock = GcClock().start()
+    junk = [[i] for i in range(50_000)]
+    for a, b in zip(junk, junk[1:]):  # reference cycles: only the collector frees them
+        a.append(b), b.append(a)
+    del junk, a, b
+    gc.collect(1)
+    gc.collect(2)
+    clock.stop()
+    seconds, full = clock.read()
+    assert full == 1 and seconds > 0
+    gc.collect(2)  # stopped: no longer counted
+    assert clock.read() == (seconds, full)

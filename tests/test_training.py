@@ -55,7 +55,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
 
     cfg = tiny_cfg(tmp_path, shards, "learn", "training.max_steps=30", "training.checkpoint_every=15",
                    "training.log_every=5", "eval.every_steps=15", "eval.caption_samples=1",
-                   "eval.max_new_tokens=4", "training.profile_steps=[3,4]")
+                   "eval.max_new_tokens=4", "training.profile_steps=[3,4]", "training.gc_freeze=true")
     s = fit(cfg)
     rows = [r for r in read_metrics(tmp_path, "learn")]
     assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
@@ -69,6 +69,11 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert all(("epoch_s" in r) == (r["epoch"] >= 1) for r in rows) and rows[-1]["epoch"] >= 2
     assert all(r["epoch_s"] > 0 for r in rows if "epoch_s" in r)
     assert all(r["epoch_compile_s"] == 0 for r in rows if "epoch_s" in r)  # with its compile time (none here)
+    # Python's collection pauses, worst rank: the first window holds the full collection before
+    # the freeze after step 1 (training.gc_freeze=true); later ones walk no set-up objects, so they stay short
+    assert rows[0]["gc_full_max"] >= 1 and rows[0]["gc_s_max"] > 0
+    assert all(0 <= r["gc_s_max"] < 0.25 for r in rows[1:]), [r["gc_s_max"] for r in rows]
+    assert all(r["gc_frozen"] > 10_000 for r in rows)  # a Ray worker with torch + transformers: far more
     # training.profile_steps: each rank profiled steps 3..4 and wrote its op table
     for r in (0, 1):
         text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
