@@ -323,6 +323,9 @@ def main() -> None:
     ap.add_argument("--log", default=None, help="append the stage1 jobs' output here")
     ap.add_argument("overrides", nargs="*", help="extra config overrides (matrix and stage1 runs)")
     a = ap.parse_args()
+    if a.summarize:  # "--summarize 1:A 2:B key=value": the list also takes the overrides after it
+        a.overrides += [x for x in a.summarize if "=" in x and not x.partition(":")[0].isdigit()]
+        a.summarize = [x for x in a.summarize if x not in a.overrides]
     if not a.shards and not a.summarize:
         ap.error("--shards is required (or --summarize)")
 

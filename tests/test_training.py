@@ -288,6 +288,11 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +85\.0 ", out), out  # the batch cap is not in the metrics
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
     assert "without the 2.0 s and 0.5 s of recompilation: 1.80x" in out, out  # 18 / 10.026
+    # an override after the files (argparse's list would take it as a file): the profiled window leaves
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
+                          f"1:{one}", "training.profile_steps=[45,46]"], capture_output=True, text=True,
+                         check=True).stdout
+    assert re.search(r"ref +1 jobs/stage1\.py metrics +- +100\.0 ", out), out
 
 
 def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
