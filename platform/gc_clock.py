@@ -5,13 +5,13 @@ one launching the GPU's kernels, so a pause is GPU idle time on that rank, and u
 other ranks then wait for it in the gradient all-reduce: a pause on any rank costs every rank.
 The young generations are collected every few hundred allocations and are cheap; a full
 collection (generation 2) walks every tracked object of the process (the model's modules,
-transformers, Ray, torch.compile's caches) and is the one that can take tens of milliseconds.
+transformers, Ray, torch.compile's caches): ~0.4-0.5 s in a 135M training process here.
 
 ``GcClock`` adds up the pauses (via ``gc.callbacks``) so that each log window can report them,
 like the compilation time: ``gc_s_max`` is the worst rank's pause seconds in the window,
 ``gc_full_max`` its number of full collections.
 
-``freeze_setup_objects`` (``training.gc_freeze``, after the first step) moves every object alive
+``freeze_setup_objects`` (``training.gc_freeze``, after the process's first step) moves every object alive
 then into the permanent generation, which collections do not walk.  Only objects alive at the
 freeze are frozen (garbage is collected first); one that later becomes part of an unreachable
 reference cycle is never collected, which is why the freeze happens once, over what set-up

@@ -228,6 +228,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # -- loop -------------------------------------------------------------------------
     # host-side window figures; the losses, norms and step counts come from the tally at the window's end
     gc_clock = GcClock().start()  # Python's collection pauses (platform/gc_clock.py)
+    set_up_frozen = False  # training.gc_freeze
     window = {"samples": 0.0, "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "compile0": compile_seconds(),
               "gc0": gc_clock.read()}
     step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
@@ -296,8 +297,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window["samples"] += micro_samples
         window["frames"] += micro_frames
         step_costs.append(micro_cost)
-        if step == 1 and tc.gc_freeze:  # every rank at the same step; one full collection, then cheap ones
-            freeze_setup_objects()
+        if tc.gc_freeze and not set_up_frozen:  # this process's first step (also after a resume), the
+            set_up_frozen = freeze_setup_objects() > 0  # same on every rank: one full collection, then cheap ones
         if (written := profiler.after_step(step)) and rank == 0:
             log.info("profile of steps %s written to %s", list(tc.profile_steps), written.parent)
         maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
