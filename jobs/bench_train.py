@@ -345,8 +345,7 @@ def main() -> None:
     def add(r: dict, dist: str) -> None:
         mean_frames = r["frames_per_s"] / r["samples_per_s"]
         r.update(dist=dist, mean_frames=mean_frames,
-                 mfu=r["samples_per_s"] * flops_per_sample(mean_frames, TEXT_TOKENS, dino, llm)
-                 / (r["gpus"] * H100_PEAK_BF16))
+                 mfu=r["samples_per_s"] * sample_flops(mean_frames) / (r["gpus"] * H100_PEAK_BF16))
         if "steady_model_tflops" in r:
             r["steady_mfu"] = r["steady_model_tflops"] * 1e12 / (r["gpus"] * H100_PEAK_BF16)
         results.append(r)

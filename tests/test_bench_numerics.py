@@ -132,8 +132,9 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
         return [e.input_shapes[:3] for e in ops(m, False) if e.name == "aten::scaled_dot_product_attention"]
 
     layers = cfg.num_hidden_layers
-    assert attention_shapes(fused) == attention_shapes(plain)
-    gqa = [q[1] == cfg.num_attention_heads and k[1] == cfg.num_key_value_heads for q, k, _ in attention_shapes(fused)]
+    shapes = attention_shapes(fused)
+    assert shapes == attention_shapes(plain)
+    gqa = [q[1] == cfg.num_attention_heads and k[1] == cfg.num_key_value_heads for q, k, _ in shapes]
     assert sum(gqa) == layers * 2  # every LLM layer of both passes: K/V keep their KV heads
     assert matmuls(plain, False) - matmuls(fused, False) == 3 * layers * 2
     trained = matmuls(fused, True)
