@@ -143,13 +143,17 @@ def test_gc_clock_times_pauses_and_counts_full_collections():
     from fovea.platform.gc_clock import GcClock
 
     clock = GcClock().start()
-    junk = [[i] for i in range(50_000)]
-    for a, b in zip(junk, junk[1:]):  # reference cycles: only the collector frees them
-        a.append(b), b.append(a)
-    del junk, a, b
-    gc.collect(1)
-    gc.collect(2)
-    clock.stop()
+    gc.disable()  # only the two collections below: no automatic one while the junk is built
+    try:
+        junk = [[i] for i in range(50_000)]
+        for a, b in zip(junk, junk[1:]):  # reference cycles: only the collector frees them
+            a.append(b), b.append(a)
+        del junk, a, b
+        gc.collect(1)
+        gc.collect(2)
+    finally:
+        gc.enable()
+        clock.stop()
     seconds, full = clock.read()
     assert full == 1 and seconds > 0
     gc.collect(2)  # stopped: no longer counted
