@@ -26,7 +26,7 @@ is a ratio measured side by side:
 
 Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
 steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
-figures are rates over its log windows (every 10 steps: total samples / total time; the
+figures are rates over its log windows (every WINDOW_BATCHES batches: total samples / total time; the
 per-window median is kept too), the first two windows skipped (warm-up, compilation), and
 so are windows that hold profiled steps (``training.profile_steps=[a,b]`` among the overrides:
 the profiler slows its steps several-fold):
@@ -66,6 +66,13 @@ from typing import Callable
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet; ~790e12 measured here for a large GEMM
 TEXT_TOKENS = 94  # chat template + ~64 caption tokens of make_bench_shards.py
 REPO = Path(__file__).resolve().parents[1]
+# Batches (of all ranks together) a log window of the stage1 runs spans. The loader's readers
+# (GPUs x loader workers of each) take turns, one batch each, and reader r's batches do not
+# depend on how the readers are split into ranks; so with equal readers (1 GPU x 16 loader
+# workers against 2 x 8) window k of a 1-GPU and of a 2-GPU run hold the same batches, and the
+# ratio of their times is scaling on equal work (``matched_windows``). 16 = one round of 16
+# readers: 2 GPUs x 8 loader workers, or 1 GPU x 16 (--loader-workers 16).
+WINDOW_BATCHES = 16
 
 
 def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
@@ -219,14 +226,18 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
     """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers
     (``flops``: see ``summarize_windows``).
 
-    The no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs every 10th step, once per
-    log window, instead of the config's every step."""
+    A log window spans ``WINDOW_BATCHES`` batches of all ranks together (16 steps on 1 GPU, 8
+    on 2). The no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs on every rank every
+    ``WINDOW_BATCHES // 2``-th step instead of the config's every step: the same share of
+    batches on any number of GPUs."""
     overrides = [
-        "model.coarse_loss_every=10", f"model.gradient_checkpointing={'dino' if ckpt_dino else 'false'}",
+        f"model.coarse_loss_every={WINDOW_BATCHES // 2}",
+        f"model.gradient_checkpointing={'dino' if ckpt_dino else 'false'}",
         f"name={name}", f"runs_dir={runs}", f"data.train_shards=['{shards}']", "data.val_shards=[]",
         "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}", f"data.max_total_frames={budget}",
         f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
-        f"training.max_steps={steps}", "training.log_every=10", f"training.checkpoint_every={max(steps // 2, 1)}",
+        f"training.max_steps={steps}", f"training.log_every={window_steps(gpus)}",
+        f"training.checkpoint_every={max(steps // 2, 1)}",
         f"training.diagnostics_every={10 * steps}", "eval.every_steps=0", f"training.compile={str(compiled).lower()}",
         f"cluster.num_workers={gpus}", "cluster.max_failures=0", "cluster.cpus_per_worker=1", *extra]
     t0 = time.time()
@@ -240,6 +251,11 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
     return {"path": "jobs/stage1.py" + (" +compile" if compiled else "") + (" +ckpt" if ckpt_dino else ""),
             "gpus": gpus, **summarize_windows(rows, profiled_steps(extra), flops),
             "wall_s": time.time() - t0, "steps": steps, "batch": batch}
+
+
+def window_steps(gpus: int) -> int:
+    """Steps of a log window: ``WINDOW_BATCHES`` batches of all ranks together."""
+    return max(WINDOW_BATCHES // gpus, 1)
 
 
 def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
@@ -283,7 +299,11 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
     # torch.compile's time inside each of those epochs (a new tail shape recompiles once a process)
     epoch_compile_s = {int(r["epoch"]) - 1: r["epoch_compile_s"] for r in rows
                        if "epoch_compile_s" in r and r["epoch"] >= 2}
+    steady_steps = {r["step"] for r in steady}
+    log_windows = [{"step": r["step"], "s": r["window_s"], "samples": r["samples_per_s"] * r["window_s"],
+                    "frames": r["frames_per_s"] * r["window_s"], "steady": r["step"] in steady_steps} for r in kept]
     return {"samples_per_s": rate(timed, "samples_per_s"), "frames_per_s": rate(timed, "frames_per_s"),
+            "log_windows": log_windows,
             "epoch_s": epoch_s, "epoch_compile_s": epoch_compile_s,
             "samples_per_s_window_median": med("samples_per_s"),
             "steady_samples_per_s": rate(steady, "samples_per_s"), "steady_frames_per_s": rate(steady, "frames_per_s"),
@@ -295,6 +315,31 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
             "gpu_mem_gb": max((r.get("gpu_mem_gb", 0) for r in timed), default=0),
             "windows": len(timed), "profiled_windows_left_out": len(rows) - len(kept),
             "final_loss": timed[-1].get("loss") if timed else float("nan")}
+
+
+def matched_windows(one: list[dict], two: list[dict]) -> dict | None:
+    """Equal-work scaling from two runs' ``log_windows``: 1-GPU window (2p, 2s] against 2-GPU
+    window (p, s], both steady. With equal readers they hold the same batches (see
+    ``WINDOW_BATCHES``); ``frames_ratio`` (2-GPU frames / 1-GPU frames of each pair) shows
+    whether they did: ranks end their epochs a batch or so apart, so pairs near an epoch end
+    may differ. -> None when no pair lines up (runs with other window lengths)."""
+    by_span = {}
+    for prev, w in zip([{"step": 0}] + one, one):
+        by_span[(prev["step"], w["step"])] = w
+    pairs = []
+    for prev, w in zip([{"step": 0}] + two, two):
+        m = by_span.get((2 * prev["step"], 2 * w["step"]))
+        if m is not None and m["steady"] and w["steady"] and m["frames"] and m["samples"]:
+            pairs.append((m, w))
+    if not pairs:
+        return None
+    work = [w["frames"] / m["frames"] for m, w in pairs]
+    t1, t2 = sum(m["s"] for m, _ in pairs), sum(w["s"] for _, w in pairs)
+    f1, f2 = sum(m["frames"] for m, _ in pairs), sum(w["frames"] for _, w in pairs)
+    s1, s2 = sum(m["samples"] for m, _ in pairs), sum(w["samples"] for _, w in pairs)
+    return {"pairs": len(pairs), "one_s": t1, "two_s": t2, "frames_ratio_min": min(work),
+            "frames_ratio_max": max(work), "work_ratio_frames": f2 / f1, "work_ratio_samples": s2 / s1,
+            "scaling": (f2 / t2) / (f1 / t1)}
 
 
 def main() -> None:
@@ -415,6 +460,12 @@ def main() -> None:
               f"{two['steady_model_tflops'] / one['steady_model_tflops']:.2f}x model FLOP/s "
               f"({one['steady_model_tflops']:.1f} and {two['steady_model_tflops']:.1f} TFLOP/s: each window's "
               f"mix through the FLOP model, so equal work)")
+        m = matched_windows(one["log_windows"], two["log_windows"])
+        if m:
+            print(f"  matched windows (the same batches when the runs had equal readers): {m['pairs']} pairs, "
+                  f"{m['one_s']:.1f} s on 1 GPU, {m['two_s']:.1f} s on 2; 2-GPU/1-GPU work "
+                  f"{m['work_ratio_frames']:.3f} (frames), {m['work_ratio_samples']:.3f} (samples), per pair "
+                  f"{m['frames_ratio_min']:.3f}-{m['frames_ratio_max']:.3f}: **{m['scaling']:.2f}x** frames/s")
         for e in sorted(set(one["epoch_s"]) & set(two["epoch_s"])):
             t1, t2 = one["epoch_s"][e], two["epoch_s"][e]
             c1, c2 = one["epoch_compile_s"].get(e), two["epoch_compile_s"].get(e)

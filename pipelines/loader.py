@@ -14,8 +14,9 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     shards and keeps the samples whose running index i has i % R == r.  Either way ranks and
     workers read disjoint samples whose union is the whole set (the reference split by worker
     only, so all ranks read the same stream).
-  * per reader: a shuffle buffer of ``shuffle_buffer`` samples seeded by (seed, epoch, rank,
-    worker); the JPEG bytes stay encoded until a batch is formed.
+  * per reader: a shuffle buffer of ``shuffle_buffer`` samples seeded by (seed, epoch, reader
+    index r, R), so the batches of reader r do not depend on how the R readers are split into
+    ranks x workers; the JPEG bytes stay encoded until a batch is formed.
   * batching happens in the reader, on metadata: ``batch_size`` samples, or with
     ``max_total_frames`` token-budget batching (spec 3.6): buffer 4 x batch_size samples, sort
     by (frames, text tokens) (``budget_sort``; off: arrival order), close a batch when it has
@@ -296,7 +297,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                    if i % self.world_size == self.rank and (i // self.world_size) % W == w)
         args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
         samples = (parse_raw(s, *args) for s in _count_end(raw, self.read_done))
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.stream}/{self.rank}/{w}")
+        # seeded by the reader's global index, not by (rank, worker): R readers read the same
+        # batches in the same order however they are split into ranks (1 GPU x 16 workers =
+        # 2 GPUs x 8), so a 1-GPU run repeats a 2-GPU run's work exactly (scaling benchmarks)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{self.stream}/reader{reader}of{R}")
         if self.shuffle and cfg.shuffle_buffer > 1:
             samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
         budget = cfg.max_total_frames if (self.shuffle and self.budget) else None

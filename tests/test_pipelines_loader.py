@@ -85,6 +85,36 @@ def test_two_ranks_two_workers_disjoint_union(tmp_path, monkeypatch, n_shards):
     assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == all_keys
 
 
+def test_readers_do_not_depend_on_the_rank_split(tmp_path, monkeypatch):
+    """1 rank x 4 workers and 2 ranks x 2 workers are the same 4 readers: reader r yields the
+    same token-budget batches in the same order either way, so a 1-GPU run can repeat a
+    2-GPU run's work exactly (the scaling benchmark compares them)."""
+    from fovea.pipelines.shards import expand_shards
+
+    make_shards(tmp_path, 48, 4, frames=lambda i: 1 + (7 * i) % 9)
+    shards = expand_shards(str(tmp_path / "train-*.tar"))
+    cfg = DataConfig(batch_size=4, max_total_frames=16, shuffle_buffer=8, num_workers=2)
+    one = _readers(cfg, shards, 1, 4, monkeypatch)  # reader index = rank * workers + worker
+    two = _readers(cfg, shards, 2, 2, monkeypatch)
+    by_reader = lambda d, W: {rank * W + w: ks for (rank, w), ks in d.items()}  # noqa: E731
+    assert by_reader(one, 4) == by_reader(two, 2)
+    assert len({tuple(ks) for ks in one.values()}) == 4  # four different readers, not one stream
+    # through real DataLoader workers, which take turns a batch each: a round of the 4 readers is
+    # steps 4j..4j+3 of the one rank and steps 2j, 2j+1 of the two ranks
+    from fovea.pipelines.loader import build_train_loader
+
+    cfg = cfg.model_copy(update={"train_shards": [str(tmp_path / "train-*.tar")]})
+    single = [set(b["keys"]) for b in build_train_loader(cfg.model_copy(update={"num_workers": 4}), rank=0,
+                                                          world_size=1, epoch=1, seed=5)]
+    ranks = [[set(b["keys"]) for b in build_train_loader(cfg, rank=r, world_size=2, epoch=1, seed=5)]
+             for r in range(2)]
+    rounds = min(len(r) for r in ranks) // 2
+    assert rounds >= 3
+    union = lambda batches: set().union(*batches)  # noqa: E731
+    for j in range(rounds):
+        assert union(single[4 * j:4 * j + 4]) == union(ranks[0][2 * j:2 * j + 2] + ranks[1][2 * j:2 * j + 2]), j
+
+
 def test_shuffle_is_seeded_per_epoch(tmp_path):
     from fovea.pipelines.loader import build_train_loader
 

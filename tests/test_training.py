@@ -295,6 +295,27 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +100\.0 ", out), out
 
 
+def test_bench_matched_windows_pair_the_same_batches(repo_root):
+    """jobs/bench_train.py's equal-work pairs: 1-GPU window (2p, 2s] against 2-GPU window (p, s],
+    steady ones only; scaling = the 2-GPU frames/s over the 1-GPU frames/s of the pairs."""
+    import sys
+
+    sys.path.insert(0, str(repo_root / "jobs"))
+    from bench_train import matched_windows, window_steps
+
+    assert (window_steps(1), window_steps(2), window_steps(64)) == (16, 8, 1)
+    w = lambda step, s, frames, steady=True: {"step": step, "s": s, "samples": frames / 7, "frames": frames,  # noqa: E731
+                                              "steady": steady}
+    one = [w(16, 90.0, 4000, False), w(32, 10.0, 3000), w(48, 12.0, 3600), w(64, 9.0, 2700)]
+    two = [w(8, 60.0, 4000, False), w(16, 5.5, 3000), w(24, 6.5, 3600, False), w(32, 4.6, 2790)]
+    m = matched_windows(one, two)
+    assert m["pairs"] == 2  # (16, 32] / (8, 16] and (48, 64] / (24, 32]; the rest are not steady
+    assert (m["one_s"], m["two_s"]) == (19.0, 10.1)
+    assert m["frames_ratio_min"] == 1.0 and m["frames_ratio_max"] == pytest.approx(2790 / 2700)
+    assert m["scaling"] == pytest.approx((5790 / 10.1) / (5700 / 19.0))
+    assert matched_windows(one, [w(10, 5.0, 3000)]) is None  # windows of other lengths: no pair
+
+
 def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
     """jobs/bench_memory.py: the bytes autograd keeps for backward, by phase, on one real batch;
     DINOv2 checkpointing shrinks the patch pass to its blocks' inputs, full checkpointing the LLM
