@@ -26,7 +26,7 @@ is a ratio measured side by side:
 
 Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
 steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
-figures are rates over its log windows (every WINDOW_BATCHES batches: total samples / total time; the
+figures are rates over its log windows (one round of --readers batches: total samples / total time; the
 per-window median is kept too), the first two windows skipped (warm-up, compilation), and
 so are windows that hold profiled steps (``training.profile_steps=[a,b]`` among the overrides:
 the profiler slows its steps several-fold):
@@ -66,13 +66,12 @@ from typing import Callable
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet; ~790e12 measured here for a large GEMM
 TEXT_TOKENS = 94  # chat template + ~64 caption tokens of make_bench_shards.py
 REPO = Path(__file__).resolve().parents[1]
-# Batches (of all ranks together) a log window of the stage1 runs spans. The loader's readers
-# (GPUs x loader workers of each) take turns, one batch each, and reader r's batches do not
-# depend on how the readers are split into ranks; so with equal readers (1 GPU x 16 loader
-# workers against 2 x 8) window k of a 1-GPU and of a 2-GPU run hold the same batches, and the
-# ratio of their times is scaling on equal work (``matched_windows``). 16 = one round of 16
-# readers: 2 GPUs x 8 loader workers, or 1 GPU x 16 (--loader-workers 16).
-WINDOW_BATCHES = 16
+# Loader readers of the stage1 runs, all ranks together (--readers): each GPU gets READERS / GPUs
+# loader workers (1 GPU: 16, 2 GPUs: 8). The readers take turns, one batch each, and reader r's
+# batches do not depend on how the readers are split into ranks; a log window is one round of
+# them (16 steps on 1 GPU, 8 on 2), so window k of a 1-GPU and of a 2-GPU run hold the same
+# batches and the ratio of their times is scaling on equal work (``matched_windows``).
+READERS = 16
 
 
 def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
@@ -220,23 +219,23 @@ def profiled_steps(overrides: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, loader_workers: int, compiled: bool,
+def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, readers: int, compiled: bool,
                ckpt_dino: bool, name: str, runs: Path, extra: list[str], log_to: Path | None,
                flops: Callable[[float], float] | None = None) -> dict:
     """``python jobs/stage1.py --config stage1_135m ...`` on ``gpus`` Ray Train workers
     (``flops``: see ``summarize_windows``).
 
-    A log window spans ``WINDOW_BATCHES`` batches of all ranks together (16 steps on 1 GPU, 8
-    on 2). The no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs on every rank every
-    ``WINDOW_BATCHES // 2``-th step instead of the config's every step: the same share of
-    batches on any number of GPUs."""
+    ``readers`` loader workers in all (``READERS``); a log window is one round of them. The
+    no-grad coarse CE (a diagnostic when lambda_coarse = 0) runs on every rank every 8th step
+    instead of the config's every step: the same share of batches on any number of GPUs."""
+    workers = loader_workers_per_gpu(readers, gpus)
     overrides = [
-        f"model.coarse_loss_every={WINDOW_BATCHES // 2}",
+        "model.coarse_loss_every=8",
         f"model.gradient_checkpointing={'dino' if ckpt_dino else 'false'}",
         f"name={name}", f"runs_dir={runs}", f"data.train_shards=['{shards}']", "data.val_shards=[]",
         "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}", f"data.max_total_frames={budget}",
-        f"data.num_workers={loader_workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
-        f"training.max_steps={steps}", f"training.log_every={window_steps(gpus)}",
+        f"data.num_workers={workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
+        f"training.max_steps={steps}", f"training.log_every={workers}",
         f"training.checkpoint_every={max(steps // 2, 1)}",
         f"training.diagnostics_every={10 * steps}", "eval.every_steps=0", f"training.compile={str(compiled).lower()}",
         f"cluster.num_workers={gpus}", "cluster.max_failures=0", "cluster.cpus_per_worker=1", *extra]
@@ -253,9 +252,11 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, load
             "wall_s": time.time() - t0, "steps": steps, "batch": batch}
 
 
-def window_steps(gpus: int) -> int:
-    """Steps of a log window: ``WINDOW_BATCHES`` batches of all ranks together."""
-    return max(WINDOW_BATCHES // gpus, 1)
+def loader_workers_per_gpu(readers: int, gpus: int) -> int:
+    """``data.num_workers`` of each of ``gpus`` ranks for ``readers`` loader readers in all."""
+    if readers < gpus or readers % gpus:
+        raise ValueError(f"--readers {readers}: must be a multiple of the GPU count {gpus}")
+    return readers // gpus
 
 
 def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
@@ -320,7 +321,7 @@ def summarize_windows(rows: list[dict], profiled: tuple[int, int] | None = None,
 def matched_windows(one: list[dict], two: list[dict]) -> dict | None:
     """Equal-work scaling from two runs' ``log_windows``: 1-GPU window (2p, 2s] against 2-GPU
     window (p, s], both steady. With equal readers they hold the same batches (see
-    ``WINDOW_BATCHES``); ``frames_ratio`` (2-GPU frames / 1-GPU frames of each pair) shows
+    ``READERS``); ``frames_ratio`` (2-GPU frames / 1-GPU frames of each pair) shows
     whether they did: ranks end their epochs a batch or so apart, so pairs near an epoch end
     may differ. -> None when no pair lines up (runs with other window lengths)."""
     by_span = {}
@@ -362,7 +363,10 @@ def main() -> None:
                     help="training.compile in the stage1 runs; auto: on when the matrix found it faster")
     ap.add_argument("--ckpt-dino", action="store_true",
                     help="stage1 runs: model.gradient_checkpointing=dino (large frame budgets)")
-    ap.add_argument("--loader-workers", type=int, default=8)
+    ap.add_argument("--loader-workers", type=int, default=8, help="DataLoader workers of the matrix's one process")
+    ap.add_argument("--readers", type=int, default=READERS,
+                    help="stage1 runs: loader workers of all GPUs together (each GPU gets READERS / GPUs), so that "
+                         "runs on any GPU count read the same batches")
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--log", default=None, help="append the stage1 jobs' output here")
@@ -373,6 +377,11 @@ def main() -> None:
         a.summarize = [x for x in a.summarize if x not in a.overrides]
     if not a.shards and not a.summarize:
         ap.error("--shards is required (or --summarize)")
+    for g in [int(x) for x in a.gpus.split(",") if x] if not a.summarize else []:
+        try:
+            loader_workers_per_gpu(a.readers, g)
+        except ValueError as e:
+            ap.error(str(e))
 
     import torch
     from transformers import AutoConfig
@@ -429,7 +438,7 @@ def main() -> None:
             if label == "64" and g > 1:
                 continue
             try:
-                add(run_stage1(shards, g, steps, a.batch, a.frames_per_batch, a.loader_workers, compiled,
+                add(run_stage1(shards, g, steps, a.batch, a.frames_per_batch, a.readers, compiled,
                                a.ckpt_dino, f"bench-{label}-{g}gpu", runs, a.overrides, Path(a.log) if a.log else None,
                                sample_flops), label)
             except Exception as e:

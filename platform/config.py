@@ -120,9 +120,9 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
     # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
-    # Python's full collections skip the ~0.7-0.8 M set-up objects (platform/gc_clock.py); off
-    # until a GPU run's gc_s_max / gc_full_max show full collections that cost
-    gc_freeze: bool = False
+    # Python's full collections skip the ~0.9-1 M set-up objects (platform/gc_clock.py): on 2 x
+    # H200 a full collection paused a rank ~1 s every ~30 steps without it (docs/measurements, session 11)
+    gc_freeze: bool = True
     checkpoint_every: int = Field(1000, ge=1)
     keep_last: int = Field(2, ge=1)
     checkpoint_metric: str = "val_loss"

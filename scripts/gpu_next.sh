@@ -7,7 +7,7 @@
 #     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
 #     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
 #     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
-#                    LOADER_WORKERS, BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
+#                    READERS: loader workers of all GPUs together (16: 1 GPU x 16, 2 x 8), BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
 #                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
 #                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too;
 #                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
@@ -15,6 +15,8 @@
 #     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
 #     gc             issue 9: Python's collection pauses in a training process, before/after gc.freeze (jobs/bench_gc.py)
 #     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench_host.py)
+#     pair           issue 9: the compiled 3072-unit training step in one process on GPU 0 alone, then one process
+#                    on each GPU at once (no DDP): does a second training process slow a rank by itself?
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
 #     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
 #     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
@@ -32,7 +34,7 @@ bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --ou
 data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
 for section in "$@"; do
   log="$OUT/$section.log"; t0=$(date +%s)
-  case "$section" in matrix|profile|bench12|stage1x2|sweep|gc) bench_shards ;; esac
+  case "$section" in matrix|profile|bench12|stage1x2|sweep|gc|pair) bench_shards ;; esac
   case "$section" in
     matrix)
       timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
@@ -49,7 +51,7 @@ for section in "$@"; do
       # BENCH_TIMEOUT counts from the section's start, shard generation included, so that the
       # copying below still runs inside a caller's limit of BENCH_TIMEOUT + ~30 s
       timeout $(( ${BENCH_TIMEOUT:-190} - ($(date +%s) - t0) )) python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
-        --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --loader-workers ${LOADER_WORKERS:-8} \
+        --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --readers ${READERS:-16} \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
         --runs ${RUNS:-/tmp/runs} --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
         | grep --line-buffered -vE "$quiet" >>"$log"
@@ -77,13 +79,23 @@ for section in "$@"; do
     gc)  # issue 9: one full collection's pause, and the pauses of a few steps, before and after gc.freeze
       timeout ${GC_TIMEOUT:-150} python3 jobs/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
         --steps ${GC_STEPS:-20} --frames-per-batch ${FRAMES:-768} 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    pair)  # issue 9: alone, then two at once; samples/s of each process (the same batches: rank 0 of 1 each)
+      for gpus in 0 "0 1"; do
+        for d in $gpus; do
+          CUDA_VISIBLE_DEVICES=$d timeout ${PAIR_TIMEOUT:-200} python3 jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' \
+            --matrix --paths compiled-b256-ckpt --matrix-steps ${PAIR_STEPS:-30} --gpus '' --frames-per-batch 768 \
+            --out "$OUT/pair_${gpus// /}_gpu$d.json" data.llm_tokens_per_frame=64 model.gradient_checkpointing=true \
+            >"/tmp/pair_$d.log" 2>&1 &
+        done; wait
+        for d in $gpus; do echo "processes on GPUs [$gpus], GPU $d:"; grep -E "^ref|FAILED|Error" "/tmp/pair_$d.log"; done >>"$log"
+      done ;;
     host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
       { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
       n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \
         --out "$OUT/host.json" >>"$log" 2>&1 ;;
     stage1x2)
       timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
-        --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --loader-workers 8 --compile on --runs /tmp/runs \
+        --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --compile on --runs /tmp/runs \
         --out "$OUT/bench_2gpu.json" --log "$OUT/stage1x2_job.log" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     sweep)
       timeout ${SWEEP_TIMEOUT:-200} python3 -u jobs/sweep.py --space ablations --only baseline,A6 --base-config stage1_135m \

@@ -301,9 +301,11 @@ def test_bench_matched_windows_pair_the_same_batches(repo_root):
     import sys
 
     sys.path.insert(0, str(repo_root / "jobs"))
-    from bench_train import matched_windows, window_steps
+    from bench_train import loader_workers_per_gpu, matched_windows
 
-    assert (window_steps(1), window_steps(2), window_steps(64)) == (16, 8, 1)
+    assert (loader_workers_per_gpu(16, 1), loader_workers_per_gpu(16, 2)) == (16, 8)  # one window: 16 batches
+    with pytest.raises(ValueError, match="--readers 16: must be a multiple of the GPU count 3"):
+        loader_workers_per_gpu(16, 3)
     w = lambda step, s, frames, steady=True: {"step": step, "s": s, "samples": frames / 7, "frames": frames,  # noqa: E731
                                               "steady": steady}
     one = [w(16, 90.0, 4000, False), w(32, 10.0, 3000), w(48, 12.0, 3600), w(64, 9.0, 2700)]
