@@ -377,11 +377,12 @@ def main() -> None:
         a.summarize = [x for x in a.summarize if x not in a.overrides]
     if not a.shards and not a.summarize:
         ap.error("--shards is required (or --summarize)")
-    for g in [int(x) for x in a.gpus.split(",") if x] if not a.summarize else []:
-        try:
-            loader_workers_per_gpu(a.readers, g)
-        except ValueError as e:
-            ap.error(str(e))
+    if not a.summarize:  # before any run starts
+        for g in [int(x) for x in a.gpus.split(",") if x]:
+            try:
+                loader_workers_per_gpu(a.readers, g)
+            except ValueError as e:
+                ap.error(str(e))
 
     import torch
     from transformers import AutoConfig

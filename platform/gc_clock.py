@@ -14,8 +14,9 @@ like the compilation time: ``gc_s_max`` is the worst rank's pause seconds in the
 ``freeze_setup_objects`` (``training.gc_freeze``, after the process's first step) moves every object alive
 then into the permanent generation, which collections do not walk.  Only objects alive at the
 freeze are frozen (garbage is collected first); one that later becomes part of an unreachable
-reference cycle is never collected, which is why the freeze happens once, over what set-up
-built (modules, compiled graphs), and not every window.
+reference cycle is never collected while frozen, which is why the freeze happens once, over what
+set-up built (modules, compiled graphs), not every window, and the training loop unfreezes them
+when it ends.
 
 Measured on this repo's 2-core CPU machine (docs/measurements, session 10):
 * ``jobs/bench_gc.py --compile`` (135M model, one process): ~850 000 tracked objects; one full

@@ -336,6 +336,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             window["t0"], window["compile0"], window["gc0"] = time.perf_counter(), compile_seconds(), gc_clock.read()
 
     gc_clock.stop()
+    if set_up_frozen:  # the frozen objects become collectable again (a process that goes on after training)
+        gc.unfreeze()
     if rank == 0:
         _final_artifacts(model, cfg, tracker, device, autocast)
 
