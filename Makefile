@@ -11,7 +11,7 @@ venv:
 	@bash scripts/bootstrap.sh
 
 assets: venv   ## offline model store (~/.cache/fovea/models or $$FOVEA_MODEL_STORE)
-	@$(PY) -m fovea.platform.model_store
+	@$(PY) -m fovea.model.store
 
 sample-data: assets   ## embedded raw sample datasets (real media) under data/demo/raw
 	@$(PY) jobs/make_sample_data.py --out data/demo/raw

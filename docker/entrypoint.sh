@@ -155,7 +155,7 @@ run_smoke() {
   step "1: imports"
   python -c "import platform, fovea.platform, fovea.model; print('imports ok:', platform.system())"
   step "2: offline model store -> $FOVEA_MODEL_STORE"
-  python -m fovea.platform.model_store
+  python -m fovea.model.store
   local missing=()
   for f in make_sample_data.py preprocess.py stage1.py; do
     [ -f "$jobs/$f" ] || missing+=("jobs/$f")

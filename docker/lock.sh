@@ -18,7 +18,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   | grep -vE '^(-e |torch==|pip==|uv==)|file://' | sed -E 's/\+[a-z0-9.]+$//' > "$tmp/venv.txt"
 no_emit=(--no-emit-package torch --no-emit-package triton)
 # Image-only additions to the runtime set: scikit-image (dev extra in pyproject.toml) because
-# fovea.pipelines.sample_data imports it to make the embedded sample data (smoke, demo).
+# fovea.pipelines.demo_datasets imports it to make the embedded sample data (smoke, demo).
 printf '%s\n' scikit-image > "$tmp/image-extra.in"
 # torch's CUDA wheels (nvidia-*, cuda-*) are torch-version specific: never pin them here.
 while read -r name; do no_emit+=(--no-emit-package "$name"); done < <(

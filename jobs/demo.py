@@ -53,10 +53,10 @@ def main(argv: list[str]) -> int:
 
     t = step("3/5 stage 1 on a local Ray cluster (2 CPU workers)")
     from fovea.platform.config import load_config
-    from fovea.platform.trainer import fit
+    from fovea.platform.stages import train_stage
 
     cfg = load_config("demo", argv)
-    fit_summary = fit(cfg)
+    fit_summary = train_stage(cfg)
     print(f"    {time.time() - t:.0f}s")
 
     t = step("4/5 evaluate the best checkpoint: three modes, gap, captions")

@@ -105,7 +105,7 @@ def training_config_of(checkpoint: str) -> str | None:
 def evaluate_task(cfg_json: dict, checkpoint: str, kwargs: dict) -> dict:
     """What runs on the Ray worker (or in-process with --local)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from fovea.platform.evaluation import run_evaluation
+    from fovea.platform.eval.harness import run_evaluation
 
     cfg = RunConfig.model_validate(cfg_json)
     res = run_evaluation(cfg, checkpoint=checkpoint, **kwargs)
@@ -114,7 +114,7 @@ def evaluate_task(cfg_json: dict, checkpoint: str, kwargs: dict) -> dict:
 
 def _strip(x):
     """Results without per-item records (small enough for the driver and the JSON file)."""
-    from fovea.platform.eval_report import _jsonable
+    from fovea.platform.eval.report import _jsonable
 
     return _jsonable(x)
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.local:
         results = evaluate_task(cfg_json, args.checkpoint, kwargs)
     else:
-        from fovea.platform.cluster import cluster_gpus, connect
+        from fovea.platform.runs.cluster import cluster_gpus, connect
 
         ray = connect(cfg.cluster.address)
         gpus = cluster_gpus()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("fovea.evaluate").info("evaluating in a Ray task with %s", opts)
         task = ray.remote(max_retries=0, **opts)(evaluate_task)
         results = ray.get(task.remote(cfg_json, args.checkpoint, kwargs))
-        from fovea.platform.eval_report import summary_text
+        from fovea.platform.eval.report import summary_text
 
         print(summary_text(results), flush=True)
     if args.out:

@@ -37,7 +37,7 @@ its mass on the distractor (docs/measurements/, session 4). Session 5, one H100:
 helping"; gpu-tiny with ``--caption sequence`` (1200 steps x 96): loss_fine 0.896 < loss_coarse
 0.983, entropy 5.55 -> 5.10, but A6 0.896 and glyph accuracy at chance: "inconclusive".
 
-1. Generate the glyph task (``pipelines/glyph_task.py``: a small glyph moving along a
+1. Generate the glyph task (``platform/check/task.py``: a small glyph moving along a
    predictable path on a cluttered photo, with same-style distractors; the caption names
    the target's labels), in the WebVid raw layout, with parallel workers.
 2. Preprocess it with the normal path (``run_preprocess("webvid", ...)``, what
@@ -47,12 +47,12 @@ helping"; gpu-tiny with ``--caption sequence`` (1200 steps x 96): loss_fine 0.89
    (the offline GPU image) ``--data-path direct`` writes the same shards from the rendered
    frames.
 3. Train two arms with identical budgets (same data, steps, batch, LRs, seed) through
-   ``fovea.platform.trainer.fit``: the baseline (``coarse_fine``) and A6 (``model.coarse_only``),
+   ``fovea.platform.train.trainer.fit``: the baseline (``coarse_fine``) and A6 (``model.coarse_only``),
    as MLflow children of one parent run.  ``training.lambda_coarse`` stays 0; the loop logs
    the no-grad ``loss_coarse`` every ``model.coarse_loss_every`` steps, the diagnostics
    (attention entropy vs log N, q_static std, |z_fine - z_coarse|) every
    ``training.diagnostics_every`` steps, and flags the failure signatures
-   (``platform/foveation.py``) as warnings and ``warning.*`` tags.
+   (``platform/train/failure_signatures.py``) as warnings and ``warning.*`` tags.
 4. Evaluate both on the held-out videos in the driver: loss_fine vs loss_coarse (baseline,
    coarse_fine mode) and A6's coarse_only loss; greedy captions (the baseline through
    ``model.generate``, the deployment loop; A6 from its coarse tokens) -> caption exact match
@@ -62,7 +62,7 @@ helping"; gpu-tiny with ``--caption sequence`` (1200 steps x 96): loss_fine 0.89
    glyph box from the metadata; rows: baseline fine, baseline coarse, A6 coarse), training
    curves, all logged to the parent MLflow run (``foveation_check/``) and printed.
 
-Options: ``--preset cpu-tiny|gpu|gpu-tiny`` (platform/foveation_presets.py: sizes, models, steps), ``--steps``, ``--videos``,
+Options: ``--preset cpu-tiny|gpu|gpu-tiny`` (platform/check/presets.py: sizes, models, steps), ``--steps``, ``--videos``,
 ``--frames``, ``--batch-size``, ``--eval-videos``, the task knobs (``--glyph-size --motion
 --distractors --alphabet --clutter ...``), ``--bug none|init_std|bias|both`` (BUG-001:
 ``model.query_init_std=0.02``; BUG-002: ``model.query_bias=true``; the historical BUG-001 had
@@ -89,13 +89,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fovea.pipelines.glyph_shards import have_pyav, write_direct_shards
-from fovea.pipelines.glyph_task import GlyphTaskConfig, add_arguments, config_from_args, generate_glyph_task
+from fovea.platform.check.shards import have_pyav, write_direct_shards
+from fovea.platform.check.task import GlyphTaskConfig, add_arguments, config_from_args, generate_glyph_task
 from fovea.platform.config import ConfigError, RunConfig, load_config
-from fovea.platform.foveation import failure_signatures
-from fovea.platform.foveation_presets import PRESETS, Preset
-from fovea.platform.foveation_eval import curves_png, evaluate_arm, heatmap_strip, load_eval_batches
-from fovea.platform.foveation_report import ARMS, captions_csv, format_report, verdicts, warnings_from_rows
+from fovea.platform.train.failure_signatures import failure_signatures
+from fovea.platform.check.presets import PRESETS, Preset
+from fovea.platform.check.probe import curves_png, evaluate_arm, heatmap_strip, load_eval_batches
+from fovea.platform.check.report import ARMS, captions_csv, format_report, verdicts, warnings_from_rows
 
 log = logging.getLogger("fovea.foveation_check")
 
@@ -248,7 +248,7 @@ def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: st
 # -- training --------------------------------------------------------------------------------------
 
 def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, parallel: bool, state: dict) -> dict:
-    from fovea.platform.trainer import fit
+    from fovea.platform.stages import train_stage
 
     results: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
@@ -256,7 +256,7 @@ def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, parallel: 
     def one(arm: str) -> None:
         t0 = time.time()
         try:
-            results[arm] = fit(cfgs[arm], parent_run_id=parent_run_id,
+            results[arm] = train_stage(cfgs[arm], parent_run_id=parent_run_id,
                                extra_tags={"foveation_check.arm": arm, "foveation_check.parent": parent_run_id or ""})
             state.setdefault("trained", {})[arm] = round(time.time() - t0, 1)
         except BaseException as e:  # noqa: BLE001 - reported with the arm's name
@@ -286,8 +286,8 @@ def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, parallel: 
 def run_check(argv: list[str] | None = None) -> dict:
     import torch
 
-    from fovea.platform.cluster import cluster_gpus, connect
-    from fovea.platform.tracking import Tracker
+    from fovea.platform.runs.cluster import cluster_gpus, connect
+    from fovea.platform.runs.tracking import Tracker
 
     args = parse_args(argv)
     preset = PRESETS[args.preset]
@@ -300,7 +300,7 @@ def run_check(argv: list[str] | None = None) -> dict:
     t_all = time.time()
 
     if args.random_llm_from:
-        from fovea.platform.model_store import SMOLLM2_135M, prepare_store, random_llm_from_config, store_path
+        from fovea.model.store import SMOLLM2_135M, prepare_store, random_llm_from_config, store_path
 
         if not (store_path(SMOLLM2_135M) / "config.json").exists():
             random_llm_from_config(Path(args.random_llm_from))

@@ -2,7 +2,7 @@
 
     python jobs/make_sample_data.py --out data/demo/raw [--force]
 
-See fovea.pipelines.sample_data for what is written and the media licences.
+See fovea.pipelines.demo_datasets for what is written and the media licences.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = ap.parse_args(argv)
 
-    from fovea.pipelines.sample_data import is_current, make_sample_data
+    from fovea.pipelines.demo_datasets import is_current, make_sample_data
 
     t0 = time.time()
     out = Path(args.out)

@@ -3,12 +3,12 @@
 
 Also runs as `ray job submit --working-dir . -- python jobs/stage2.py ...` (RAY_ADDRESS is
 set by the job, so it joins that cluster); without an address it starts a local cluster.
-See fovea.platform.cli for the options.
+See fovea.platform.stages for the options.
 """
 
 import sys
 
-from fovea.platform.cli import main
+from fovea.platform.stages import main
 
 if __name__ == "__main__":
     sys.exit(main(2))

@@ -62,8 +62,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     a = parse(argv)
-    from fovea.platform import sweep as sw
-    from fovea.platform import sweep_plan as swp
+    from fovea.platform.sweep import tune as sw
+    from fovea.platform.sweep import plan as swp
     from fovea.platform.config import ConfigError, load_config
 
     if a.list:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 cpus, gpus = float(os.cpu_count() or 1), torch.cuda.device_count()
             else:
-                from fovea.platform.cluster import connect
+                from fovea.platform.runs.cluster import connect
 
                 connect(a.address)
                 cpus, gpus = sw.cluster_resources()

@@ -13,7 +13,7 @@ Public surface:
 Files, top to bottom: encoder.py (FoveatedEncoder), vlm.py (FoveatedVLM, packing,
 forward modes), generation.py (autoregressive loop, generate), losses.py (masked CE),
 diagnostics.py, build.py (build_model, load_tokenizer), io.py (save/load), dummy.py
-(synthetic batches for tests and jobs/bench_model.py).
+(synthetic batches for tests and jobs/bench/bench_model.py).
 """
 
 from .build import build_model, load_tokenizer

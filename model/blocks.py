@@ -13,7 +13,7 @@ Why modules: regional ``torch.compile``.  Every PatchBlock has the same code, so
 ``block.compile(dynamic=True)`` on the 12 of them compiles one graph (forward and backward)
 that all layers share; same for the QueryBlocks and the LLM's decoder layers.  That cuts
 the ~10k kernel launches of an eager training step, which is what bounds it on an H100/H200
-(``jobs/bench_train.py``, ``jobs/profile_train_step.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
+(``jobs/bench/bench_train.py``, ``jobs/bench/profile_train_step.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
 compilation on.
 
 ``normalize_frames``: uint8 frames (the packed training batch) -> ImageNet-normalised

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from fovea.platform.config import ModelConfig
-from fovea.platform.model_store import resolve_model_ref, warn_if_random
+from .config import ModelConfig
+from .store import resolve_model_ref, warn_if_random
 
 from .vlm import FoveatedVLM
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fovea.platform.config import ModelConfig
+from .config import ModelConfig
 
 from .build import DTYPES, apply_training_flags, load_tokenizer
 from .vlm import FoveatedVLM

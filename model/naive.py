@@ -1,4 +1,4 @@
-"""The naive baseline that throughput optimisations are measured against (jobs/bench_train.py).
+"""The naive baseline that throughput optimisations are measured against (jobs/bench/bench_train.py).
 
 ``naive_encoder(model)`` rewires one model instance so that its encoder
   * runs DINOv2 once per frame (no batching of frames), and

@@ -25,7 +25,7 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     shuffle the order of the batches; the reader's one unfilled batch of the epoch comes last
     (so the cheap tails of all readers and ranks fall together at the epoch's end instead of
     meeting full batches on the other ranks: on 2 ranks x 8 readers of 750 samples an epoch,
-    the rank imbalance that ``jobs/bench_rank_balance.py`` simulates falls from 1.13 to 1.02;
+    the rank imbalance that ``jobs/bench/bench_rank_balance.py`` simulates falls from 1.13 to 1.02;
     measured on 2 H200s, 1.075 -> 1.002).  The budget counts real frames, plus, with
     ``llm_tokens_per_frame`` = r, the padded LLM rows as frames at r tokens each:
     cost = sum(frames) + B * (max frames + max text tokens) / r, so that every closed batch

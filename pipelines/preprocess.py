@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fovea.pipelines import shards as S
 from fovea.pipelines.errors import reject_record
-from fovea.pipelines.process import Settings, process_batch
+from fovea.pipelines.payload import Settings, process_batch
 from fovea.pipelines.readers import DATASETS, VISUAL, plan_dataset
 from fovea.pipelines.tokenize import DEFAULT_TOKENIZER, default_max_tokens
 
@@ -131,7 +131,7 @@ def run_preprocess(dataset: str, input_dir: str | Path, output_dir: str | Path, 
     import ray
     from tqdm import tqdm
 
-    from fovea.platform.config import DataConfig
+    from fovea.pipelines.config import DataConfig
 
     t0 = time.time()
     if dataset not in DATASETS:

@@ -57,7 +57,7 @@ def load_tokenizer(ref: str = DEFAULT_TOKENIZER):
     """Tokenizer from the local model store (or a path / hub id); cached per process."""
     from transformers import AutoTokenizer
 
-    from fovea.platform.model_store import resolve_model_ref
+    from fovea.model.store import resolve_model_ref
 
     tok = AutoTokenizer.from_pretrained(resolve_model_ref(ref))
     if tok.pad_token_id is None:

@@ -8,8 +8,8 @@ overrides from the command line, validated at load time by pydantic:
 Unknown keys and wrong types fail with a ``ConfigError`` that names the key and
 the file (``trainng.lr=1`` -> "unknown key 'trainng'").  Sections:
 
-    model     what to build (LLM, DINOv2, query width, ablation switches)
-    data      shards, interleave ratio, batching
+    model     what to build (LLM, DINOv2, query width, ablation switches): fovea/model/config.py
+    data      shards, interleave ratio, batching: fovea/pipelines/config.py
     training  stage, budget, optimiser groups, schedule, checkpoints
     eval      validation cadence and inference modes
     tracking  MLflow store and experiment
@@ -26,6 +26,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fovea.model.config import ModelConfig
+from fovea.pipelines.config import DataConfig
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR_DEFAULT = "runs"
 
@@ -36,69 +39,6 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Section):
-    """The Foveated VLM (spec section 1)."""
-
-    llm: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id or local path; local store first
-    dino: str = "facebook/dinov2-small"
-    query_dim: int | None = None  # None -> DINOv2 width (384 small, 768 base); A2 uses 192
-    deep_query: bool = True  # False -> shallow single cross-attention (A1, A7)
-    query_bias: bool = False  # A3 reintroduces BUG-002
-    query_init_std: float = 1.0  # A4 uses 0.02 (BUG-001)
-    visual_scale: float = 0.14  # ~ std of SmolLM2 input embeddings
-    lambda_coarse: float = 0.0  # weight of the auxiliary coarse CE
-    coarse_loss_every: int = Field(1, ge=0)  # with lambda 0: no-grad coarse CE every N steps (0 = never)
-    coarse_only: bool = False  # train in coarse_only mode (A6, A7)
-    freeze_dino: bool = False
-    freeze_llm: bool = False
-    # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257
-    # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
-    gradient_checkpointing: bool | Literal["dino"] = False
-    llm_dtype: Literal["float32", "bfloat16"] = "float32"
-    # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
-    # ~1 500 fewer kernel launches a step; +6.5% model FLOP/s on two GPUs, -1.6% on one (measured)
-    fused_llm_projections: bool = True
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-
-    @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
-        if self.fused_llm_projections and self.attn_implementation != "sdpa":
-            raise ValueError("model.fused_llm_projections runs the training passes' attention through SDPA; "
-                             f"with model.attn_implementation={self.attn_implementation} set "
-                             "model.fused_llm_projections=false")
-        return self
-
-
-class DataConfig(_Section):
-    """Shards and batching (spec section 3)."""
-
-    train_shards: list[str] = Field(default_factory=list)  # globs of .tar shards
-    val_shards: list[str] = Field(default_factory=list)
-    text_shards: list[str] = Field(default_factory=list)  # SmolTalk shards of the stage
-    text_ratio: float = Field(0.14, ge=0.0, le=1.0)
-    max_frames: int = Field(64, ge=1)
-    replicate_image_frames: int = Field(1, ge=1)  # 8 in SFT stages
-    batch_size: int = Field(8, ge=1)
-    max_total_frames: int | None = None  # token-budget batching: cap on real frames per batch
-    # with max_total_frames: sort each 4 x batch_size buffer by length first (few padded LLM
-    # slots, but batches range from many short to few long videos: DDP ranks then wait for the
-    # costlier batch); false: close batches in arrival order (mixed lengths, similar cost)
-    budget_sort: bool = True
-    # with max_total_frames: also count a batch's padded LLM rows, B x (max frames + max text
-    # tokens), as frames at this many tokens a frame, so that the budget bounds a batch's compute
-    # and DDP ranks get batches of similar cost. 135M + DINOv2-small: one frame's patch pass
-    # (12.1 GFLOP, +1/3 recomputed with DINO checkpointing) ~ 57-76 LLM tokens (0.21 GFLOP each).
-    # None: frames only (spec 3.6).
-    llm_tokens_per_frame: float | None = Field(None, gt=0)
-    max_text_tokens: int = Field(512, ge=8)
-    num_workers: int = Field(2, ge=0)
-    # Training batches carry only the real frames, packed uint8 [n,3,224,224], normalised on the
-    # device (4x fewer bytes than float, no padded slots); False: padded float [B,T,3,224,224].
-    packed_frames: bool = True
-    shuffle_buffer: int = Field(5000, ge=0)
-    shard_shuffle: bool = True
 
 
 class TrainingConfig(_Section):
@@ -120,7 +60,7 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
     # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
-    # Python's full collections skip the ~0.9-1 M set-up objects (platform/gc_clock.py): on 2 x
+    # Python's full collections skip the ~0.9-1 M set-up objects (platform/train/gc_clock.py): on 2 x
     # H200 a full collection paused a rank ~1 s every ~30 steps without it (docs/measurements, session 11)
     gc_freeze: bool = True
     checkpoint_every: int = Field(1000, ge=1)
@@ -130,7 +70,7 @@ class TrainingConfig(_Section):
     init_from: str | None = None  # checkpoint path or mlflow run id (stage 2/3)
     log_every: int = Field(10, ge=1)
     diagnostics_every: int = Field(50, ge=1)
-    # [first, last] optimizer steps to run under torch.profiler on every rank (platform/step_profiler.py)
+    # [first, last] optimizer steps to run under torch.profiler on every rank (platform/profiling/step_profiler.py)
     profile_steps: tuple[int, int] | None = None
     seed: int = 42
 
@@ -143,7 +83,7 @@ class EvalConfig(_Section):
     )
     caption_samples: int = Field(4, ge=0)  # generated captions logged as a table
     max_new_tokens: int = Field(48, ge=1)
-    # jobs/evaluate.py (platform/evaluation.py run_evaluation)
+    # jobs/evaluate.py (platform/eval/harness.py run_evaluation)
     batch_size: int | None = Field(None, ge=1)  # None -> data.batch_size
     image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (spec 6.2/6.3)
     benchmarks_dir: str | None = None  # data/benchmarks: MCQ benchmarks present there are run
@@ -172,9 +112,9 @@ class ClusterConfig(_Section):
     max_failures: int = Field(2, ge=0)
     # DDP's search for parameters a step left unused (a graph walk after every forward, and
     # an error where it is off but a parameter went unused). auto: on where a step can leave
-    # some unused (text-only batches, data.text_ratio > 0; coarse_only); see platform/ddp.py find_unused().
+    # some unused (text-only batches, data.text_ratio > 0; coarse_only); see platform/train/ddp.py find_unused().
     ddp_find_unused: Literal["auto", True, False] = "auto"
-    # DDP's gradient all-reduce (platform/ddp.py): bucket size; gradients as views into the
+    # DDP's gradient all-reduce (platform/train/ddp.py): bucket size; gradients as views into the
     # buckets (no copy into them, one gradient-sized buffer less); the dtype on the wire
     # (bf16: half the bytes, gradients rounded to bf16 before they are averaged).
     ddp_bucket_mb: float = Field(25.0, gt=0)

@@ -11,4 +11,4 @@ mkdir -p /tmp/shim/fovea
 for d in model pipelines platform search_spaces; do ln -sfn "$PWD/$d" "/tmp/shim/fovea/$d"; done
 export PYTHONPATH=/tmp/site:/tmp/shim
 export FOVEA_MODEL_STORE=${FOVEA_MODEL_STORE:-/tmp/fovea-models}
-[ -f "$FOVEA_MODEL_STORE/index.json" ] || python3 -m fovea.platform.model_store --random-llm-from .gpuassets/smollm2 >/dev/null 2>&1
+[ -f "$FOVEA_MODEL_STORE/index.json" ] || python3 -m fovea.model.store --random-llm-from .gpuassets/smollm2 >/dev/null 2>&1

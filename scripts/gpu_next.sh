@@ -13,8 +13,8 @@
 #                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
 #                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
 #     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
-#     gc             issue 9: Python's collection pauses in a training process, before/after gc.freeze (jobs/bench_gc.py)
-#     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench_host.py)
+#     gc             issue 9: Python's collection pauses in a training process, before/after gc.freeze (jobs/bench/bench_gc.py)
+#     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench/bench_host.py)
 #     pair           issue 9: the compiled 3072-unit training step in one process on GPU 0 alone, then one process
 #                    on each GPU at once (no DDP): does a second training process slow a rank by itself?
 #     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
@@ -29,7 +29,7 @@ quiet='Controller actor state|PlacementGroupCleaner|Reporting training result|Fa
 # Bench shards (sections that train stage 1) once per machine; 100 a shard, so that every loader
 # worker of 2 ranks x 8 workers reads its own shards (fewer shards than readers: each reader
 # reads them all and keeps every k-th sample).
-bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/make_bench_shards.py --out /tmp/bench/ref \
+bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref \
   --samples ${SAMPLES:-2000} --per-shard 100 --workers 24 >/dev/null 2>&1; }
 data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
 for section in "$@"; do
@@ -37,11 +37,11 @@ for section in "$@"; do
   case "$section" in matrix|profile|bench12|stage1x2|sweep|gc|pair) bench_shards ;; esac
   case "$section" in
     matrix)
-      timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
+      timeout ${MATRIX_TIMEOUT:-200} python3 -u jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --matrix \
         --paths ${PATHS:-compiled-b64,compiled-b128,compiled-b128-ckpt,compiled-b256-ckpt} --matrix-steps ${MATRIX_STEPS:-20} --gpus '' --batch 64 --frames-per-batch 768 \
         --out "$OUT/matrix.json" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     profile)
-      timeout ${PROFILE_TIMEOUT:-150} python3 jobs/profile_train_step.py --shards '/tmp/bench/ref/train-*.tar' \
+      timeout ${PROFILE_TIMEOUT:-150} python3 jobs/bench/profile_train_step.py --shards '/tmp/bench/ref/train-*.tar' \
         --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --compile --out "$OUT/profile.txt" \
         $( [ "${CKPT:-0}" = 1 ] && echo model.gradient_checkpointing=dino ) 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     bench12)
@@ -50,7 +50,7 @@ for section in "$@"; do
       (sleep ${TOP_AT:-150}; top -b -n 1 -w 200 | head -40 >"$OUT/top.txt") &
       # BENCH_TIMEOUT counts from the section's start, shard generation included, so that the
       # copying below still runs inside a caller's limit of BENCH_TIMEOUT + ~30 s
-      timeout $(( ${BENCH_TIMEOUT:-190} - ($(date +%s) - t0) )) python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
+      timeout $(( ${BENCH_TIMEOUT:-190} - ($(date +%s) - t0) )) python3 -u jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
         --steps ${STEPS:-100} --batch ${BATCH:-64} --frames-per-batch ${FRAMES:-768} --readers ${READERS:-16} \
         --compile ${COMPILE:-off} $( [ "${CKPT:-0}" = 1 ] && echo --ckpt-dino ) \
         --runs ${RUNS:-/tmp/runs} --out "$OUT/bench_12gpu.json" --log "$OUT/bench12_job.log" ${BENCH_ARGS:-} 2>&1 \
@@ -72,17 +72,17 @@ for section in "$@"; do
       rm -f "$OUT/bench12_job.log" ;;
     allreduce)  # issue 9: what DDP's gradient all-reduce costs between these GPUs, and over which link
       nvidia-smi topo -m >>"$log" 2>&1
-      NCCL_DEBUG=INFO timeout ${AR_TIMEOUT:-150} python3 jobs/bench_allreduce.py --env NCCL_P2P_LEVEL=SYS \
+      NCCL_DEBUG=INFO timeout ${AR_TIMEOUT:-150} python3 jobs/bench/bench_allreduce.py --env NCCL_P2P_LEVEL=SYS \
         --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
       grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
     gc)  # issue 9: one full collection's pause, and the pauses of a few steps, before and after gc.freeze
-      timeout ${GC_TIMEOUT:-150} python3 jobs/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
+      timeout ${GC_TIMEOUT:-150} python3 jobs/bench/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
         --steps ${GC_STEPS:-20} --frames-per-batch ${FRAMES:-768} 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     pair)  # issue 9: alone, then two at once; samples/s of each process (the same batches: rank 0 of 1 each)
       for gpus in 0 "0 1"; do
         for d in $gpus; do
-          CUDA_VISIBLE_DEVICES=$d timeout ${PAIR_TIMEOUT:-200} python3 jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' \
+          CUDA_VISIBLE_DEVICES=$d timeout ${PAIR_TIMEOUT:-200} python3 jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' \
             --matrix --paths compiled-b256-ckpt --matrix-steps ${PAIR_STEPS:-30} --gpus '' --frames-per-batch 768 \
             --out "$OUT/pair_${gpus// /}_gpu$d.json" data.llm_tokens_per_frame=64 model.gradient_checkpointing=true \
             >"/tmp/pair_$d.log" 2>&1 &
@@ -91,10 +91,10 @@ for section in "$@"; do
       done ;;
     host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
       { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
-      n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \
+      n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \
         --out "$OUT/host.json" >>"$log" 2>&1 ;;
     stage1x2)
-      timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
+      timeout ${STAGE1_TIMEOUT:-200} python3 -u jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus 2 \
         --steps ${STEPS:-120} --batch 64 --frames-per-batch 768 --compile on --runs /tmp/runs \
         --out "$OUT/bench_2gpu.json" --log "$OUT/stage1x2_job.log" 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
     sweep)

@@ -11,13 +11,14 @@ A space file holds::
         description: "shallow query"
         overrides: {model.deep_query: false}
 
-Any other top-level key (e.g. ``sizes:`` holding YAML anchors) is ignored.  Every key of
-``common`` and of each experiment's ``overrides`` is checked against
-``fovea.platform.config.RunConfig`` when the space is loaded, and so are the values (types,
-ranges): a typo fails at once with the key, the experiment and the file.
+Any other top-level key (e.g. ``sizes:`` holding YAML anchors) is ignored.  This module
+checks the file's shape (names, mappings, fields) and knows nothing of the run config; the
+sweep passes ``validate`` to check every key and value of ``common`` and of each experiment's
+``overrides`` against it when the space is loaded (``fovea.platform.sweep.spaces``), so a typo
+fails at once with the key, the experiment and the file.
 
-    from fovea.search_spaces.spaces import load_space
-    for exp in load_space("ablations"):
+    from fovea.search_spaces.spaces import load_search_space
+    for exp in load_search_space("ablations").experiments:
         print(exp.name, exp.overrides)
 """
 
@@ -26,12 +27,26 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
-from fovea.platform.config import ConfigError, RunConfig, read_yaml_mapping
+# validate(overrides, where, base): raises ValueError naming the bad key; base holds `common`
+Validator = Callable[[dict[str, Any], str, dict[str, Any]], None]
+
+
+class SpaceError(ValueError):
+    """A search-space file is malformed; the message names the file and the experiment."""
+
+
+def read_yaml_mapping(p: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(p).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{p}: top level must be a mapping")
+    return raw
 
 SPACES_DIR = Path(__file__).resolve().parent
 TOP_KEYS = {"space", "description", "common", "experiments"}
@@ -61,7 +76,7 @@ class SearchSpace:
             return list(self.experiments)
         unknown = [n for n in only if n not in self.names()]
         if unknown:
-            raise ConfigError(f"unknown experiment(s) {unknown} in space {self.name!r} "
+            raise SpaceError(f"unknown experiment(s) {unknown} in space {self.name!r} "
                               f"({self.path}); it has: {', '.join(self.names())}")
         return [e for e in self.experiments if e.name in only]
 
@@ -77,62 +92,17 @@ def space_path(name: str | Path) -> Path:
     cand = SPACES_DIR / f"{name}.yaml"
     if cand.exists():
         return cand
-    raise ConfigError(f"no search space {str(name)!r}: available {', '.join(available_spaces())} "
+    raise SpaceError(f"no search space {str(name)!r}: available {', '.join(available_spaces())} "
                       f"(files in {SPACES_DIR})")
 
 
-# -- key/value validation against RunConfig ------------------------------------------
-
-def _section_model(model: type[BaseModel], parts: list[str], key: str, where: str) -> None:
-    """Walk a dotted key through the pydantic models; fail naming the key if it does not exist."""
-    cur: type[BaseModel] = model
-    for i, part in enumerate(parts):
-        fields = cur.model_fields
-        if part not in fields:
-            prefix = ".".join(parts[:i])
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown key '{key}' in {where}"
-                              f"{f' (section {prefix!r} has: {known})' if prefix else f' (sections: {known})'}")
-        ann = fields[part].annotation
-        last = i == len(parts) - 1
-        is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
-        if not last:
-            if not is_section:
-                raise ConfigError(f"unknown key '{key}' in {where} ({'.'.join(parts[:i + 1])!r} is not a section)")
-            cur = ann
-        elif is_section:
-            raise ConfigError(f"key '{key}' in {where} is a whole section; override its fields one by one")
-
-
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``raw["a"]["b"] = value`` for the dotted key ``a.b``."""
     node = raw
     parts = key.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = copy.deepcopy(value)
-
-
-def check_keys(overrides: dict[str, Any], where: str) -> None:
-    for key in overrides:
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"bad key {key!r} in {where}")
-        _section_model(RunConfig, key.split("."), key, where)
-
-
-def validate_overrides(overrides: dict[str, Any], where: str, base: dict[str, Any] | None = None) -> None:
-    """Keys exist in RunConfig, and the values validate on top of ``base`` (default: all defaults)."""
-    check_keys(overrides, where)
-    raw = copy.deepcopy(base) if base is not None else {}
-    for k, v in overrides.items():
-        set_dotted(raw, k, v)
-    try:
-        RunConfig.model_validate(raw)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "<root>"
-            lines.append(f"bad value for '{key}' in {where}: {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError("\n  ".join(lines)) from None
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -141,46 +111,44 @@ def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{what} in {where} must be a mapping of dotted keys, got {type(value).__name__}")
+        raise SpaceError(f"{what} in {where} must be a mapping of dotted keys, got {type(value).__name__}")
     return dict(value)
 
 
-def load_search_space(name: str | Path) -> SearchSpace:
+def load_search_space(name: str | Path, validate: Validator | None = None) -> SearchSpace:
+    """The space in ``search_spaces/<name>.yaml`` (or a path), its shape checked; with
+    ``validate``, every override too (on top of ``common`` for the experiments)."""
     path = space_path(name)
     raw = read_yaml_mapping(path)
     space = raw.get("space", path.stem)
     if space != path.stem:
-        raise ConfigError(f"{path}: 'space: {space}' does not match the file name {path.stem!r}")
+        raise SpaceError(f"{path}: 'space: {space}' does not match the file name {path.stem!r}")
     common = _mapping(raw.get("common"), "'common'", str(path))
-    validate_overrides(common, f"{path} (common)")
+    if validate is not None:
+        validate(common, f"{path} (common)", {})
     exps_raw = raw.get("experiments")
     if not isinstance(exps_raw, dict) or not exps_raw:
-        raise ConfigError(f"{path}: 'experiments' must be a non-empty mapping name -> {{description, overrides}}")
+        raise SpaceError(f"{path}: 'experiments' must be a non-empty mapping name -> {{description, overrides}}")
     experiments = []
     for ename, body in exps_raw.items():
         ename = str(ename)
         where = f"{path} (experiment {ename})"
         if not ename or any(c in ename for c in " ,/\\:"):
-            raise ConfigError(f"{where}: experiment names may not contain spaces, commas, slashes or colons")
+            raise SpaceError(f"{where}: experiment names may not contain spaces, commas, slashes or colons")
         body = body or {}
         if not isinstance(body, dict):
-            raise ConfigError(f"{where}: must be a mapping with 'description' and 'overrides'")
+            raise SpaceError(f"{where}: must be a mapping with 'description' and 'overrides'")
         extra = set(body) - {"description", "overrides"}
         if extra:
-            raise ConfigError(f"{where}: unknown field(s) {sorted(extra)} (expected description, overrides)")
+            raise SpaceError(f"{where}: unknown field(s) {sorted(extra)} (expected description, overrides)")
         overrides = _mapping(body.get("overrides"), "'overrides'", where)
-        check_keys(overrides, where)
-        base: dict[str, Any] = {}
-        for k, v in common.items():
-            set_dotted(base, k, v)
-        validate_overrides(overrides, where, base)
+        if validate is not None:
+            base: dict[str, Any] = {}
+            for k, v in common.items():
+                set_dotted(base, k, v)
+            validate(overrides, where, base)
         experiments.append(Experiment(ename, overrides, str(body.get("description", ""))))
     return SearchSpace(space, str(raw.get("description", "")), common, experiments, path)
-
-
-def load_space(name: str | Path) -> list[Experiment]:
-    """The experiments of a space (validated); see ``load_search_space`` for the common part."""
-    return load_search_space(name).experiments
 
 
 def format_value(v: Any) -> str:

@@ -20,7 +20,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def model_store() -> dict[str, str]:
     """Ensure the offline store exists (idempotent; `make test` builds it first)."""
-    from fovea.platform.model_store import prepare_store
+    from fovea.model.store import prepare_store
 
     return prepare_store(include_base=False)
 

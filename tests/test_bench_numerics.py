@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fovea.model import build_model
-from fovea.model.dummy import dummy_batch, model_inputs
+from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.model.naive import naive_encoder
-from fovea.platform.config import ModelConfig
+from fovea.model.config import ModelConfig
 
 
 @pytest.fixture(scope="module")

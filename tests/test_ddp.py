@@ -1,4 +1,4 @@
-"""DDP's all-reduce settings (platform/ddp.py): gradients as bucket views and the bf16 wire
+"""DDP's all-reduce settings (platform/train/ddp.py): gradients as bucket views and the bf16 wire
 dtype give the gradients plain DDP gives, over 2 real processes (gloo)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def _train(rank: int, world: int, port: int, view: bool, bf16: bool, out: str) -> None:
-    from fovea.platform.ddp import bf16_allreduce_hook
+    from fovea.platform.train.ddp import bf16_allreduce_hook
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -72,7 +72,7 @@ def test_bucket_view_and_bf16_wire_give_plain_ddp_gradients(tmp_path):
 
 def test_ddp_kwargs_follow_the_cluster_section():
     from fovea.platform.config import RunConfig
-    from fovea.platform.ddp import ddp_kwargs
+    from fovea.platform.train.ddp import ddp_kwargs
 
     cfg = RunConfig.model_validate({"cluster": {"ddp_bucket_mb": 100, "ddp_bucket_view": True},
                                     "data": {"text_ratio": 0.0}})
@@ -83,7 +83,7 @@ def test_ddp_kwargs_follow_the_cluster_section():
 
 
 def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
-    """jobs/bench_allreduce.py's code path (gloo on the CPU here; NCCL between GPUs there)."""
+    """jobs/bench/bench_allreduce.py's code path (gloo on the CPU here; NCCL between GPUs there)."""
     import json
     import subprocess
     import sys
@@ -105,7 +105,7 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
 
 
 def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp_path):
-    """jobs/bench_host.py's code path on the CPU: one process, two together, two pinned."""
+    """jobs/bench/bench_host.py's code path on the CPU: one process, two together, two pinned."""
     import json
     import os
     import subprocess

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
-from fovea.platform import evaluation as E
-from fovea.platform.config import ModelConfig, load_config
-from fovea.platform.mcq import chat_messages
+from fovea.platform.eval import harness as E
+from fovea.model.config import ModelConfig
+from fovea.platform.config import load_config
+from fovea.platform.eval.mcq import chat_messages
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 USER = "What colour is this video?"

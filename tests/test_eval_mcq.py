@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fovea.platform import benchmark_frames as bf
-from fovea.platform import benchmarks as bm
-from fovea.platform import mcq
+from fovea.platform.eval import benchmark_frames as bf
+from fovea.platform.eval import benchmark_items as bm
+from fovea.platform.eval import mcq
 
 
 # -- parsing ----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fovea.platform import caption_metrics as cm
-from fovea.platform.vqa_metrics import (
+from fovea.platform.eval import caption_metrics as cm
+from fovea.platform.eval.vqa_metrics import (
     normalize_answer,
     process_punctuation,
     vqa_accuracy,

@@ -86,7 +86,7 @@ def test_overrides_apply_and_resolved_config_round_trips(tmp_path):
 
 
 def test_model_refs_resolve_to_the_local_store(model_store):
-    from fovea.platform.model_store import is_random, resolve_model_ref
+    from fovea.model.store import is_random, resolve_model_ref
 
     assert resolve_model_ref("HuggingFaceTB/SmolLM2-135M-Instruct") == model_store["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert is_random("facebook/dinov2-small")
@@ -114,7 +114,7 @@ def test_converted_smollm2_knows_the_capital_of_france(model_store, tokenizer):
 def test_gpus_per_worker_reaches_the_ray_trainer():
     """cluster.gpus_per_worker (fractional: runs share a card) is what each Ray worker asks for."""
     from fovea.platform.config import ConfigError, load_config
-    from fovea.platform.trainer import build_trainer
+    from fovea.platform.train.trainer import build_trainer
 
     cfg = load_config("stage1_135m", ["cluster.use_gpu=true", "cluster.gpus_per_worker=0.5", "cluster.num_workers=2"])
     sc = build_trainer(cfg, {}).scaling_config  # the ScalingConfig handed to Ray
@@ -126,7 +126,7 @@ def test_gpus_per_worker_reaches_the_ray_trainer():
 def test_workers_get_the_cuda_and_nccl_settings_but_not_the_gpu_choice():
     """What ``connect`` hands the job's Ray workers (runtime_env env_vars): a job submitted to a
     running cluster does not inherit the submitting shell's environment."""
-    from fovea.platform.cluster import worker_env
+    from fovea.platform.runs.cluster import worker_env
 
     env = worker_env({"CUDA_SCALE_LAUNCH_QUEUES": "4x", "NCCL_DEBUG": "INFO", "FOVEA_MODEL_STORE": "/m",
                       "CUDA_VISIBLE_DEVICES": "1", "HOME": "/root"})
@@ -140,7 +140,7 @@ def test_workers_get_the_cuda_and_nccl_settings_but_not_the_gpu_choice():
 def test_gc_clock_times_pauses_and_counts_full_collections():
     import gc
 
-    from fovea.platform.gc_clock import GcClock
+    from fovea.platform.train.gc_clock import GcClock
 
     clock = GcClock().start()
     gc.disable()  # only the two collections below: no automatic one while the junk is built

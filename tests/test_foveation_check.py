@@ -1,4 +1,4 @@
-"""Foveation failure signatures (platform/foveation.py), their training-loop hook, and a tiny
+"""Foveation failure signatures (platform/train/failure_signatures.py), their training-loop hook, and a tiny
 end-to-end run of jobs/foveation_check.py (task -> preprocessing -> two arms on Ray Train ->
 held-out evaluation -> report, MLflow parent/children, heatmap artifact)."""
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fovea.platform.foveation import (
+from fovea.platform.train.failure_signatures import (
     ENTROPY_FRAC, RATIO_TOL, WARMUP_STEPS, failure_signatures, flag_failure_signatures,
 )
 
@@ -103,7 +103,7 @@ def _load_job(repo_root: Path):
 
 
 def test_verdicts():
-    from fovea.platform.foveation_report import verdicts
+    from fovea.platform.check.report import verdicts
 
     def ev(loss_fine, loss_coarse, a6_loss, acc_b, acc_a, lift=6.0):
         diag = {"attn_entropy_fine": 4.0}
@@ -135,8 +135,8 @@ def test_glyph_lift_splits_frame_one_from_the_llm_queries():
     lift_first is high, lift_rest is below uniform, and the verdict lines say so."""
     import torch
 
-    from fovea.platform.foveation_eval import box_coverage, glyph_lift
-    from fovea.platform.foveation_report import verdicts
+    from fovea.platform.check.probe import box_coverage, glyph_lift
+    from fovea.platform.check.report import verdicts
 
     g, T = 16, 4
     # 4 x 4 patch cells, moving 3 cells right a frame (exact in binary: coverage is 0 or 1)
@@ -165,10 +165,10 @@ def test_frame_signal_measures_what_a_token_carries_of_its_frame(model_store):
     import torch
 
     from fovea.model.build import build_model
-    from fovea.platform.config import ModelConfig
-    from fovea.platform.foveation_eval import frame_signal
-    from fovea.platform.foveation_report import verdicts
-    from fovea.platform.model_store import TINY_DINO, TINY_LLM
+    from fovea.model.config import ModelConfig
+    from fovea.platform.check.probe import frame_signal
+    from fovea.platform.check.report import verdicts
+    from fovea.model.store import TINY_DINO, TINY_LLM
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO)).eval()

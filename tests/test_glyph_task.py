@@ -1,4 +1,4 @@
-"""The synthetic "where to look" task (pipelines/glyph_task.py): the glyph is where the
+"""The synthetic "where to look" task (platform/check/task.py): the glyph is where the
 metadata says (in decoded video frames and in shards), captions name the glyph sequence,
 the files are the WebVid raw layout, generation is deterministic."""
 
@@ -12,9 +12,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from fovea.pipelines.glyph_draw import ALPHABETS, COLOURS, glyph_tile
-from fovea.pipelines.glyph_shards import write_direct_shards
-from fovea.pipelines.glyph_task import (
+from fovea.platform.check.draw import ALPHABETS, COLOURS, glyph_tile
+from fovea.platform.check.shards import write_direct_shards
+from fovea.platform.check.task import (
     CSV_NAME, META_NAME, GlyphTaskConfig, caption_for, generate_glyph_task, normalise_caption, read_metadata,
     render_video,
 )

@@ -2,7 +2,7 @@
 
 `jobs/mlflow_ui.py` (what `make ui` runs) serves a store holding a sweep: a parent run and
 two trial runs logging `loss_fine` and `loss_coarse` series, laid out exactly as
-`fovea.platform.sweep` writes them.  Headless Chromium (Debian's `chromium`, driven by
+`fovea.platform.sweep.tune` writes them.  Headless Chromium (Debian's `chromium`, driven by
 Playwright; Playwright's own browser is never downloaded) opens the experiment's runs view,
 expands the sweep, selects both trials -> Compare, then the chart view, and finds both
 metrics for both runs.  Screenshots: test-artifacts/mlflow_ui.png (chart view) and
@@ -32,10 +32,10 @@ RUNS = (f"{SWEEP}-baseline", f"{SWEEP}-A6")
 
 
 def make_store(runs_dir: Path) -> tuple[str, dict[str, str]]:
-    """A sweep in MLflow the way fovea.platform.sweep lays it out; returns (experiment id, run ids)."""
+    """A sweep in MLflow the way fovea.platform.sweep.tune lays it out; returns (experiment id, run ids)."""
     from mlflow.tracking import MlflowClient
 
-    from fovea.platform.tracking import Tracker
+    from fovea.platform.runs.tracking import Tracker
 
     uri = f"sqlite:///{runs_dir / 'mlflow.db'}"
     parent = Tracker(uri, "sweep-ablations", run_name=SWEEP,

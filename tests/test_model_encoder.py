@@ -7,7 +7,7 @@ import torch
 from transformers import Dinov2Model
 
 from fovea.model.encoder import FoveatedEncoder
-from fovea.platform.model_store import build_tiny_dino, resolve_model_ref
+from fovea.model.store import build_tiny_dino, resolve_model_ref
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

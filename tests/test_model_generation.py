@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fovea.model.build import build_model
-from fovea.model.dummy import dummy_batch
-from fovea.platform.config import ModelConfig
-from fovea.platform.model_store import TINY_DINO, TINY_LLM
+from fovea.pipelines.batch import dummy_batch
+from fovea.model.config import ModelConfig
+from fovea.model.store import TINY_DINO, TINY_LLM
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

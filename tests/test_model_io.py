@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fovea.model.build import build_model, load_tokenizer
-from fovea.model.dummy import dummy_batch, model_inputs
+from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.model.io import from_pretrained, load_state_dict_flexible
 from fovea.model.vlm import FoveatedVLM
-from fovea.platform.config import ModelConfig
-from fovea.platform.model_store import TINY_DINO, TINY_LLM
+from fovea.model.config import ModelConfig
+from fovea.model.store import TINY_DINO, TINY_LLM
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fovea.model.build import build_model, load_tokenizer
-from fovea.model.dummy import dummy_batch
-from fovea.platform.config import ModelConfig
-from fovea.platform.model_store import SMOLLM2_135M, TINY_DINO
+from fovea.pipelines.batch import dummy_batch
+from fovea.model.config import ModelConfig
+from fovea.model.store import SMOLLM2_135M, TINY_DINO
 
 PROMPT = [{"role": "system", "content": "You are a helpful AI assistant."},
           {"role": "user", "content": "Write a brief caption for this video."}]

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from fovea.model.build import build_model
 from fovea.model.diagnostics import attention_entropy
-from fovea.model.dummy import dummy_batch, model_inputs, select
+from fovea.pipelines.batch import dummy_batch, model_inputs, select
 from fovea.model.losses import IGNORE_INDEX, build_labels, shifted_targets
 from fovea.model.vlm import MODES
-from fovea.platform.config import ModelConfig
-from fovea.platform.model_store import TINY_DINO, TINY_LLM
+from fovea.model.config import ModelConfig
+from fovea.model.store import TINY_DINO, TINY_LLM
 
 TOL = 2e-5
 

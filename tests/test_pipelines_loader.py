@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fovea.platform.config import DataConfig
+from fovea.pipelines.config import DataConfig
 
 
 @pytest.fixture(autouse=True)
@@ -255,7 +255,7 @@ def test_stream_opens_next_epoch_early_and_keeps_batches(tmp_path):
     equals loading each epoch on its own."""
     from fovea.pipelines.loader import build_train_loader
     from fovea.platform.config import load_config
-    from fovea.platform.batch_stream import Stream
+    from fovea.platform.train.batch_stream import Stream
 
     make_shards(tmp_path / "s", 24, 12)
     cfg = load_config(None, [f"data.train_shards=['{tmp_path}/s/train-*.tar']", "data.batch_size=2",
@@ -345,7 +345,7 @@ def test_cost_budget_gives_batches_of_similar_compute():
 
 
 def test_rank_balance_benchmark_prints_the_tail_last_gain(repo_root):
-    """jobs/bench_rank_balance.py replays the loader's batching for 2 ranks x 8 readers: with
+    """jobs/bench/bench_rank_balance.py replays the loader's batching for 2 ranks x 8 readers: with
     750 samples a reader, the unfilled tails last keep the ranks' costs closer than shuffled in."""
     import subprocess
     import sys

@@ -33,7 +33,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
-    from fovea.pipelines.sample_data import make_sample_data
+    from fovea.pipelines.demo_datasets import make_sample_data
 
     out = tmp_path_factory.mktemp("demo") / "raw"
     cat = make_sample_data(out)
@@ -237,7 +237,7 @@ def test_interrupted_run_is_completed_without_duplicates(shards, raw, tmp_path):
 
 def test_two_ranks_two_workers_disjoint_on_sample_data(shards):
     from fovea.pipelines.loader import build_train_loader
-    from fovea.platform.config import DataConfig
+    from fovea.pipelines.config import DataConfig
 
     folder = Path(shards["webvid"].output)
     all_keys = {v["key"] for v in read_samples(folder).values() if v["shard"].startswith("train")}
@@ -257,7 +257,7 @@ def test_loader_on_sample_data(shards, raw):
     import torch
 
     from fovea.pipelines.loader import build_eval_loader
-    from fovea.platform.config import DataConfig
+    from fovea.pipelines.config import DataConfig
 
     cfg = DataConfig(batch_size=4, num_workers=0, replicate_image_frames=8, max_frames=16)
     b = next(iter(build_eval_loader(cfg, [shards["cauldron"].output + "/train-*.tar"], max_samples=4)))
@@ -293,7 +293,7 @@ def test_interleave_ratio_on_sample_data(shards):
     import torch
 
     from fovea.pipelines.loader import train_batches
-    from fovea.platform.config import DataConfig
+    from fovea.pipelines.config import DataConfig
 
     cfg = DataConfig(train_shards=[shards["webvid"].output + "/train-*.tar"],
                      text_shards=[shards["smoltalk"].output + "/train-*.tar"], text_ratio=0.14,

@@ -29,7 +29,7 @@ def test_sample_times_one_fps_cap_and_uniform_spread():
 
 def _clip(path: Path, seconds: float, fps: int = 4, size=(96, 64)):
     """A clip whose frame i is filled with grey level 10 * i (easy to identify after decoding)."""
-    from fovea.pipelines.sample_data import write_video
+    from fovea.pipelines.demo_datasets import write_video
 
     n = round(seconds * fps)
     frames = [np.full((size[1], size[0], 3), (10 * i) % 250, np.uint8) for i in range(n)]

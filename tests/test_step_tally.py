@@ -1,4 +1,4 @@
-"""The training loop's device-side step bookkeeping (platform/step_tally.py) and the
+"""The training loop's device-side step bookkeeping (platform/train/step_tally.py) and the
 on-device skip of a non-finite step (fused AdamW's found_inf)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fovea.platform.step_tally import StepTally
+from fovea.platform.train.step_tally import StepTally
 
 
 def _step(t: StepTally, loss: float, norm: float, coarse: bool = True, oom: bool = False) -> None:
@@ -54,7 +54,7 @@ def test_a_run_of_nonfinite_steps_aborts_when_read_even_across_windows():
 
 def test_found_inf_skips_the_update_on_the_device():
     from fovea.platform.config import TrainingConfig
-    from fovea.platform.optim import build_optimizer
+    from fovea.platform.train.optim import build_optimizer
 
     model = torch.nn.Module()
     model.dino_to_llm = torch.nn.Linear(4, 2)  # a connector parameter, as the optimizer groups name them

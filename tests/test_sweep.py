@@ -14,18 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from fovea.platform import sweep as sw
-from fovea.platform import sweep_plan as swp
-from fovea.platform import sweep_results as swr
+from fovea.platform.sweep import tune as sw
+from fovea.platform.sweep import plan as swp
+from fovea.platform.sweep import results as swr
 from fovea.platform.config import ConfigError, RunConfig
-from fovea.search_spaces.spaces import available_spaces, load_search_space, load_space
+from fovea.platform.sweep.spaces import load_space
+from fovea.search_spaces.spaces import SpaceError, available_spaces
 
 # -- search spaces ---------------------------------------------------------------------------
 
 
 def test_every_space_loads_and_validates():
     assert {"ablations", "lr", "scaling", "scaling_flops"} <= set(available_spaces())
-    abl = {e.name: e.overrides for e in load_space("ablations")}
+    abl = {e.name: e.overrides for e in load_space("ablations").experiments}
     assert abl == {
         "baseline": {},
         "A1": {"model.deep_query": False},
@@ -37,19 +38,19 @@ def test_every_space_loads_and_validates():
         "A7": {"model.deep_query": False, "model.coarse_only": True},
     }
     # Spec 5.1 baseline: cosine, 5 % warm-up, connector 1e-4, backbones 1e-5, 300K samples.
-    common = load_search_space("ablations").common
+    common = load_space("ablations").common
     assert common["training.lr_connector"] == 1e-4 and common["training.schedule"] == "cosine"
-    lr = load_search_space("lr")
+    lr = load_space("lr")
     ratios = {e.name: e.overrides["training.lr_connector"] / lr.common["training.lr_dino"] for e in lr.experiments}
     assert ratios == pytest.approx({"LR1": 10, "LR2": 100, "LR3": 3, "LR4": 1})
     assert lr.common["training.lr_dino"] == lr.common["training.lr_llm"] == 1e-5
 
 
 def test_scaling_grid_follows_the_spec_rules():
-    from fovea.platform.model_store import DINO_CONFIGS
+    from fovea.model.store import DINO_CONFIGS
 
     llm_params = {"135M": 134.5, "360M": 361.8, "1.7B": 1711.0}
-    sp = load_search_space("scaling")
+    sp = load_space("scaling")
     assert len(sp.experiments) == 6
     base = {}
     for e in sp.experiments:
@@ -72,7 +73,7 @@ def test_scaling_grid_follows_the_spec_rules():
             assert lr == pytest.approx(rule, rel=0.1)  # 2.8e-4 by the rule, the spec's 3e-4
         if size == "360M":
             assert lr == 7e-4 and lr == pytest.approx(rule, rel=0.15)  # spec's measured 7e-4; rule 6.1e-4
-    flops = load_search_space("scaling_flops")
+    flops = load_space("scaling_flops")
     samples = {e.name: e.overrides["training.total_samples"] for e in flops.experiments}
     assert samples["135M-C1"] == 64688 and samples["360M-C4"] == 701920 and samples["1.7B-C3"] == 140022
 
@@ -88,15 +89,15 @@ def test_a_typo_fails_naming_the_key_and_the_file(tmp_path):
     bad.write_text("space: mine\nexperiments:\n  X1:\n    overrides: {model.query_dim: wide}\n")
     with pytest.raises(ConfigError, match=r"bad value for 'model.query_dim' in .*mine.yaml"):
         load_space(bad)
-    with pytest.raises(ConfigError, match="unknown experiment"):
-        load_search_space("ablations").select(["A9"])
+    with pytest.raises(SpaceError, match="unknown experiment"):
+        load_space("ablations").select(["A9"])
 
 
 def test_list_prints_every_experiment_with_its_overrides(repo_root):
     out = subprocess.run([sys.executable, str(repo_root / "jobs" / "sweep.py"), "--list"], capture_output=True,
                          text=True, check=True, cwd=repo_root).stdout
     for space in ("ablations", "lr", "scaling"):
-        for e in load_space(space):
+        for e in load_space(space).experiments:
             line = next(ln for ln in out.splitlines() if ln.strip().startswith(e.name + " "))
             for k in e.overrides:
                 assert k in line, (e.name, k)
@@ -108,15 +109,15 @@ def test_every_ablation_builds_and_trains_one_step(model_store):
     import torch
 
     from fovea.model.build import build_model
-    from fovea.model.dummy import dummy_batch, model_inputs
+    from fovea.pipelines.batch import dummy_batch, model_inputs
     from fovea.platform.config import load_config
-    from fovea.platform.optim import param_groups
+    from fovea.platform.train.optim import param_groups
 
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops on a shared 2-core machine
     try:
         batch = dummy_batch([2, 1], [9, 6], T=2, S=10)
-        for e in load_space("ablations"):
+        for e in load_space("ablations").experiments:
             cfg = load_config("tiny", [f"{k}={v}" for k, v in e.overrides.items()])
             torch.manual_seed(0)
             model = build_model(cfg.model)
@@ -193,7 +194,7 @@ def test_asha_scheduler_uses_val_loss_and_steps(tmp_path):
 def test_results_table_and_plot_from_mlflow_children(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from fovea.platform.tracking import Tracker
+    from fovea.platform.runs.tracking import Tracker
 
     plan = swp.make_plan("ablations", only=["baseline", "A6", "A7"], base_config="tiny", name="t",
                          sets=[f"runs_dir={tmp_path}"], cluster_cpus=2, cluster_gpus=0)
@@ -238,7 +239,7 @@ def test_a_partly_copied_checkpoint_is_not_resumed_from(tmp_path):
     right names but a truncated train_state.pt, which resume then picked and failed on."""
     import torch
 
-    from fovea.platform import checkpoints as ck
+    from fovea.platform.runs import checkpoints as ck
 
     class Stub(torch.nn.Linear):
         def save_pretrained(self, d):
@@ -294,7 +295,7 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
 
     from colour_shards import write_colour_shards
 
-    from fovea.platform.checkpoints import latest_checkpoint
+    from fovea.platform.runs.checkpoints import latest_checkpoint
 
     shards = write_colour_shards(tmp_path / "shards", tokenizer, n_train=32, n_val=8, n_text=8)
     runs = tmp_path / "runs"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def ray_local():
     import ray
 
-    from fovea.platform.cluster import connect
+    from fovea.platform.runs.cluster import connect
 
     connect(num_cpus=2)
     yield ray
@@ -51,12 +51,12 @@ def read_metrics(runs: Path, name: str) -> list[dict]:
 def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from fovea.platform.trainer import fit
+    from fovea.platform.stages import train_stage
 
     cfg = tiny_cfg(tmp_path, shards, "learn", "training.max_steps=30", "training.checkpoint_every=15",
                    "training.log_every=5", "eval.every_steps=15", "eval.caption_samples=1",
                    "eval.max_new_tokens=4", "training.profile_steps=[3,4]", "training.gc_freeze=true")
-    s = fit(cfg)
+    s = train_stage(cfg)
     rows = [r for r in read_metrics(tmp_path, "learn")]
     assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
     assert rows[-1]["loss"] < 0.8 * rows[0]["loss"], [r["loss"] for r in rows]
@@ -100,11 +100,13 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert len(fine) == len(rows)
     arts = {a.path for a in client.list_artifacts(s.mlflow_run_id)}
     assert "resolved_config.yaml" in arts
+    # train_stage's end-of-run hook: the generated captions, logged by rank 0 into the same run
+    assert "evaluation/captions.jsonl" in {a.path for a in client.list_artifacts(s.mlflow_run_id, "evaluation")}
     assert run.data.tags["best_checkpoint"] == str(s.best_checkpoint)
 
 
 def test_cost_imbalance_is_the_slowest_rank_over_the_mean():
-    from fovea.platform.collectives import cost_imbalance
+    from fovea.platform.train.collectives import cost_imbalance
 
     assert cost_imbalance([[10.0, 10.0], [10.0, 20.0]]) == (10 + 20) / (10 + 15)
     assert cost_imbalance([[5.0, 7.0]]) == 1.0  # one rank: nothing to wait for
@@ -112,7 +114,7 @@ def test_cost_imbalance_is_the_slowest_rank_over_the_mean():
 
 
 def test_device_busy_is_the_union_of_kernel_intervals():
-    from fovea.platform.step_profiler import device_busy
+    from fovea.platform.profiling.step_profiler import device_busy
 
     spans = [("nvjet_gemm", 0, 10), ("triton_poi_fused_gelu", 5, 12),   # overlap: busy 0..12
              ("ncclDevKernel_AllReduce_Sum_f32", 11, 20),              # 1 us under compute, 8 exposed
@@ -123,7 +125,7 @@ def test_device_busy_is_the_union_of_kernel_intervals():
 
 
 def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
-    from fovea.platform.step_timeline import format_summary, timeline_summary
+    from fovea.platform.profiling.step_timeline import format_summary, timeline_summary
 
     def x(cat, name, ts, dur, tid=1, pid=1):
         return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": pid, "tid": tid}
@@ -152,7 +154,7 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
 
 
 def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
-    from fovea.platform.trainer import fit
+    from fovea.platform.train.trainer import fit
 
     common = ("training.max_steps=8", "training.checkpoint_every=4", "eval.every_steps=0",
               "cluster.max_failures=0", "tracking.enabled=false")
@@ -176,7 +178,7 @@ def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monk
 
 
 def test_killed_worker_restarts_from_checkpoint_and_finishes(ray_local, shards, tmp_path, monkeypatch):
-    from fovea.platform.trainer import fit
+    from fovea.platform.train.trainer import fit
 
     marker = tmp_path / "fired"
     monkeypatch.setenv("FOVEA_FAULT_INJECT", f"step=6,rank=0,marker={marker}")
@@ -191,7 +193,7 @@ def test_killed_worker_restarts_from_checkpoint_and_finishes(ray_local, shards, 
 
 def test_a_nonfinite_step_is_skipped_on_the_device_and_a_run_of_them_aborts(ray_local, shards, tmp_path,
                                                                             monkeypatch):
-    from fovea.platform.trainer import fit
+    from fovea.platform.train.trainer import fit
 
     common = ("training.log_every=2", "eval.every_steps=0", "tracking.enabled=false", "cluster.max_failures=0",
               "training.max_nonfinite_steps=3")
@@ -213,8 +215,8 @@ def test_a_nonfinite_step_is_skipped_on_the_device_and_a_run_of_them_aborts(ray_
 def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
     from safetensors.torch import load_file
 
-    from fovea.platform.ddp import find_unused
-    from fovea.platform.trainer import fit
+    from fovea.platform.train.ddp import find_unused
+    from fovea.platform.train.trainer import fit
 
     # no text-only batches: every step uses every parameter, so DDP skips its unused-parameter search
     s1_cfg = tiny_cfg(tmp_path, shards, "s1", "training.max_steps=4", "training.checkpoint_every=2",
@@ -234,7 +236,7 @@ def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
 
 
 def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_root, tmp_path, model_store):
-    """jobs/bench_train.py's summary of a run's metrics.jsonl: windows that hold profiled steps
+    """jobs/bench/bench_train.py's summary of a run's metrics.jsonl: windows that hold profiled steps
     are not timed, ``steady_*`` skips windows with compilation or an epoch change, and whole
     epochs after the first give the equal-work time; ``--summarize`` prints the scaling."""
     import re
@@ -278,7 +280,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     from bench_train import TEXT_TOKENS, flops_per_sample
     from transformers import AutoConfig
 
-    from fovea.platform.model_store import resolve_model_ref
+    from fovea.model.store import resolve_model_ref
 
     dino = AutoConfig.from_pretrained(resolve_model_ref("facebook/dinov2-small"))
     llm = AutoConfig.from_pretrained(resolve_model_ref("HuggingFaceTB/SmolLM2-135M-Instruct"))
@@ -296,7 +298,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
 
 
 def test_bench_matched_windows_pair_the_same_batches(repo_root):
-    """jobs/bench_train.py's equal-work pairs: 1-GPU window (2p, 2s] against 2-GPU window (p, s],
+    """jobs/bench/bench_train.py's equal-work pairs: 1-GPU window (2p, 2s] against 2-GPU window (p, s],
     steady ones only; scaling = the 2-GPU frames/s over the 1-GPU frames/s of the pairs."""
     import sys
 
@@ -319,7 +321,7 @@ def test_bench_matched_windows_pair_the_same_batches(repo_root):
 
 
 def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
-    """jobs/bench_memory.py: the bytes autograd keeps for backward, by phase, on one real batch;
+    """jobs/bench/bench_memory.py: the bytes autograd keeps for backward, by phase, on one real batch;
     DINOv2 checkpointing shrinks the patch pass to its blocks' inputs, full checkpointing the LLM
     passes to their layers' inputs."""
     import subprocess

@@ -1,0 +1,46 @@
+"""``model:`` -- what to build: the LLM, the DINOv2 backbone, the query width and the
+ablation switches.  The run config (``fovea.platform.config.RunConfig``) holds one of these;
+the model reads nothing else, so it can be built and tested without the platform."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """The Foveated VLM (docs/DESIGN.md, "The model")."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    llm: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id or local path; local store first
+    dino: str = "facebook/dinov2-small"
+    query_dim: int | None = None  # None -> DINOv2 width (384 small, 768 base); A2 uses 192
+    deep_query: bool = True  # False -> shallow single cross-attention (A1, A7)
+    query_bias: bool = False  # A3 reintroduces BUG-002
+    query_init_std: float = 1.0  # A4 uses 0.02 (BUG-001)
+    visual_scale: float = 0.14  # ~ std of SmolLM2 input embeddings
+    lambda_coarse: float = 0.0  # weight of the auxiliary coarse CE
+    coarse_loss_every: int = Field(1, ge=0)  # with lambda 0: no-grad coarse CE every N steps (0 = never)
+    coarse_only: bool = False  # train in coarse_only mode (A6, A7)
+    freeze_dino: bool = False
+    freeze_llm: bool = False
+    # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257
+    # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
+    gradient_checkpointing: bool | Literal["dino"] = False
+    llm_dtype: Literal["float32", "bfloat16"] = "float32"
+    # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
+    # ~1 500 fewer kernel launches a step; +6.5% model FLOP/s on two GPUs, -1.6% on one (measured)
+    fused_llm_projections: bool = True
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.fused_llm_projections and self.attn_implementation != "sdpa":
+            raise ValueError("model.fused_llm_projections runs the training passes' attention through SDPA; "
+                             f"with model.attn_implementation={self.attn_implementation} set "
+                             "model.fused_llm_projections=false")
+        return self
+
+

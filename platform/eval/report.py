@@ -1,0 +1,188 @@
+"""Reporting for ``evaluation.run_evaluation``: the results table (markdown / CSV, spec 6.4
+layout), MLflow metric names, a JSON dump, the stdout summary, and the attention-heatmap grid."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+
+MODES = ("coarse_only", "coarse_fine", "autoregressive")
+
+
+# -- results table --------------------------------------------------------------------------
+
+def results_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Spec 6.4-style table: one row per metric, one column per mode (+ reference model)."""
+    modes = [m for m in MODES if m in results.get("loss", {})] or list(results.get("modes", []))
+    ref_cols = sorted({r for b in results.get("benchmarks", {}).values() for r in b.get("reference", {})})
+    header = ["metric"] + modes + ref_cols
+    rows: list[list[str]] = []
+
+    def fmt(v, pct=False):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:.1f} %" if pct else f"{v:.4f}"
+
+    if results.get("loss"):
+        rows.append(["val loss (n=%d)" % next(iter(results["loss"].values()))["n_samples"]]
+                    + [fmt(results["loss"].get(m, {}).get("loss")) for m in modes] + ["-"] * len(ref_cols))
+        rows.append(["val samples/s"] + [f"{results['loss'][m]['samples_per_s']:.2f}" if m in results["loss"]
+                                         else "-" for m in modes] + ["-"] * len(ref_cols))
+    if results.get("gap") is not None:
+        rows.append(["gap (ar-cf)/cf"] + [f"{100 * results['gap']:+.3f} %" if m == "autoregressive" else "-"
+                                          for m in modes] + ["-"] * len(ref_cols))
+    for name, b in results.get("benchmarks", {}).items():
+        n = next(iter(b.get("modes", {}).values()), {}).get("n", 0)
+        rows.append([f"{name} (n={n})"] + [fmt(b.get("modes", {}).get(m, {}).get("accuracy"), True) for m in modes]
+                    + [fmt(b.get("reference", {}).get(r, {}).get("accuracy"), True) for r in ref_cols])
+    for k, v in (results.get("generation") or {}).get("captions", {}).items():
+        rows.append([k] + ["-" if m != "autoregressive" else fmt(v) for m in modes] + ["-"] * len(ref_cols))
+    if (results.get("generation") or {}).get("vqa_accuracy") is not None:
+        v = results["generation"]["vqa_accuracy"]
+        rows.append(["VQA accuracy"] + ["-" if m != "autoregressive" else fmt(v, True) for m in modes]
+                    + ["-"] * len(ref_cols))
+    return header, rows
+
+
+def results_markdown(results: dict) -> str:
+    header, rows = results_rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(results: dict) -> str:
+    header, rows = results_rows(results)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def flat_metrics(results: dict) -> dict[str, float]:
+    """MLflow metric names: eval/<mode>/loss, eval/gap, eval/<bench>/<mode>/accuracy, ..."""
+    m: dict[str, float] = {}
+    for mode, r in results.get("loss", {}).items():
+        for k in ("loss", "loss_token", "samples_per_s"):
+            m[f"eval/{mode}/{k}"] = r[k]
+    if results.get("gap") is not None:
+        m["eval/gap"] = results["gap"]
+        m["eval/gap_token"] = results["gap_token"]
+    for name, b in results.get("benchmarks", {}).items():
+        for mode, r in list(b.get("modes", {}).items()) + list(b.get("reference", {}).items()):
+            m[f"eval/{name}/{mode}/accuracy"] = r["accuracy"]
+            for cat, acc in r.get("per_category", {}).items():
+                m[f"eval/{name}/{mode}/cat/{re.sub(r'[^A-Za-z0-9_.-]+', '_', cat)}"] = acc
+    gen = results.get("generation") or {}
+    for k, v in gen.get("captions", {}).items():
+        m[f"eval/caption/{k}"] = v
+    if gen.get("vqa_accuracy") is not None:
+        m["eval/vqa_accuracy"] = gen["vqa_accuracy"]
+    return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and v == v}
+
+
+def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"results.md": results_markdown(results), "results.csv": results_csv(results),
+             "results.json": json.dumps(_jsonable(results), indent=2)}
+    paths = {}
+    for name, text in files.items():
+        (out / name).write_text(text)
+        paths[name] = out / name
+    return paths
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items() if k != "records"}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def summary_text(results: dict) -> str:
+    lines = ["", "== evaluation =="]
+    for mode, r in results.get("loss", {}).items():
+        lines.append(f"val loss [{mode:14s}] {r['loss']:.4f}  (token mean {r['loss_token']:.4f}, "
+                     f"n={r['n_samples']}, {r['samples_per_s']:.2f} samples/s)")
+    if results.get("gap") is not None:
+        lines.append(f"train/inference gap (ar - cf) / cf = {100 * results['gap']:+.3f} % "
+                     f"(token-weighted {100 * results['gap_token']:+.3f} %; reference |gap| < 0.6 %)")
+    gen = results.get("generation") or {}
+    if gen.get("captions"):
+        lines.append("captions: " + ", ".join(f"{k} {v:.4f}" for k, v in gen["captions"].items()))
+    if gen.get("vqa_accuracy") is not None:
+        lines.append(f"VQA accuracy: {gen['vqa_accuracy']:.2f} % (n={gen['vqa_n']})")
+    lines += ["", results_markdown(results)]
+    if results.get("mlflow_run_id"):
+        lines.append(f"MLflow run: {results['mlflow_run_id']}")
+    return "\n".join(lines)
+
+
+# -- attention heatmaps ---------------------------------------------------------------------
+
+@torch.no_grad()
+def attention_grid(model, batch: dict, path: str | Path, n_videos: int = 3, n_frames: int = 4) -> Path | None:
+    """PNG grid: per video a row of frames with the fine query's attention overlaid and a row
+    with the coarse (q_static) query's.  Weights: CLS (index 0) dropped, mean over all
+    layers and heads, 256 patches -> 16x16, bilinear upsample to the frame size; each map
+    scaled to its own min-max for display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
+
+    from fovea.platform.eval.harness import visual_only
+
+    batch = visual_only(batch)
+    if batch is None:
+        return None
+    nv = min(n_videos, batch["frames"].shape[0])
+    frames, fm = batch["frames"][:nv].to(model.device), batch["frame_mask"][:nv].to(model.device)
+    maps = {w: model.query_attention(frames, fm, which=w) for w in ("fine", "coarse")}  # [B,T,L,H,Np]
+    nf = min(n_frames, frames.shape[1])
+    fig, axes = plt.subplots(2 * nv, nf, figsize=(2.2 * nf, 2.3 * 2 * nv), squeeze=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    size = frames.shape[-1]
+    for b in range(nv):
+        real = fm[b].nonzero().squeeze(1).tolist()
+        k = min(nf, len(real))
+        picks = [real[int(i * len(real) / k)] for i in range(k)]
+        for r, which in enumerate(("fine", "coarse")):
+            for c in range(nf):
+                ax = axes[2 * b + r, c]
+                ax.axis("off")
+                if c >= len(picks):
+                    continue
+                t = picks[c]
+                img = (frames[b, t].cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+                w = maps[which][b, t, :, :, 1:].mean(dim=(0, 1)).float().cpu()  # [Np-1]
+                g = int(round(math.sqrt(w.numel())))
+                heat = F.interpolate(w.view(1, 1, g, g), size=(size, size), mode="bilinear",
+                                     align_corners=False)[0, 0]
+                heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
+                ax.imshow(img)
+                ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+                ax.set_title(f"v{b} t{t} {which}", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,110 @@
+"""Where a profiled training step's GPU sits idle, by what the host was doing at the time.
+
+The training loop and the model mark their phases with ``torch.profiler.record_function``
+("fovea/data", "fovea/forward", "fovea/encode_patches", ..., "fovea/backward",
+"fovea/step_end", "fovea/optimizer"). From a profile's Chrome trace (``export_chrome_trace``)
+``timeline_summary`` computes, per phase of the main thread:
+
+    wall        time the main thread spent in the phase (innermost phase wins)
+    GPU idle    time inside that wall with no kernel, copy or memset running on the GPU:
+                the GPU waited for the host (kernel launches, Python, a sync, the data)
+    syncs       host calls that wait for the GPU (cudaStreamSynchronize, ...), how many and
+                how long they blocked; a sync drains the queue of launched work, so the GPU
+                idles from the moment the host resumes until its next launch arrives
+
+GPU idle at time t is put on the phase the host is in at t: the GPU runs behind the host, so
+an empty GPU queue means the host has not yet launched the next work of the phase it is in.
+Backward is one phase here (autograd launches its kernels from its own thread while the main
+thread waits in ``backward()``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from fovea.platform.profiling.intervals import length, overlap, union
+
+PHASE_PREFIX = "fovea/"
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+              "cudaStreamQuery")
+
+
+def _spans(events, pred) -> list[tuple[float, float, dict]]:
+    return [(e["ts"], e["ts"] + e.get("dur", 0.0), e) for e in events if e.get("ph") == "X" and pred(e)]
+
+
+def _innermost_segments(phases: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Nested intervals (start, end, name) -> disjoint segments labelled by the innermost one."""
+    cuts = sorted({t for s, e, _ in phases for t in (s, e)})
+    out = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        mid = (lo + hi) / 2
+        inside = [(s, name) for s, e, name in phases if s <= mid < e]
+        if inside:
+            out.append((lo, hi, max(inside)[1]))  # the latest start is the innermost
+    return out
+
+
+def timeline_summary(trace: dict, steps: int = 1) -> dict:
+    """Per-phase wall, GPU idle and sync figures (ms per step) of a Chrome trace dict.
+
+    Returns {"phases": {name: {"wall_ms", "gpu_idle_ms", "syncs", "sync_ms"}}, "window_ms",
+    "gpu_busy_ms", "gpu_idle_ms", "sync_sites": [(op, phase, count, ms), ...]} (per step), or
+    an empty dict when the trace has no ``fovea/`` phases."""
+    events = trace.get("traceEvents", [])
+    marks = _spans(events, lambda e: e.get("cat") == "user_annotation" and e["name"].startswith(PHASE_PREFIX))
+    if not marks:
+        return {}
+    tids = defaultdict(float)
+    for s, e, ev in marks:
+        tids[(ev.get("pid"), ev.get("tid"))] += e - s
+    main = max(tids, key=tids.get)  # the thread that runs the loop: most time in phases
+    phases = [(s, e, ev["name"][len(PHASE_PREFIX):]) for s, e, ev in marks if (ev.get("pid"), ev.get("tid")) == main]
+    lo, hi = min(s for s, _, _ in phases), max(e for _, e, _ in phases)
+    busy = union([(max(s, lo), min(e, hi)) for s, e, _ in _spans(events, lambda e: e.get("cat") in DEVICE_CATS)
+                   if e > lo and s < hi])
+    segs = _innermost_segments(phases)
+
+    def on_main(ev) -> bool:
+        return (ev.get("pid"), ev.get("tid")) == main
+
+    syncs = _spans(events, lambda e: e.get("cat") in ("cuda_runtime", "cuda_driver") and e["name"] in SYNC_CALLS
+                   and on_main(e))
+    ops = _spans(events, lambda e: e.get("cat") == "cpu_op" and on_main(e))
+    per = defaultdict(lambda: {"wall_ms": 0.0, "gpu_idle_ms": 0.0, "syncs": 0.0, "sync_ms": 0.0})
+    for s, e, name in segs:
+        per[name]["wall_ms"] += (e - s) / 1e3
+        per[name]["gpu_idle_ms"] += ((e - s) - overlap([(s, e)], busy)) / 1e3
+    sites = defaultdict(lambda: [0, 0.0])
+    for s, e, _ in syncs:
+        name = next((n for a, b, n in segs if a <= s < b), "(outside)")
+        per[name]["syncs"] += 1
+        per[name]["sync_ms"] += (e - s) / 1e3
+        encl = [(a, ev["name"]) for a, b, ev in ops if a <= s and e <= b]
+        op = max(encl)[1] if encl else "(no op)"
+        sites[(op, name)][0] += 1
+        sites[(op, name)][1] += (e - s) / 1e3
+    for v in per.values():
+        for k in v:
+            v[k] /= steps
+    window = (hi - lo) / 1e3
+    return {"phases": dict(per), "window_ms": window / steps, "gpu_busy_ms": length(busy) / 1e3 / steps,
+            "gpu_idle_ms": (window - length(busy) / 1e3) / steps,
+            "sync_sites": sorted(((op, ph, c / steps, ms / steps) for (op, ph), (c, ms) in sites.items()),
+                                 key=lambda r: -r[3])}
+
+
+def format_summary(s: dict) -> str:
+    """The summary as a text table (per step)."""
+    if not s:
+        return "timeline: no fovea/ phases in the trace"
+    lines = [f"timeline per step: window {s['window_ms']:.1f} ms, GPU busy {s['gpu_busy_ms']:.1f} ms, "
+             f"GPU idle {s['gpu_idle_ms']:.1f} ms ({s['gpu_idle_ms'] / max(s['window_ms'], 1e-9):.1%})",
+             f"{'phase (innermost)':<22}{'wall ms':>10}{'GPU idle ms':>13}{'syncs':>8}{'sync wait ms':>14}"]
+    for name, v in sorted(s["phases"].items(), key=lambda kv: -kv[1]["gpu_idle_ms"]):
+        lines.append(f"{name:<22}{v['wall_ms']:>10.1f}{v['gpu_idle_ms']:>13.1f}{v['syncs']:>8.1f}{v['sync_ms']:>14.1f}")
+    if s["sync_sites"]:
+        lines.append("syncs by op: " + "; ".join(f"{op} in {ph}: {c:.1f}x {ms:.1f} ms"
+                                                 for op, ph, c, ms in s["sync_sites"][:8]))
+    return "\n".join(lines)

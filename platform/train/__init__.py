@@ -1,0 +1,4 @@
+"""Training on Ray Train: the driver (``trainer.fit``), the per-worker loop (``loop``), and
+what the loop is made of -- its batch stream, DDP wrapping and collectives, the optimiser and
+schedules, per-step tallies, the garbage-collection clock and the foveation failure signatures
+it warns about."""

@@ -1,0 +1,78 @@
+"""How a model is wrapped for data-parallel training, and DDP's gradient all-reduce.
+
+Every rank holds the whole model; after backward, DDP averages the gradients across ranks
+in buckets of ``cluster.ddp_bucket_mb`` (all-reduces start while backward still runs, one
+bucket at a time, as its gradients become ready).  For the stage-1 135M model that is
+~157 M parameters, 628 MB of fp32 gradients a step; at 305 GB/s of NVLink bus bandwidth
+(2 x H200, measured here) ~2 ms, through host memory tens of ms (jobs/bench/bench_allreduce.py
+measures it on a machine).
+
+Settings (``cluster.*``), off by default: measured, they do not pay. On 2 x H200 (docs/measurements,
+Session 9), ``ddp_bucket_mb=1024`` with ``ddp_bucket_view`` (one all-reduce after backward, no
+gradient copies) against the defaults on the same machine and shards: 4645 vs 4639 steady
+frames/s; the 2-GPU step is bound by host launch time, not by the all-reduce. ``ddp_comm_dtype``
+was run only once, cut after a single window (Session 7): no evidence either way.
+    ddp_bucket_view   gradients are views into the buckets: no copy of each gradient into
+                      its bucket (~500 copy kernels a step here) and 628 MB less memory
+    ddp_comm_dtype    bf16: gradients cast to bf16 and divided by the world size before the
+                      all-reduce (half the bytes), written back as fp32 after it
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fovea.platform.config import RunConfig
+
+
+def find_unused(cfg: RunConfig) -> bool:
+    """DDP find_unused_parameters: a text-only batch leaves the vision side unused, and
+    coarse_only leaves llm_to_query / q_init unused; otherwise every step uses every parameter."""
+    if cfg.cluster.ddp_find_unused != "auto":
+        return bool(cfg.cluster.ddp_find_unused)
+    return cfg.data.text_ratio > 0 or cfg.model.coarse_only
+
+
+def ddp_kwargs(cfg: RunConfig) -> dict:
+    """Keyword arguments of ``DistributedDataParallel`` (``wrap_ddp``)."""
+    c = cfg.cluster
+    return {"find_unused_parameters": find_unused(cfg), "bucket_cap_mb": c.ddp_bucket_mb,
+            "gradient_as_bucket_view": c.ddp_bucket_view}
+
+
+def bf16_allreduce_hook(process_group, bucket):
+    """DDP communication hook: average a bucket's gradients in bf16 -> Future[fp32 buffer].
+
+    (Unannotated: DDP checks a hook's annotations against the real classes, and this
+    module's annotations are strings.)
+
+    bucket.buffer() [numel] fp32 -> bf16 / world -> all-reduce (sum) -> copied back to fp32.
+    Works on NCCL and gloo (torch's own bf16 hook refuses gloo, so the CPU tests could not
+    run it)."""
+    group = process_group if process_group is not None else dist.group.WORLD
+    buf = bucket.buffer()
+    wire = buf.to(torch.bfloat16).div_(dist.get_world_size(group))
+    fut = dist.all_reduce(wire, group=group, async_op=True).get_future()
+
+    def back_to_fp32(f: torch.futures.Future) -> torch.Tensor:
+        buf.copy_(f.value()[0])
+        return buf
+
+    return fut.then(back_to_fp32)
+
+
+def wrap_ddp(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """The model (already on its device) wrapped in DDP, with the communication hook that
+    ``cluster.ddp_comm_dtype`` names.
+
+    ``device_ids=None``: DDP leaves the forward's inputs where they are. (With device ids, as
+    Ray's ``prepare_model`` sets them, it would copy the host-side masks of the training loop
+    to the GPU, and the model would read its indices back from there.)"""
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = DistributedDataParallel(model, device_ids=None, **ddp_kwargs(cfg))
+    if cfg.cluster.ddp_comm_dtype == "bf16":
+        net.register_comm_hook(None, bf16_allreduce_hook)
+    return net
