@@ -72,7 +72,6 @@ from .fused_llm import FusedDecoderLayer, fused_causal_pass
 from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
 
 MODES = ("coarse_fine", "coarse_only", "autoregressive")
-BATCH_EXTRAS = {"num_frames", "is_text_only", "keys", "sources", "users", "assistants"}  # ignored
 
 
 def phase(name: str):
@@ -325,12 +324,12 @@ class FoveatedVLM(nn.Module):
         i+1; None with return_logits=False), ``num_targets`` (tokens in the mean), and
         ``diagnostics`` (dict of floats) on request. ``use_kv_cache`` only affects the
         autoregressive mode (False recomputes the prefix at every frame; for tests).
-        The other collate keys (num_frames, is_text_only, keys, ...) are accepted and
-        ignored, so ``model(**batch, mode=...)`` works.
+        The batch's other entries (tensors and lists such as num_frames, is_text_only,
+        keys) are accepted and ignored, so ``model(**batch, mode=...)`` works.
         """
         mode = check_mode(mode)
-        unknown = set(batch_extras) - BATCH_EXTRAS
-        if unknown:  # model(**batch) is fine; a misspelt option is not
+        unknown = [k for k, v in batch_extras.items() if not isinstance(v, (torch.Tensor, list))]
+        if unknown:  # model(**batch) is fine; a misspelt option (a bool, a string) is not
             raise TypeError(f"unexpected forward arguments {sorted(unknown)}")
         B = input_ids.shape[0]
         lam = float(self.cfg.lambda_coarse)

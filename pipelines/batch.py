@@ -1,8 +1,16 @@
-"""Synthetic batches in the loader's format (docs/CONTRACTS.md "Batch"), for tests and benchmarks."""
+"""The batch contract (docs/CONTRACTS.md "Batch"): the keys of a collated batch, the ones
+``FoveatedVLM.forward`` takes, and synthetic batches in the same format for tests and
+benchmarks.  ``pipelines/loader.py`` makes the real ones; every other room reads the keys here.
+"""
 
 from __future__ import annotations
 
 import torch
+
+# tensors of a collated batch; frames is [B,T,3,H,W] float, or the n real frames [n,3,H,W] uint8 when packed
+TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mask", "loss_mask", "is_text_only")
+LIST_KEYS = ("keys", "sources", "users", "assistants")  # one entry per sample
+MODEL_KEYS = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")  # FoveatedVLM.forward
 
 
 def dummy_batch(frames_per_sample: list[int], text_lens: list[int], T: int | None = None,
@@ -36,9 +44,6 @@ def dummy_batch(frames_per_sample: list[int], text_lens: list[int], T: int | Non
         "is_text_only": frame_mask.sum(1) == 0,
     }
     return {k: v.to(device) for k, v in batch.items()}
-
-
-MODEL_KEYS = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
 
 
 def model_inputs(batch: dict) -> dict:

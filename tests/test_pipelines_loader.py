@@ -214,6 +214,10 @@ def test_collate_padding_and_masks():
     assert b["loss_mask"].tolist() == [[0, 1, 1], [1, 0, 0]]
     assert b["is_text_only"].tolist() == [False, True] and b["num_frames"].tolist() == [2, 0]
     assert b["keys"] == ["a", "b"] and b["assistants"] == ["x", "y"]
+    # the batch contract is defined once, in pipelines/batch.py: collate makes exactly those keys
+    from fovea.pipelines.batch import LIST_KEYS, TENSOR_KEYS
+
+    assert tuple(b) == TENSOR_KEYS + LIST_KEYS
 
 
 def test_packed_collate_ships_only_real_frames_as_uint8(tmp_path):

@@ -126,9 +126,6 @@ def endless_batches(build_train_loader, data_cfg):
         epoch += 1
 
 
-MODEL_KEYS = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")
-
-
 def bench_setup(shards: str, batch: int, frames_cap: int | None, loader_workers: int, overrides: list[str], *,
                 packed: bool = True, compiled: bool = False, naive: bool = False):
     """(model, AdamW, endless batch iterator, device) for timing stage-1 training steps in one
@@ -162,7 +159,9 @@ def train_step(model, optimizer, host: dict, dev, autocast) -> None:
     """One training step on a loader batch: forward (fine loss), backward, clip, AdamW."""
     import torch
 
-    b = {k: host[k].to(dev, non_blocking=True) for k in MODEL_KEYS}
+    from fovea.pipelines.batch import model_inputs
+
+    b = {k: v.to(dev, non_blocking=True) for k, v in model_inputs(host).items()}
     with autocast():
         out = model(**b, mode="coarse_fine", compute_coarse=False, return_logits=False)
     out["loss"].backward()

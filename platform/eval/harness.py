@@ -41,8 +41,6 @@ from fovea.platform.eval.report import (  # noqa: F401 - re-exported
 log = logging.getLogger("fovea.evaluation")
 
 MODES = ("coarse_only", "coarse_fine", "autoregressive")
-BATCH_TENSORS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mask", "loss_mask",
-                 "is_text_only")
 
 
 # -- batches ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fovea.pipelines.batch import TENSOR_KEYS, model_inputs
 from fovea.pipelines.loader import batch_cost
 from fovea.platform.runs import checkpoints as ck
 from fovea.platform.train.batch_stream import Stream
@@ -53,8 +54,6 @@ from fovea.platform.train.step_tally import StepTally
 
 log = logging.getLogger("fovea.train")
 
-TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mask", "loss_mask", "is_text_only")
-
 
 # -- small helpers -------------------------------------------------------------------
 
@@ -69,10 +68,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
     return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v)
             for k, v in batch.items()}
-
-
-def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")}
 
 
 def configure_cuda_backends() -> None:
