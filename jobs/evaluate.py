@@ -30,9 +30,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from fovea.platform.config import ConfigError, RunConfig, load_config
+from fovea.platform.eval.launch import evaluate_checkpoint, training_config_of
 
 MODE_CHOICES = ("coarse_only", "coarse_fine", "autoregressive", "all")
 
@@ -86,68 +86,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, RunConfig]
     return args, cfg
 
 
-def _run_dir_of(checkpoint: str) -> Path | None:
-    """The Ray run dir (holding resolved_config.yaml) of a checkpoint / model / run dir."""
-    p = Path(checkpoint).expanduser()
-    for d in (p, p.parent, p.parent.parent):
-        if (d / "resolved_config.yaml").is_file():
-            return d
-    return None
-
-
-def training_config_of(checkpoint: str) -> str | None:
-    """Without --config: the training run's resolved_config.yaml (data, eval and tracking
-    settings of the run that wrote the checkpoint), when the checkpoint is a path."""
-    d = _run_dir_of(checkpoint)
-    return str(d / "resolved_config.yaml") if d else None
-
-
-def evaluate_task(cfg_json: dict, checkpoint: str, kwargs: dict) -> dict:
-    """What runs on the Ray worker (or in-process with --local)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from fovea.platform.eval.harness import run_evaluation
-
-    cfg = RunConfig.model_validate(cfg_json)
-    res = run_evaluation(cfg, checkpoint=checkpoint, **kwargs)
-    return _strip(res)
-
-
-def _strip(x):
-    """Results without per-item records (small enough for the driver and the JSON file)."""
-    from fovea.platform.eval.report import _jsonable
-
-    return _jsonable(x)
-
-
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse(argv)
-    kwargs = {"reference": not args.no_reference, "run_id": args.run_id, "out_dir": args.out_dir,
-              "progress": not args.quiet, "echo": args.local}
-    run_dir = _run_dir_of(args.checkpoint)
-    if run_dir and (run_dir / "mlflow_run_id").is_file() and not args.run_id:  # nest under training
-        kwargs["tags"] = {"mlflow.parentRunId": (run_dir / "mlflow_run_id").read_text().strip()}
-    if args.out_dir is None and args.out:
-        kwargs["out_dir"] = str(Path(args.out).with_suffix("")) + "_files"
-    cfg_json = cfg.model_dump(mode="json")
-    if args.local:
-        results = evaluate_task(cfg_json, args.checkpoint, kwargs)
-    else:
-        from fovea.platform.runs.cluster import cluster_gpus, connect
-
-        ray = connect(cfg.cluster.address)
-        gpus = cluster_gpus()
-        use_gpu = gpus > 0 if cfg.cluster.use_gpu == "auto" else bool(cfg.cluster.use_gpu)
-        opts = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
-        logging.getLogger("fovea.evaluate").info("evaluating in a Ray task with %s", opts)
-        task = ray.remote(max_retries=0, **opts)(evaluate_task)
-        results = ray.get(task.remote(cfg_json, args.checkpoint, kwargs))
-        from fovea.platform.eval.report import summary_text
-
-        print(summary_text(results), flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"results: {args.out}")
+    evaluate_checkpoint(cfg, args.checkpoint, local=args.local, out=args.out, out_dir=args.out_dir,
+                        run_id=args.run_id, reference=not args.no_reference, progress=not args.quiet)
     return 0
 
 

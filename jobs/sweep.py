@@ -52,6 +52,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dry-run", action="store_true", help="resolve and print the plan; run nothing")
     a = ap.parse_args(argv)
     a.sets = list(a.sets) + list(a.overrides)
+    a.only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
     if a.runs_dir:
         a.sets.append(f"runs_dir={a.runs_dir}")
     if not (a.list or a.resume or a.space):
@@ -62,58 +63,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     a = parse(argv)
-    from fovea.platform.sweep import tune as sw
-    from fovea.platform.sweep import plan as swp
-    from fovea.platform.config import ConfigError, load_config
+    from fovea.platform.sweep.launch import sweep_command
+    from fovea.platform.sweep.plan import list_spaces
 
     if a.list:
-        print(swp.list_spaces([a.space] if a.space else None), end="")
+        print(list_spaces([a.space] if a.space else None), end="")
         return 0
-    try:
-        if a.resume:
-            runs_dir = a.runs_dir or load_config(a.base_config, [s for s in a.sets if s.startswith("runs_dir=")]
-                                                 ).runs_dir
-            d = swp.find_sweep_dir(runs_dir, a.name, a.space)
-            if a.dry_run:
-                print(swp.describe_plan(swp.load_plan(d)))
-                return 0
-            s = sw.resume_sweep(d, address=a.address)
-        else:
-            only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
-            if a.dry_run:  # estimate from this machine; a real sweep asks the Ray cluster
-                import os
-
-                import torch
-
-                cpus, gpus = float(os.cpu_count() or 1), torch.cuda.device_count()
-            else:
-                from fovea.platform.runs.cluster import connect
-
-                connect(a.address)
-                cpus, gpus = sw.cluster_resources()
-            plan = swp.make_plan(a.space, only=only, base_config=a.base_config, sets=a.sets, samples=a.samples,
-                                 scheduler=a.scheduler, gpus_per_trial=a.gpus_per_trial, name=a.name,
-                                 max_concurrent=a.max_concurrent, grace_steps=a.grace_steps,
-                                 reduction_factor=a.reduction_factor, cluster_cpus=cpus, cluster_gpus=gpus)
-            if a.samples is not None and any("training.total_samples" in o for o in plan["overrides"].values()):
-                print("note: some experiments set training.total_samples themselves; --samples does not "
-                      "change those", file=sys.stderr)
-            if a.dry_run:
-                print(swp.describe_plan(plan))
-                return 0
-            s = sw.run_sweep(plan, connect_ray=False)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if s.interrupted:
-        return 130
-    failed = [k for k, v in s.statuses.items() if v == "ERROR"]
-    if failed:
-        print(f"trials failed: {', '.join(failed)} (rerun them with --resume --name {s.sweep})", file=sys.stderr)
-        return 1
-    print(f"sweep {s.sweep} done: results in {s.tune_dir / 'results'}"
-          + (f", MLflow parent run {s.parent_run_id}" if s.parent_run_id else ""))
-    return 0
+    return sweep_command(space=a.space, only=a.only, base_config=a.base_config, sets=a.sets, samples=a.samples,
+                         scheduler=a.scheduler, grace_steps=a.grace_steps, reduction_factor=a.reduction_factor,
+                         gpus_per_trial=a.gpus_per_trial, max_concurrent=a.max_concurrent, name=a.name,
+                         resume=a.resume, runs_dir=a.runs_dir, address=a.address, dry_run=a.dry_run)
 
 
 if __name__ == "__main__":

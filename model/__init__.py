@@ -1,4 +1,5 @@
-"""fovea.model: the Foveated VLM (spec section 1, issue 3).
+"""fovea.model: the Foveated VLM (spec section 1) -- what it is, how it is built, saved and
+loaded.  It reads only its own ``ModelConfig`` and never imports the platform.
 
 Public surface:
 
@@ -10,10 +11,22 @@ Public surface:
     load_state_dict_flexible(model, state)       strips module. / _orig_mod. prefixes
     MODES                                        ("coarse_fine", "coarse_only", "autoregressive")
 
-Files, top to bottom: encoder.py (FoveatedEncoder), vlm.py (FoveatedVLM, packing,
-forward modes), generation.py (autoregressive loop, generate), losses.py (masked CE),
-diagnostics.py, build.py (build_model, load_tokenizer), io.py (save/load), dummy.py
-(synthetic batches for tests and jobs/bench/bench_model.py).
+Files:
+
+    config.py       ModelConfig: what to build (the run config's ``model:`` section)
+    vlm.py          FoveatedVLM: packing, the forward modes, the inference helpers
+    encoder.py      FoveatedEncoder: DINOv2 patch pass (K/V cache) + query pass
+    blocks.py       PatchBlock / QueryBlock (one DINOv2 layer each), frame normalisation
+    fused_llm.py    the LLM's decoder layer with fused q/k/v and gate/up projections
+    generation.py   autoregressive mode and generate (the visual loop with the KV cache)
+    losses.py       masked text cross-entropy
+    diagnostics.py  foveation health checks of a forward pass
+    build.py        build_model, load_tokenizer (through the store)
+    store.py        the local model store: offline weights resolved before the hub
+    io.py           save_pretrained / from_pretrained, flexible state-dict loading
+    naive.py        the unoptimised encoder that the throughput benchmarks compare against
+
+Synthetic batches for tests and benchmarks are ``fovea.pipelines.batch.dummy_batch``.
 """
 
 from .build import build_model, load_tokenizer

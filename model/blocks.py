@@ -12,7 +12,7 @@ their own and are not registered as submodules (the state dict is the HF layer's
 Why modules: regional ``torch.compile``.  Every PatchBlock has the same code, so
 ``block.compile(dynamic=True)`` on the 12 of them compiles one graph (forward and backward)
 that all layers share; same for the QueryBlocks and the LLM's decoder layers.  That cuts
-the ~10k kernel launches of an eager training step, which is what bounds it on an H100/H200
+the ~10k kernel launches of an eager training step, which is what bounds it on a fast GPU
 (``jobs/bench/bench_train.py``, ``jobs/bench/profile_train_step.py``).  Eager is the default; ``FoveatedVLM.compile_blocks()`` turns
 compilation on.
 
@@ -37,7 +37,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @functools.lru_cache(maxsize=None)
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and std [3,1,1] on ``device``, made once: a copy from the host every
-    batch would make the host wait for the GPU (two syncs a training step, measured)."""
+    batch would make the host wait for the GPU (two syncs a training step)."""
     return (torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1),
             torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1))
 

@@ -6,18 +6,17 @@ with fewer matrix multiplies: q, k and v come out of one multiply against the th
 stacked, gate and up out of one against theirs.  The weights stay the HF layer's parameters
 (stacked on the fly, so the state dict, checkpoints and ``from_pretrained`` do not change).
 
-Why: on two GPUs the training step is bound by how fast each rank's host launches kernels
-inside backward and the LLM passes (docs/measurements, Sessions 9-10).  Per layer and pass:
+Why: on several GPUs the training step is bound by how fast each rank's host launches kernels
+inside backward and the LLM passes.  Per layer and pass:
 
     HF layer     7 matmuls forward (and 7 weight casts under bf16 autocast); 14 backward
     this layer   4 matmuls forward (4 casts of the stacked weights); 8 backward
 
 SmolLM2-135M: 30 layers, 2 passes with gradient (4 forward runs with LLM checkpointing), so
-30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches in a step; the 2-GPU profile counted ~8 900
-GPU activities a step against ~10 400 without.  Measured (2 x H200, one machine, session 10):
-+6.5% model FLOP/s on two GPUs, -1.6% on one (GPU-bound there), with a first version that
-repeated K/V for GQA; attention now goes through transformers' own ``sdpa_attention_forward``
-(``enable_gqa``, no repeated K/V), exactly as the HF layer computes it.
+30 x (3 x 4 + 6 x 2) = 720 fewer matmul launches in a step, and fewer weight casts.  It pays
+where the host's launches bound the step (several GPUs) and costs a little where the GPU's work
+does (one GPU).  Attention goes through transformers' own ``sdpa_attention_forward`` (``enable_gqa``,
+no repeated K/V), exactly as the HF layer computes it.
 
 Shapes: h [B,L,d], cos/sin [1,L,hd] (the LLM's rotary embedding), H query heads, KV key/value
 heads (GQA: each K/V head serves H / KV query heads), hd = d / H.

@@ -112,6 +112,20 @@ class FrameIndex:
         return cls(b=b, t=t, rank=rank, n_vis=n_vis, first=first, Tv=Tv)
 
 
+@dataclass
+class TextBatch:
+    """A batch's index and text side on the model's device, as every pass of ``forward`` reads it."""
+
+    fi: FrameIndex
+    text_emb: torch.Tensor  # [B,S,d] input embeddings of the text
+    targets: torch.Tensor  # [B,S] next-token targets, IGNORE_INDEX where none
+    target_idx: torch.Tensor  # [m] flat indices (into B*S) of the positions with a target
+
+    @property
+    def B(self) -> int:
+        return self.text_emb.shape[0]
+
+
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``; host -> GPU through page-locked memory, so the copy is queued on the
     stream without waiting for the GPU (a copy from pageable memory would wait for it)."""
@@ -140,6 +154,14 @@ def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"packed frames hold {frames.shape[0]} frames, frame_mask has {int(frame_mask.sum())}")
         return frames
     raise ValueError(f"frames must be [B,T,3,H,W] or packed [n,3,H,W], got {tuple(frames.shape)}")
+
+
+def check_batch_extras(batch_extras: dict) -> None:
+    """``model(**batch)`` passes the batch's other entries (tensors, lists) and they are ignored;
+    a misspelt option (a bool, a string) is refused."""
+    unknown = [k for k, v in batch_extras.items() if not isinstance(v, (torch.Tensor, list))]
+    if unknown:
+        raise TypeError(f"unexpected forward arguments {sorted(unknown)}")
 
 
 def check_mode(mode) -> str:
@@ -328,76 +350,93 @@ class FoveatedVLM(nn.Module):
         keys) are accepted and ignored, so ``model(**batch, mode=...)`` works.
         """
         mode = check_mode(mode)
-        unknown = [k for k, v in batch_extras.items() if not isinstance(v, (torch.Tensor, list))]
-        if unknown:  # model(**batch) is fine; a misspelt option (a bool, a string) is not
-            raise TypeError(f"unexpected forward arguments {sorted(unknown)}")
-        B = input_ids.shape[0]
-        lam = float(self.cfg.lambda_coarse)
+        check_batch_extras(batch_extras)
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
         with phase("frame_index"):
-            # Bookkeeping on the device the masks come on: from the host (the training loop),
-            # no value is read back from the GPU; then only the results travel.
-            am = attention_mask.bool().long() if attention_mask is not None else None
-            if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
-                raise ValueError("text must be right-padded (attention_mask True then False per row)")
-            fi = FrameIndex.from_mask(frame_mask)
-            targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
-            target_idx = target_positions(targets)  # [m]
-            dev = self.device
-            fi, targets, target_idx = fi.to(dev), to_device(targets, dev), to_device(target_idx, dev)
-            text_emb = self.embed_tokens(to_device(input_ids, dev))  # [B, S, d]
+            tb = self.text_batch(frame_mask, input_ids, attention_mask, loss_mask)
         with phase("encode_patches"):
-            cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), dev))
-                     if fi.n else None)  # 12 x 2 x [n,H,Np,hd]
-        nan = torch.full((), float("nan"), device=dev)
-
+            cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), self.device))
+                     if tb.fi.n else None)  # 12 x 2 x [n,H,Np,hd]
+        nan = torch.full((), float("nan"), device=self.device)
         with phase("coarse_query"):
-            z_c = self.coarse_tokens(cache, fi) if (mode != "autoregressive" or want_coarse
-                                                    or return_diagnostics) else None  # [n, D]
-        vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B) if z_c is not None else None
-        q_f = z_f = None
-        loss_fine, loss_coarse, logits = nan, nan, None
+            z_c = self.coarse_tokens(cache, tb.fi) if (mode != "autoregressive" or want_coarse
+                                                       or return_diagnostics) else None  # [n, D]
+        vis_c = self.visual_sequence(z_c, tb)  # [B, Tv, d]
 
+        loss_fine, logits, z_f, q_f = nan, None, None, None
         if mode == "coarse_fine":
-            if cache is not None:
-                with phase("coarse_llm"):
-                    h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
-                with phase("fine_query"):
-                    q_f = self.shifted_queries(h_c, fi)  # [n, Dq]
-                    z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
-                vis_f = self.scatter_visual(self.visual_tokens(z_f), fi, B)
-            else:
-                vis_f = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-            with phase("fine_text"):
-                loss_fine, logits = self.text_pass(vis_f, fi, text_emb, targets, return_logits, target_idx)
+            loss_fine, logits, z_f, q_f = self.fine_pass(cache, vis_c, tb, return_logits)
         elif mode == "autoregressive":
             from .generation import autoregressive_hidden
 
-            h_text, z_f, q_f = autoregressive_hidden(self, cache, fi, text_emb, use_kv_cache)
-            loss_fine, logits = self.text_head(h_text, targets, return_logits, target_idx)
+            h_text, z_f, q_f = autoregressive_hidden(self, cache, tb.fi, tb.text_emb, use_kv_cache)
+            loss_fine, logits = self.text_head(h_text, tb.targets, return_logits, tb.target_idx)
 
         if mode == "coarse_only":
-            if vis_c is None:
-                vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-            loss_coarse, logits = self.text_pass(vis_c, fi, text_emb, targets, return_logits, target_idx)
+            loss_coarse, logits = self.text_pass(vis_c, tb.fi, tb.text_emb, tb.targets, return_logits, tb.target_idx)
             loss = loss_coarse
         else:
-            if want_coarse:
-                if vis_c is None:
-                    vis_c = text_emb.new_zeros(B, 0, text_emb.shape[-1])
-                ctx = contextlib.nullcontext() if lam > 0 else torch.no_grad()
-                with ctx, phase("coarse_text"):
-                    loss_coarse, _ = self.text_pass(vis_c, fi, text_emb, targets, False, target_idx)
+            loss_coarse = self.coarse_loss(vis_c, tb) if want_coarse else nan
+            lam = float(self.cfg.lambda_coarse)
             # compute_coarse=False with lambda > 0 (e.g. evaluation): loss = fine loss alone
             loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine
 
         out = {"loss": loss, "loss_fine": loss_fine, "loss_coarse": loss_coarse, "logits": logits,
-               "num_targets": (targets != IGNORE_INDEX).sum()}
+               "num_targets": (tb.targets != IGNORE_INDEX).sum()}
         if return_diagnostics:
             from .diagnostics import forward_diagnostics
 
             out["diagnostics"] = forward_diagnostics(self, cache, z_c, z_f, q_f, loss_fine, loss_coarse)
         return out
+
+    def text_batch(self, frame_mask: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None, loss_mask: torch.Tensor | None) -> TextBatch:
+        """Frame index, text targets and text embeddings of a batch, on the model's device.
+
+        The bookkeeping runs on the device the masks come on: from the host (the training loop)
+        no value is read back from the GPU, and only the results travel."""
+        am = attention_mask.bool().long() if attention_mask is not None else None
+        if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
+            raise ValueError("text must be right-padded (attention_mask True then False per row)")
+        fi = FrameIndex.from_mask(frame_mask)
+        targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
+        target_idx = target_positions(targets)  # [m]
+        dev = self.device
+        fi, targets, target_idx = fi.to(dev), to_device(targets, dev), to_device(target_idx, dev)
+        text_emb = self.embed_tokens(to_device(input_ids, dev))  # [B, S, d]
+        return TextBatch(fi, text_emb, targets, target_idx)
+
+    def visual_sequence(self, z: torch.Tensor | None, tb: TextBatch) -> torch.Tensor:
+        """Read-outs z [n,D] -> packed visual tokens [B,Tv,d]; without read-outs (no frames, or
+        none computed) an empty [B,0,d], so the text runs alone."""
+        if z is None:
+            return tb.text_emb.new_zeros(tb.B, 0, tb.text_emb.shape[-1])
+        return self.scatter_visual(self.visual_tokens(z), tb.fi, tb.B)
+
+    def fine_pass(self, cache: PatchCache | None, vis_c: torch.Tensor, tb: TextBatch, return_logits: bool):
+        """coarse_fine: coarse LLM pass over the q_static tokens vis_c [B,Tv,d] -> shifted
+        queries q_f [n,Dq] -> fine query pass on the same K/V -> z_f [n,D] -> LLM over
+        [vis_f; text]. Returns (loss_fine, logits or None, z_f, q_f); z_f and q_f are None
+        for a batch without frames."""
+        z_f = q_f = None
+        if cache is not None:
+            with phase("coarse_llm"):
+                h_c = self.decoder(vis_c)  # coarse LLM pass, visual tokens only [B,Tv,d]
+            with phase("fine_query"):
+                q_f = self.shifted_queries(h_c, tb.fi)  # [n, Dq]
+                z_f = self.encoder.query_pass(cache, q_f)  # [n, D]
+        vis_f = self.visual_sequence(z_f, tb)
+        with phase("fine_text"):
+            loss, logits = self.text_pass(vis_f, tb.fi, tb.text_emb, tb.targets, return_logits, tb.target_idx)
+        return loss, logits, z_f, q_f
+
+    def coarse_loss(self, vis_c: torch.Tensor, tb: TextBatch) -> torch.Tensor:
+        """CE of the LLM over [vis_c; text]: with gradient when it is trained (lambda_coarse
+        > 0), else under no_grad, a diagnostic."""
+        ctx = contextlib.nullcontext() if self.cfg.lambda_coarse > 0 else torch.no_grad()
+        with ctx, phase("coarse_text"):
+            loss, _ = self.text_pass(vis_c, tb.fi, tb.text_emb, tb.targets, False, tb.target_idx)
+        return loss
 
     # -- inference helpers --------------------------------------------------------------
     @torch.no_grad()

@@ -26,7 +26,7 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     (so the cheap tails of all readers and ranks fall together at the epoch's end instead of
     meeting full batches on the other ranks: on 2 ranks x 8 readers of 750 samples an epoch,
     the rank imbalance that ``jobs/bench/bench_rank_balance.py`` simulates falls from 1.13 to 1.02;
-    measured on 2 H200s, 1.075 -> 1.002).  The budget counts real frames, plus, with
+    docs/PERFORMANCE.md has the GPU figure).  The budget counts real frames, plus, with
     ``llm_tokens_per_frame`` = r, the padded LLM rows as frames at r tokens each:
     cost = sum(frames) + B * (max frames + max text tokens) / r, so that every closed batch
     costs about the same compute (DDP ranks wait for the costlier batch of a step).  Only then
@@ -211,11 +211,11 @@ def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: ra
     for s in samples:
         buf.append(s)
         if len(buf) >= 4 * batch_size:
-            full, buf = _pack(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
-            yield from _shuffled(full, rng)  # the unfilled last batch waits for the next buffer
+            full, buf = pack_batches(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
+            yield from shuffled(full, rng)  # the unfilled last batch waits for the next buffer
     if buf:
-        full, rest = _pack(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
-        yield from _shuffled(full, rng)
+        full, rest = pack_batches(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
+        yield from shuffled(full, rng)
         yield rest  # the one unfilled batch: last, where the other readers' and ranks' are
 
 
@@ -226,8 +226,10 @@ def batch_cost(frames: int, n: int, max_frames: int, max_tokens: int, llm_tokens
     return frames + n * (max_frames + max_tokens) / llm_tokens_per_frame
 
 
-def _pack(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
-    """-> (closed batches, the last, unfilled one)."""
+def pack_batches(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
+    """Samples -> (closed batches, the last, unfilled one): token-budget batches of at most
+    ``batch_size`` samples and ``cap`` budget units (``batch_cost``), the samples sorted by
+    (frames, text tokens) first unless ``sort`` is off."""
     if sort:
         buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
     out, cur, frames, top_f, top_t = [], [], 0, 0, 0  # the open batch, its frames, max frames/tokens
@@ -242,7 +244,8 @@ def _pack(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
     return out, cur
 
 
-def _shuffled(batches, rng):
+def shuffled(batches, rng):
+    """The batches in random order (shuffled in place), or as they are when ``rng`` is None."""
     if rng is not None:
         rng.shuffle(batches)
     return batches

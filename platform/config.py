@@ -1,4 +1,6 @@
-"""Typed run configuration: one source of truth for every default.
+"""The typed run configuration, ``RunConfig``: the training, eval, tracking and cluster sections
+(here) with the model's and the data's own, every default in one place, and how a run's YAML and
+overrides load into it.
 
 A run's config is a YAML file (see ``platform/configs/``) plus ``key.sub=value``
 overrides from the command line, validated at load time by pydantic:
@@ -8,8 +10,8 @@ overrides from the command line, validated at load time by pydantic:
 Unknown keys and wrong types fail with a ``ConfigError`` that names the key and
 the file (``trainng.lr=1`` -> "unknown key 'trainng'").  Sections:
 
-    model     what to build (LLM, DINOv2, query width, ablation switches): fovea/model/config.py
-    data      shards, interleave ratio, batching: fovea/pipelines/config.py
+    model     what to build (LLM, DINOv2, query width, ablation switches): model/config.py
+    data      shards, interleave ratio, batching: pipelines/config.py
     training  stage, budget, optimiser groups, schedule, checkpoints
     eval      validation cadence and inference modes
     tracking  MLflow store and experiment
@@ -60,8 +62,8 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
     # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
-    # Python's full collections skip the ~0.9-1 M set-up objects (platform/train/gc_clock.py): on 2 x
-    # H200 a full collection paused a rank ~1 s every ~30 steps without it (docs/measurements, session 11)
+    # Python's full collections skip the ~1 M set-up objects: a full collection pauses the thread
+    # that launches the kernels, and the freeze keeps it short (platform/train/gc_clock.py)
     gc_freeze: bool = True
     checkpoint_every: int = Field(1000, ge=1)
     keep_last: int = Field(2, ge=1)

@@ -85,7 +85,7 @@ def dry_run(cfg: RunConfig) -> dict:
 
 def train_stage(cfg: RunConfig, **fit_kwargs):
     """``fit`` with the evaluation's end-of-run artifacts; returns its ``FitSummary``."""
-    from fovea.platform.eval.harness import log_training_artifacts
+    from fovea.platform.eval.artifacts import log_training_artifacts
     from fovea.platform.train.trainer import fit
 
     return fit(cfg, on_train_end=log_training_artifacts, **fit_kwargs)

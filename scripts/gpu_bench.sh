@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call (nvidia-h100-x2): issue 9's throughput benchmark, which also makes issue 5's
-# stage-1 runs (jobs/stage1.py, 135M config, on 1 and on 2 GPUs). Carry .devbundle and
+# One device call (nvidia-h100-x2): the stage-1 throughput benchmark (jobs/bench/bench_train.py):
+# the 1-GPU matrix, then jobs/stage1.py (135M config) on 1 and on 2 GPUs. Carry .devbundle and
 # .gpuassets (scripts/gpu_env.sh). Streams to $OUT/bench.log; results in $OUT/bench_train.json.
 set -uo pipefail
 t0=$(date +%s)

@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# The GPU runs of issues 5, 6, 9 and 10 beyond the benchmark (scripts/gpu_bench.sh), for
+# The GPU runs beyond the throughput benchmark (scripts/gpu_bench.sh), for
 # nvidia-h100-x2 (or h200-x2). Carry .devbundle and .gpuassets (scripts/gpu_env.sh). Every
 # section streams to $OUT/<section>.log as it runs, so a timeout still returns what was measured.
 #   bash scripts/gpu_next.sh profile stage1x2 sweep     # sections run in the order given
 #   bash scripts/gpu_next.sh foveation foveation-bug
-#     matrix         issue 9: the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
-#     profile        issue 9: where a compiled batch-64 step spends its time (1 GPU)
-#     bench12        issue 5/9: jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
+#     matrix         the 1-GPU side-by-side entries named in $PATHS (default: compiled b64..b256)
+#     profile        where a compiled batch-64 step spends its time (1 GPU)
+#     bench12        jobs/stage1.py on 2 and on 1 GPU (GPUS=2,1; COMPILE=on|off, BATCH, FRAMES, CKPT=1,
 #                    READERS: loader workers of all GPUs together (16: 1 GPU x 16, 2 x 8), BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
 #                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
 #                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too;
 #                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
 #                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
-#     allreduce      issue 9: all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
-#     gc             issue 9: Python's collection pauses in a training process, before/after gc.freeze (jobs/bench/bench_gc.py)
-#     host           issue 9: host launch speed of one process alone, two together, two pinned (jobs/bench/bench_host.py)
-#     pair           issue 9: the compiled 3072-unit training step in one process on GPU 0 alone, then one process
+#     allreduce      all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
+#     gc             Python's collection pauses in a training process, before/after gc.freeze (jobs/bench/bench_gc.py)
+#     host           host launch speed of one process alone, two together, two pinned (jobs/bench/bench_host.py)
+#     pair           the compiled 3072-unit training step in one process on GPU 0 alone, then one process
 #                    on each GPU at once (no DDP): does a second training process slow a rank by itself?
-#     stage1x2       issue 5/9: jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
-#     sweep          issue 6: baseline vs A6, 1 GPU each, side by side
-#     foveation      issue 10: the check (arms in parallel on the 2 GPUs)
-#     foveation-bug  issue 10: the same with BUG-001 + BUG-002 reintroduced (shorter)
+#     stage1x2       jobs/stage1.py on 2 GPUs (benchmark settings, compiled)
+#     sweep          baseline vs A6, 1 GPU each, side by side
+#     foveation      the foveation check, jobs/foveation_check.py (arms in parallel on the 2 GPUs)
+#     foveation-bug  the same with BUG-001 + BUG-002 reintroduced (shorter)
 set -uo pipefail
 source scripts/gpu_env.sh
 export PYTHONUNBUFFERED=1
@@ -70,16 +70,16 @@ for section in "$@"; do
         t="$(dirname "$m")/profile/rank0_trace.json.gz"
         [ "${TRACES:-0}" = 1 ] && [ -f "$t" ] && cp "$t" "$OUT/${run}_rank0_trace.json.gz"; done
       rm -f "$OUT/bench12_job.log" ;;
-    allreduce)  # issue 9: what DDP's gradient all-reduce costs between these GPUs, and over which link
+    allreduce)  # what DDP's gradient all-reduce costs between these GPUs, and over which link
       nvidia-smi topo -m >>"$log" 2>&1
       NCCL_DEBUG=INFO timeout ${AR_TIMEOUT:-150} python3 jobs/bench/bench_allreduce.py --env NCCL_P2P_LEVEL=SYS \
         --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
       grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
-    gc)  # issue 9: one full collection's pause, and the pauses of a few steps, before and after gc.freeze
+    gc)  # one full collection's pause, and the pauses of a few steps, before and after gc.freeze
       timeout ${GC_TIMEOUT:-150} python3 jobs/bench/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
         --steps ${GC_STEPS:-20} --frames-per-batch ${FRAMES:-768} 2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
-    pair)  # issue 9: alone, then two at once; samples/s of each process (the same batches: rank 0 of 1 each)
+    pair)  # alone, then two at once; samples/s of each process (the same batches: rank 0 of 1 each)
       for gpus in 0 "0 1"; do
         for d in $gpus; do
           CUDA_VISIBLE_DEVICES=$d timeout ${PAIR_TIMEOUT:-200} python3 jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' \
@@ -89,7 +89,7 @@ for section in "$@"; do
         done; wait
         for d in $gpus; do echo "processes on GPUs [$gpus], GPU $d:"; grep -E "^ref|FAILED|Error" "/tmp/pair_$d.log"; done >>"$log"
       done ;;
-    host)  # issue 9: do two busy processes slow each other's host (kernel launches, Python)?
+    host)  # do two busy processes slow each other's host (kernel launches, Python)?
       { lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA)"; } >>"$log" 2>&1
       n=$(nproc); timeout ${HOST_TIMEOUT:-90} python3 jobs/bench/bench_host.py --pin 0,1 --pin 0,$((n / 2)) --pin 2,$((n - 1)) --scaling ${HOST_SCALING:-1,2,4,8,16} \
         --out "$OUT/host.json" >>"$log" 2>&1 ;;

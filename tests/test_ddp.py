@@ -89,7 +89,7 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
     import sys
 
     out = tmp_path / "ar.json"
-    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_allreduce.py"), "--cpu", "--sizes-mb", "0.4",
+    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_allreduce.py"), "--cpu", "--sizes-mb", "0.4",
                         "--iters", "2", "--warmup", "1", "--env", "GLOO_SOCKET_IFNAME=lo", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -99,7 +99,7 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
         assert [(x["dtype"], x["bytes"]) for x in rows] == [("float32", 400_000), ("bfloat16", 200_000)]
         assert all(x["ms"] > 0 and x["busbw_gbs"] == pytest.approx(x["bytes"] / (x["ms"] / 1e3) / 1e9)
                    for x in rows)
-    bad = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_allreduce.py"), "--cpu", "--env", "NOVALUE"],
+    bad = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_allreduce.py"), "--cpu", "--env", "NOVALUE"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "NOVALUE" in bad.stderr
 
@@ -114,7 +114,7 @@ def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp
     cpus = sorted(os.sched_getaffinity(0))
     pin = f"{cpus[0]},{cpus[-1]}"
     out = tmp_path / "host.json"
-    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_host.py"), "--cpu", "--pin", pin,
+    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_host.py"), "--cpu", "--pin", pin,
                         "--python-iters", "20000", "--launch-iters", "200", "--repeats", "2", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -130,7 +130,6 @@ def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp
 def test_host_benchmark_reports_a_dead_worker_at_once(repo_root):
     """A worker that cannot start (here: a GPU this machine lacks) fails the run with its rank,
     instead of leaving the parent waiting on the queue."""
-    import sys
     import time
 
     import pytest
@@ -138,8 +137,7 @@ def test_host_benchmark_reports_a_dead_worker_at_once(repo_root):
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without a GPU")
-    sys.path.insert(0, str(repo_root / "jobs"))
-    from bench_host import run_mode
+    from fovea.platform.profiling.host_speed import run_mode
 
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=r"benchmark worker \(rank, exit code\) \[\(1, 1\)\]"):

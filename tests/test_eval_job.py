@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
-from fovea.platform.eval import harness as E
 from fovea.model.config import ModelConfig
 from fovea.platform.config import load_config
+from fovea.platform.eval.benchmarks import run_benchmarks
+from fovea.platform.eval.checkpoint import load_model_for_eval, resolve_checkpoint
+from fovea.platform.eval.harness import run_evaluation
+from fovea.platform.eval.losses import MODES
 from fovea.platform.eval.mcq import chat_messages
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
@@ -67,10 +70,10 @@ def test_three_modes_gap_captions_mlflow(tiny_ckpt, batches, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config("tiny", [f"tracking.tracking_uri={uri}", "tracking.experiment=eval-test",
                                "eval.heatmap_videos=2", "eval.max_new_tokens=8"])
-    res = E.run_evaluation(cfg, checkpoint=str(tiny_ckpt), modes=list(E.MODES), max_samples=4, captions=2,
-                           loader_factory=lambda: iter(batches), out_dir=tmp_path / "out", device="cpu",
-                           progress=False)
-    losses = {m: res["loss"][m] for m in E.MODES}
+    res = run_evaluation(cfg, checkpoint=str(tiny_ckpt), modes=list(MODES), max_samples=4, captions=2,
+                         loader_factory=lambda: iter(batches), out_dir=tmp_path / "out", device="cpu",
+                         progress=False)
+    losses = {m: res["loss"][m] for m in MODES}
     for m, r in losses.items():
         assert math.isfinite(r["loss"]) and r["n_samples"] == 4 and r["samples_per_s"] > 0, m
     # identical samples and tokens in every mode (the text-only row is skipped)
@@ -92,7 +95,7 @@ def test_three_modes_gap_captions_mlflow(tiny_ckpt, batches, tmp_path, capsys):
     client = MlflowClient(uri)
     run = client.get_run(res["mlflow_run_id"])
     assert run.data.metrics["eval/gap"] == pytest.approx(res["gap"])
-    for m in E.MODES:
+    for m in MODES:
         assert run.data.metrics[f"eval/{m}/loss"] == pytest.approx(losses[m]["loss"])
         assert f"eval/{m}/samples_per_s" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -100,7 +103,7 @@ def test_three_modes_gap_captions_mlflow(tiny_ckpt, batches, tmp_path, capsys):
 
     # the run id resolves back to the checkpoint (tag written by training)
     client.set_tag(run.info.run_id, "best_checkpoint", str(tiny_ckpt))
-    assert E.resolve_checkpoint(run.info.run_id, uri) == tiny_ckpt / "model"
+    assert resolve_checkpoint(run.info.run_id, uri) == tiny_ckpt / "model"
 
 
 def test_mcq_benchmarks_in_each_mode(tiny_ckpt, tmp_path, capsys):
@@ -118,11 +121,11 @@ def test_mcq_benchmarks_in_each_mode(tiny_ckpt, tmp_path, capsys):
                    "choices": list(COLOURS), "answer": i, "hint": "", "subject": "colours",
                    "category": "c"} for i, rgb in enumerate(COLOURS.values())]
                  ).to_parquet(root / "scienceqa" / "data" / "test-00000-of-00001.parquet")
-    model, tok = E.load_model_for_eval(tiny_ckpt / "model")
+    model, tok = load_model_for_eval(tiny_ckpt / "model")
     cfg = load_config("tiny", ["eval.reference_model=HuggingFaceTB/not-in-the-store", "eval.image_frames=2"])
-    out = E.run_benchmarks(model, tok, root, list(E.MODES), cfg, torch.device("cpu"), progress=False)
+    out = run_benchmarks(model, tok, root, list(MODES), cfg, torch.device("cpu"), progress=False)
     res = out["results"]["scienceqa"]["modes"]
-    for m in E.MODES:
+    for m in MODES:
         assert res[m]["n"] == 3 and 0 <= res[m]["accuracy"] <= 100
         assert all(len(r["losses"]) == 3 and r["pred"] in "ABC" for r in res[m]["records"])
     assert set(out["missing"]) == {"videomme", "mlvu", "mvbench"}
@@ -164,7 +167,7 @@ def test_cli_runs_as_ray_job_on_shards(tiny_ckpt, tokenizer, tmp_path, repo_root
     assert "evaluating in a Ray task" in p.stderr + p.stdout
     assert "train/inference gap (ar - cf) / cf" in p.stdout
     res = json.loads(out.read_text())
-    assert set(res["loss"]) == set(E.MODES) and all(r["n_samples"] == 6 for r in res["loss"].values())
+    assert set(res["loss"]) == set(MODES) and all(r["n_samples"] == 6 for r in res["loss"].values())
     assert res["gap"] == pytest.approx((res["loss"]["autoregressive"]["loss"] - res["loss"]["coarse_fine"]["loss"])
                                        / res["loss"]["coarse_fine"]["loss"])
     assert Path(res["files"]["attention_grid.png"]).exists()

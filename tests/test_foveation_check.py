@@ -1,6 +1,7 @@
-"""Foveation failure signatures (platform/train/failure_signatures.py), their training-loop hook, and a tiny
-end-to-end run of jobs/foveation_check.py (task -> preprocessing -> two arms on Ray Train ->
-held-out evaluation -> report, MLflow parent/children, heatmap artifact)."""
+"""Foveation failure signatures (platform/train/failure_signatures.py), their training-loop hook, the
+check's verdicts and probes (platform/check), and a tiny end-to-end run of the check as
+jobs/foveation_check.py parses it (task -> preprocessing -> two arms on Ray Train -> held-out
+evaluation -> report, MLflow parent/children, heatmap artifact)."""
 
 from __future__ import annotations
 
@@ -197,10 +198,12 @@ def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     import ray
     from mlflow.tracking import MlflowClient
 
+    from fovea.platform.check.run import ARTIFACT_DIR, run_check
+
     job = _load_job(repo_root)
     try:
-        st = job.run_check(["--preset", "cpu-tiny", "--runs-dir", str(tmp_path), "--workers", "1",
-                            "--parallel", "yes", "--bug", "both", "--steps", "6", "--name", "e2e"])
+        st = run_check(job.parse_args(["--preset", "cpu-tiny", "--runs-dir", str(tmp_path), "--workers", "1",
+                                       "--parallel", "yes", "--bug", "both", "--steps", "6", "--name", "e2e"]))
     finally:
         ray.shutdown()
     report = st["report"]
@@ -223,10 +226,10 @@ def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     children = {r.info.run_id: r for r in client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
     assert set(children) == set(st["children"].values())
-    arts = {f.path for f in client.list_artifacts(parent.info.run_id, job.ARTIFACT_DIR)}
-    assert {f"{job.ARTIFACT_DIR}/heatmap_strip.png", f"{job.ARTIFACT_DIR}/report.txt",
-            f"{job.ARTIFACT_DIR}/curves.png"} <= arts
-    assert st["heatmap_uri"].endswith(f"{job.ARTIFACT_DIR}/heatmap_strip.png")
+    arts = {f.path for f in client.list_artifacts(parent.info.run_id, ARTIFACT_DIR)}
+    assert {f"{ARTIFACT_DIR}/heatmap_strip.png", f"{ARTIFACT_DIR}/report.txt",
+            f"{ARTIFACT_DIR}/curves.png"} <= arts
+    assert st["heatmap_uri"].endswith(f"{ARTIFACT_DIR}/heatmap_strip.png")
     assert Path(st["heatmap_file"]).stat().st_size > 10_000
     assert "baseline.loss_fine" in parent.data.metrics and "a6.loss" in parent.data.metrics
 

@@ -354,7 +354,7 @@ def test_rank_balance_benchmark_prints_the_tail_last_gain(repo_root):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_rank_balance.py"), "--samples", "12000",
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_rank_balance.py"), "--samples", "12000",
                           "--epochs", "2"], capture_output=True, text=True, check=True).stdout
     row = out.strip().splitlines()[-1].split()
     assert row[0] == "12000" and int(row[1]) > 50, out

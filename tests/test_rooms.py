@@ -144,3 +144,14 @@ def test_no_run_history_in_code(pattern):
     hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()[:100]}" for p in source_files()
             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(pattern, line)]
     assert not hits, "\n".join(hits)
+
+
+def test_every_sub_package_is_in_the_wheel():
+    """pyproject.toml lists the packages (platform/ is mapped, not found): a new room must be added."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    rooms = {"fovea." + ".".join(p.parent.relative_to(ROOT).parts) for top in LAYER if top != "jobs"
+             for p in (ROOT / top).rglob("*.py")}
+    assert rooms - listed == set(), "add to [tool.setuptools] packages in pyproject.toml"
+    assert not (ROOT / "platform" / "__init__.py").exists()  # would shadow the standard library's platform

@@ -243,8 +243,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     import subprocess
     import sys
 
-    sys.path.insert(0, str(repo_root / "jobs"))
-    from bench_train import summarize_windows
+    from fovea.platform.profiling.throughput import summarize_windows
 
     def win(step, sps, epoch, compile_s=0.0, **kw):
         return {"step": step, "samples_per_s": sps, "frames_per_s": 7 * sps, "window_s": 10.0,
@@ -273,11 +272,11 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
                                          **({"epoch_s": r["epoch_s"] / 1.9, "epoch_compile_s": 0.5}
                                             if "epoch_s" in r else {})})
                              for r in rows))
-    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_train.py"), "--summarize",
                           f"1:{one}", f"2:{two}"], capture_output=True, text=True, check=True).stdout
     assert "scaling 1 -> 2 GPUs: 1.80x samples/s" in out and "1.50x frames/s" in out, out
     # equal work: the FLOP model at 7 frames a sample (1 GPU) and 7 * 1.5 / 1.8 (2 GPUs)
-    from bench_train import TEXT_TOKENS, flops_per_sample
+    from fovea.platform.profiling.throughput import TEXT_TOKENS, flops_per_sample
     from transformers import AutoConfig
 
     from fovea.model.store import resolve_model_ref
@@ -291,7 +290,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     assert "epoch 1 (the same samples): 20.0 s on 1 GPU, 10.5 s on 2: 1.90x" in out, out
     assert "without the 2.0 s and 0.5 s of recompilation: 1.80x" in out, out  # 18 / 10.026
     # an override after the files (argparse's list would take it as a file): the profiled window leaves
-    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_train.py"), "--summarize",
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_train.py"), "--summarize",
                           f"1:{one}", "training.profile_steps=[45,46]"], capture_output=True, text=True,
                          check=True).stdout
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +100\.0 ", out), out
@@ -300,10 +299,7 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
 def test_bench_matched_windows_pair_the_same_batches(repo_root):
     """jobs/bench/bench_train.py's equal-work pairs: 1-GPU window (2p, 2s] against 2-GPU window (p, s],
     steady ones only; scaling = the 2-GPU frames/s over the 1-GPU frames/s of the pairs."""
-    import sys
-
-    sys.path.insert(0, str(repo_root / "jobs"))
-    from bench_train import loader_workers_per_gpu, matched_windows
+    from fovea.platform.profiling.throughput import loader_workers_per_gpu, matched_windows
 
     assert (loader_workers_per_gpu(16, 1), loader_workers_per_gpu(16, 2)) == (16, 8)  # one window: 16 batches
     with pytest.raises(ValueError, match="--readers 16: must be a multiple of the GPU count 3"):
@@ -330,7 +326,7 @@ def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_p
     saved = {}
     for ckpt in ("false", "dino", "true"):
         out = tmp_path / f"{ckpt}.json"
-        subprocess.run([sys.executable, str(repo_root / "jobs" / "bench_memory.py"), "--shards", shards["train"],
+        subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_memory.py"), "--shards", shards["train"],
                         "--budget", "40", "--json", str(out), "model.llm=fovea/tiny-llama",
                         "model.dino=fovea/tiny-dinov2", f"model.gradient_checkpointing={ckpt}"],
                        check=True, capture_output=True, text=True)

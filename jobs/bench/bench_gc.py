@@ -33,8 +33,7 @@ def main() -> None:
     import ray.train.torch  # noqa: F401  (a training worker's imports: their objects count too)
     import torch
 
-    from bench_train import bench_setup, train_step  # jobs/bench/bench_train.py, this script's folder
-
+    from fovea.platform.train.bench_step import bench_setup, train_step
     from fovea.platform.train.gc_clock import GcClock, freeze_setup_objects
 
     model, optimizer, batches, dev = bench_setup(a.shards, a.batch, a.frames_per_batch, 0, a.overrides or ["data.max_frames=4"],

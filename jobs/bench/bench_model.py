@@ -129,7 +129,7 @@ def sanity_check(model, device, amp) -> None:
     assert all(map(lambda x: x == x and abs(x) < 1e4, losses.values())), losses
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--config", default="stage1_135m")
@@ -147,8 +147,36 @@ def main(argv=None) -> None:
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--check", action="store_true", help="numerical sanity check before timing")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def print_train_rows(model, device, amp, args: argparse.Namespace) -> None:
+    print(f"# train: coarse_fine fwd+bwd, B={args.batch}, S={args.text}, all frames real, "
+          f"{args.iters} iters after {args.warmup} warm-up")
+    print(f"{'T':>4} {'frames/batch':>12} {'median ms':>10} {'min ms':>9} {'samples/s':>10} {'peak GiB':>9}")
+    for T in [int(x) for x in args.frames.split(",") if x]:
+        try:
+            med, mn, peak = bench_train(model, device, amp, args.batch, T, args.text, args.iters, args.warmup)
+        except torch.OutOfMemoryError:
+            print(f"{T:>4} {args.batch * T:>12} {'OOM':>10}")
+            torch.cuda.empty_cache()
+            continue
+        print(f"{T:>4} {args.batch * T:>12} {med:>10.1f} {mn:>9.1f} {args.batch / med * 1e3:>10.2f} {peak:>9.2f}",
+              flush=True)
+
+
+def print_generate_rows(model, device, amp, args: argparse.Namespace) -> None:
+    gb = args.gen_batch or args.batch
+    print(f"# generate: B={gb}, {args.gen_frames} frames, {args.gen_prompt}-token prompt, "
+          f"{args.gen_tokens} new tokens (greedy, eos off)")
+    print(f"{'kv cache':>8} {'tokens/s':>10}")
+    for use_cache in (True, False):
+        tps = bench_generate(model, device, amp, gb, args.gen_frames, args.gen_prompt, args.gen_tokens, use_cache)
+        print(f"{'on' if use_cache else 'off':>8} {tps:>10.1f}", flush=True)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -170,27 +198,9 @@ def main(argv=None) -> None:
           f"built in {load_s:.1f}s{' (random weights)' if args.random_weights else ''}")
     if args.check:
         sanity_check(model, device, amp)
-    print(f"# train: coarse_fine fwd+bwd, B={args.batch}, S={args.text}, all frames real, "
-          f"{args.iters} iters after {args.warmup} warm-up")
-    print(f"{'T':>4} {'frames/batch':>12} {'median ms':>10} {'min ms':>9} {'samples/s':>10} {'peak GiB':>9}")
-    for T in [int(x) for x in args.frames.split(",") if x]:
-        try:
-            med, mn, peak = bench_train(model, device, amp, args.batch, T, args.text, args.iters, args.warmup)
-        except torch.OutOfMemoryError:
-            print(f"{T:>4} {args.batch * T:>12} {'OOM':>10}")
-            torch.cuda.empty_cache()
-            continue
-        print(f"{T:>4} {args.batch * T:>12} {med:>10.1f} {mn:>9.1f} {args.batch / med * 1e3:>10.2f} {peak:>9.2f}",
-              flush=True)
-    if args.no_gen:
-        return
-    gb = args.gen_batch or args.batch
-    print(f"# generate: B={gb}, {args.gen_frames} frames, {args.gen_prompt}-token prompt, "
-          f"{args.gen_tokens} new tokens (greedy, eos off)")
-    print(f"{'kv cache':>8} {'tokens/s':>10}")
-    for use_cache in (True, False):
-        tps = bench_generate(model, device, amp, gb, args.gen_frames, args.gen_prompt, args.gen_tokens, use_cache)
-        print(f"{'on' if use_cache else 'off':>8} {tps:>10.1f}", flush=True)
+    print_train_rows(model, device, amp, args)
+    if not args.no_gen:
+        print_generate_rows(model, device, amp, args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark (CPU, seconds): how evenly token-budget batches load the DDP ranks.
 
-    python jobs/bench/bench_rank_balance.py [--samples 12000 30000] [--batch 512] [--frames 1536] \
+    python jobs/bench/bench_rank_balance.py [--samples 12000 30000] [--batch 512] [--frames 1536] \\
         [--llm-tokens-per-frame 64] [--ranks 2] [--readers 8] [--epochs 3]
 
 A DDP step waits for its costliest rank, so W ranks run at most W / imbalance times one, where
@@ -9,13 +9,15 @@ imbalance = sum over steps of the costliest rank's batch cost / sum of the ranks
 (``collectives.cost_imbalance``; the training loop logs it as ``rank_cost_imbalance``). This
 script replays the loader's batching without any images: every rank's ``--readers`` loader
 workers each hold ``samples / (ranks x readers)`` samples an epoch with frame counts from the
-reference distribution (``make_bench_shards.frame_counts``: 1-64, mean ~7) and 60-100 text
-tokens, build batches with the loader's own ``make_batches``, and the DataLoader takes them
-round-robin; epochs follow each other on every rank without waiting for the others.
+reference distribution (``frame_counts`` of platform/profiling/bench_shards.py: 1-64, mean
+~7) and 60-100 text tokens, build batches with the loader's own ``make_batches``, and the
+DataLoader takes them round-robin; epochs follow each other on every rank without waiting for
+the others.
 
-It prints the imbalance for the given settings and for the old batch order (the readers' one
-unfilled batch of an epoch shuffled in among the full ones), so that a change of batch size,
-budget or dataset size can be judged before GPU time is spent on it.
+It prints a row for each --samples: the steps, the imbalance for the given settings, the
+speed-up it allows (ranks / imbalance), and, as "old order", the imbalance with each reader's
+one unfilled batch of an epoch shuffled in among the full ones instead of last. So a change of
+batch size, budget or dataset size can be judged before GPU time is spent on it.
 """
 
 from __future__ import annotations
@@ -23,16 +25,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from make_bench_shards import frame_counts  # noqa: E402
-
-from fovea.pipelines.loader import _pack, _shuffled, batch_cost, make_batches  # noqa: E402
-from fovea.platform.train.collectives import cost_imbalance  # noqa: E402
+from fovea.pipelines.loader import batch_cost, make_batches, pack_batches, shuffled
+from fovea.platform.profiling.bench_shards import frame_counts
+from fovea.platform.train.collectives import cost_imbalance
 
 
 def reader_samples(n: int, seed: int) -> list[SimpleNamespace]:
@@ -42,16 +39,16 @@ def reader_samples(n: int, seed: int) -> list[SimpleNamespace]:
 
 
 def tail_shuffled_in(samples, batch_size, budget, rng, r):
-    """The earlier batch order: the epoch's unfilled batch shuffled among the full ones."""
+    """The batch order compared against: the epoch's unfilled batch shuffled among the full ones."""
     buf = []
     for s in samples:
         buf.append(s)
         if len(buf) >= 4 * batch_size:
-            full, buf = _pack(buf, batch_size, budget, r)
-            yield from _shuffled(full, rng)
+            full, buf = pack_batches(buf, batch_size, budget, r)
+            yield from shuffled(full, rng)
     if buf:
-        full, rest = _pack(buf, batch_size, budget, r)
-        yield from _shuffled(full + [rest], rng)
+        full, rest = pack_batches(buf, batch_size, budget, r)
+        yield from shuffled(full + [rest], rng)
 
 
 def rank_costs(rank: int, a: argparse.Namespace, samples: int, batcher) -> list[float]:

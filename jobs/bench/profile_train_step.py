@@ -18,25 +18,12 @@ import contextlib
 import time
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shards", required=True)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--frames-per-batch", type=int, default=768)
-    ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--loader-workers", type=int, default=8)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args()
-
+def profile_steps(a: argparse.Namespace):
+    """--warmup steps, then --steps under torch.profiler -> (profile, wall s, samples, frames)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bench_train import bench_setup, train_step  # jobs/bench/bench_train.py, this script's folder
-
-    from fovea.platform.profiling.step_profiler import device_busy, kernel_spans
+    from fovea.platform.train.bench_step import bench_setup, train_step
 
     model, opt, it, dev = bench_setup(a.shards, a.batch, a.frames_per_batch, a.loader_workers, a.overrides,
                                       compiled=a.compile)
@@ -58,10 +45,18 @@ def main() -> None:
             samples, frames = samples + s, frames + f
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
+    return prof, wall, samples, frames
+
+
+def report(a: argparse.Namespace, prof, wall: float, samples: int, frames: int) -> str:
+    import torch
+
+    from fovea.platform.profiling.step_profiler import device_busy, kernel_spans
+
     events = prof.key_averages()
     busy = device_busy(kernel_spans(prof.events()))
     gpu_us, kernels = busy["busy"], busy["activities"]
-    lines = [
+    return "\n".join([
         f"{torch.cuda.get_device_name(0)}, batch {a.batch} (<= {a.frames_per_batch} frames), compile={a.compile}",
         f"{a.steps} steps: {samples} samples, {frames} frames; wall {1000 * wall / a.steps:.1f} ms/step, "
         f"GPU busy {gpu_us / 1000 / a.steps:.1f} ms/step ({gpu_us / 1e6 / wall:.0%}), "
@@ -70,8 +65,22 @@ def main() -> None:
         events.table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=70),
         "top host ops:",
         events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=70),
-    ]
-    text = "\n".join(lines)
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", required=True)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--frames-per-batch", type=int, default=768)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--loader-workers", type=int, default=8)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args()
+    text = report(a, *profile_steps(a))
     print(text)
     if a.out:
         with open(a.out, "w") as f:

@@ -1,5 +1,5 @@
-"""Presets of the foveation check (jobs/foveation_check.py): the glyph task's knobs, the
-config overrides both arms train with, and the evaluation sizes.
+"""Presets of the foveation check: the glyph task's knobs, the config overrides both arms
+train with, and the evaluation sizes.
 
     cpu-tiny   2 CPU cores, tiny random models: checks the plumbing (the CPU test)
     gpu        SmolLM2-135M + DINOv2-small from the model store, batch 96, one GPU per arm
@@ -48,7 +48,7 @@ PRESETS: dict[str, Preset] = {
     # SmolLM2-135M + DINOv2-small (random weights in the offline store: everything is learned
     # from scratch, hence the higher backbone LRs). One GPU per arm, or both arms on one GPU.
     # Batch 96 (not 32): a step is bound by the host (kernel launches), so 3x the videos per
-    # step cost little more wall time; 250 steps x 32 videos learned nothing visual (2026-11-25).
+    # step cost little more wall time, and 32 videos a step are too few to learn the glyphs.
     "gpu": Preset(
         task=dict(num_videos=6000, frames=6, distractors=1, glyph_size=0.3),
         overrides=[
@@ -69,8 +69,8 @@ PRESETS: dict[str, Preset] = {
 }
 # The gpu preset's task and data with cpu-tiny's 2-layer random models and learning rates, one
 # label a video: what the check can learn from scratch where no pretrained weights exist (the
-# offline GPU machine). Random SmolLM2-135M + DINOv2-small stayed at the text prior after
-# 640 x 96 videos (2026-11-26); the tiny models read this task on 2 CPU cores.
+# offline GPU machine). Random SmolLM2-135M + DINOv2-small stay at the text prior in a budget
+# the check can afford; the tiny models read this task on 2 CPU cores.
 PRESETS["gpu-tiny"] = Preset(
     task=dict(PRESETS["gpu"].task, caption="single"),
     overrides=PRESETS["gpu"].overrides + [

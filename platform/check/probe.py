@@ -1,9 +1,9 @@
-"""Evaluation and figures of the foveation check (jobs/foveation_check.py).
+"""The held-out probes of one trained arm of the foveation check, and its figures.
 
-Per arm: held-out loss, greedy captions (glyph accuracy, exact match), where the fine and
-coarse queries look (attention mass on the glyph box relative to a uniform spread, "lift"),
-what a token carries of its own frame (``frame_signal``); the heatmap strip and curves. The
-verdict lines and the report: ``platform/check/report.py``.
+Per arm (``evaluate_arm``): held-out loss, greedy captions (glyph accuracy, exact match), where
+the fine and coarse queries look (attention mass on the glyph box relative to a uniform spread,
+"lift"), what a token carries of its own frame (``frame_signal``); the heatmap strip and the
+training curves. The verdict lines and the report: ``report.py``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fovea.platform.check.report import ENT_COARSE, ENT_FINE, series
 from fovea.platform.check.task import normalise_caption
 from fovea.platform.config import RunConfig
 from fovea.platform.train.failure_signatures import ENTROPY_FRAC
-from fovea.platform.check.report import ENT_COARSE, ENT_FINE, series
 
 # -- evaluation ----------------------------------------------------------------------------------
 
 def load_eval_batches(cfg: RunConfig, n_videos: int) -> list[dict]:
     """The first ``n_videos`` held-out (val) videos, as collated CPU batches (unshuffled)."""
     from fovea.pipelines.loader import build_eval_loader
-    from fovea.platform.eval.harness import _select, visual_only
+    from fovea.platform.eval.batches import select_rows, visual_only
 
     batches, n = [], 0
     for b in build_eval_loader(cfg.data, cfg.data.val_shards, rank=0, world_size=1, max_samples=n_videos):
@@ -34,7 +34,7 @@ def load_eval_batches(cfg: RunConfig, n_videos: int) -> list[dict]:
         if n + B > n_videos:
             import torch
 
-            b = _select(b, torch.arange(B) < n_videos - n)
+            b = select_rows(b, torch.arange(B) < n_videos - n)
             B = b["input_ids"].shape[0]
         batches.append(b)
         n += B
@@ -191,20 +191,21 @@ def glyph_accuracy(generated: str, labels: list[str]) -> float:
     return sum(1 for i, w in enumerate(want) if i < len(words) and words[i] == w) / max(1, len(want))
 
 
+# -- one arm, all probes ---------------------------------------------------------------------------
+
 def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, device, max_new_tokens: int,
                  heat_n: int) -> dict:
     """Loss, captions, attention on the held-out batches for one trained arm."""
     import torch
 
-    from fovea.platform.eval.harness import autocast, load_model_for_eval
+    from fovea.platform.eval.batches import autocast
+    from fovea.platform.eval.checkpoint import load_model_for_eval
 
     model, tok = load_model_for_eval(model_dir, device)
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-    eos = {eos if isinstance(eos, int) and eos >= 0 else tok.eos_token_id}
+    eos = eos_ids(tok)
     mode = "coarse_only" if arm == "a6" else "coarse_fine"
     sums = {"loss": 0.0, "loss_fine": 0.0, "loss_coarse": 0.0, "n_tok": 0.0}
     diag_sums: dict[str, float] = {}
-    diag_n = 0
     records, lifts, heat = [], {"fine": [], "coarse": []}, []
     t0 = time.time()
     signal: dict[str, float] = {}
@@ -212,69 +213,119 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
         for batch in batches:
             b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             metas = [by_key.get(k) for k in b["keys"]]
-            with autocast(device):
-                out = model(frames=b["frames"], frame_mask=b["frame_mask"], input_ids=b["input_ids"],
-                            attention_mask=b["attention_mask"], loss_mask=b["loss_mask"], mode=mode,
-                            compute_coarse=True, return_diagnostics=True, return_logits=False)
-            nt = float(out["num_targets"])
-            sums["n_tok"] += nt
-            for k in ("loss", "loss_fine", "loss_coarse"):
-                v = float(out[k])
-                sums[k] += v * nt if math.isfinite(v) else float("nan")
-            for k, v in out.get("diagnostics", {}).items():
-                if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
-                    diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
-            diag_n += 1
+            add_losses(model, b, mode, device, sums, diag_sums)
             if not signal:  # the first batch: enough to tell 5 % from 100 %
                 with autocast(device):
                     signal = frame_signal(model, b["frames"], b["frame_mask"])
-            ids = prompt_ids(tok, b["users"])
-            with autocast(device):
-                if arm == "a6":
-                    new = coarse_generate(model, b["frames"], b["frame_mask"], ids, max_new_tokens, eos)
-                else:
-                    new = model.generate(b["frames"], b["frame_mask"], ids, max_new_tokens=max_new_tokens,
-                                         eos_token_id=sorted(eos))
-            for i, k in enumerate(b["keys"]):
-                m = metas[i]
-                gen = tok.decode(new[i], skip_special_tokens=True).strip()
-                ref = m["caption"] if m else b["assistants"][i]
-                labels = m["labels"] if m else ref.split(", ")
-                records.append({"arm": arm, "key": k, "videoid": m["videoid"] if m else "", "reference": ref,
-                                "generated": gen,
-                                "exact_match": float(normalise_caption(gen) == normalise_caption(ref)),
-                                "glyph_accuracy": glyph_accuracy(gen, labels)})
+            generated = greedy_captions(arm, model, tok, b, device, max_new_tokens, eos)
+            records += caption_records(arm, b, metas, generated)
             for which in (("fine", "coarse") if arm == "baseline" else ("coarse",)):
                 with autocast(device):
                     attn = model.query_attention(b["frames"], b["frame_mask"], which=which)
                 maps = patch_maps(attn)
                 lifts[which].append((glyph_lift(maps, metas, b["frame_mask"]), b["frames"].shape[0]))
-                for i in range(b["frames"].shape[0]):
-                    if sum(1 for h in heat if h["which"] == which) < heat_n:
-                        heat.append({"which": which, "key": b["keys"][i], "maps": maps[i].cpu(),
-                                     "frames": b["frames"][i].cpu(), "mask": b["frame_mask"][i].cpu(),
-                                     "meta": metas[i]})
-    n_tok = max(sums["n_tok"], 1.0)
+                keep_heat(heat, which, maps, b, metas, heat_n)
     res: dict[str, Any] = {"arm": arm, "mode": mode, "n_videos": len(records), "eval_seconds": time.time() - t0}
-    for k in ("loss", "loss_fine", "loss_coarse"):
-        res[k] = sums[k] / n_tok
-    res["ratio"] = res["loss_fine"] / res["loss_coarse"] if arm == "baseline" and res["loss_coarse"] else float("nan")
-    res["exact_match"] = sum(r["exact_match"] for r in records) / max(1, len(records))
-    res["glyph_accuracy"] = sum(r["glyph_accuracy"] for r in records) / max(1, len(records))
-    res["diagnostics"] = {k: v / max(1, diag_n) for k, v in diag_sums.items()}
+    res.update(mean_losses(sums, arm))
+    res.update(caption_scores(records))
+    res["diagnostics"] = {k: v / max(1, len(batches)) for k, v in diag_sums.items()}
     res["q_static_std"] = float(model.q_static.detach().float().std())
     res["frame_signal"] = signal
+    res.update(mean_lifts(lifts))
+    res["records"] = records
+    res["heat"] = heat
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def eos_ids(tok) -> set[int]:
+    """The chat template's end-of-turn token (the tokenizer's EOS where it has none)."""
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    return {eos if isinstance(eos, int) and eos >= 0 else tok.eos_token_id}
+
+
+def add_losses(model, b: dict, mode: str, device, sums: dict[str, float], diag_sums: dict[str, float]) -> None:
+    """One teacher-forced forward: token-weighted losses into ``sums``, the batch's scalar
+    diagnostics (not the per-layer ``_l`` ones) into ``diag_sums``."""
+    from fovea.platform.eval.batches import autocast
+
+    with autocast(device):
+        out = model(frames=b["frames"], frame_mask=b["frame_mask"], input_ids=b["input_ids"],
+                    attention_mask=b["attention_mask"], loss_mask=b["loss_mask"], mode=mode,
+                    compute_coarse=True, return_diagnostics=True, return_logits=False)
+    nt = float(out["num_targets"])
+    sums["n_tok"] += nt
+    for k in ("loss", "loss_fine", "loss_coarse"):
+        v = float(out[k])
+        sums[k] += v * nt if math.isfinite(v) else float("nan")
+    for k, v in out.get("diagnostics", {}).items():
+        if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
+            diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
+
+
+def greedy_captions(arm: str, model, tok, b: dict, device, max_new_tokens: int, eos: set[int]) -> list[str]:
+    """One caption per video: the baseline's through ``model.generate`` (the deployment loop),
+    A6's from its coarse tokens."""
+    from fovea.platform.eval.batches import autocast
+
+    ids = prompt_ids(tok, b["users"])
+    with autocast(device):
+        if arm == "a6":
+            new = coarse_generate(model, b["frames"], b["frame_mask"], ids, max_new_tokens, eos)
+        else:
+            new = model.generate(b["frames"], b["frame_mask"], ids, max_new_tokens=max_new_tokens,
+                                 eos_token_id=sorted(eos))
+    return [tok.decode(n, skip_special_tokens=True).strip() for n in new]
+
+
+def caption_records(arm: str, b: dict, metas: list[dict | None], generated: list[str]) -> list[dict]:
+    """Each video's caption against its reference (the task metadata's, else the shard's)."""
+    records = []
+    for i, k in enumerate(b["keys"]):
+        m, gen = metas[i], generated[i]
+        ref = m["caption"] if m else b["assistants"][i]
+        labels = m["labels"] if m else ref.split(", ")
+        records.append({"arm": arm, "key": k, "videoid": m["videoid"] if m else "", "reference": ref,
+                        "generated": gen,
+                        "exact_match": float(normalise_caption(gen) == normalise_caption(ref)),
+                        "glyph_accuracy": glyph_accuracy(gen, labels)})
+    return records
+
+
+def keep_heat(heat: list[dict], which: str, maps, b: dict, metas: list[dict | None], heat_n: int) -> None:
+    """The first ``heat_n`` videos' attention maps of one query, for the heatmap strip."""
+    for i in range(b["frames"].shape[0]):
+        if sum(1 for h in heat if h["which"] == which) < heat_n:
+            heat.append({"which": which, "key": b["keys"][i], "maps": maps[i].cpu(),
+                         "frames": b["frames"][i].cpu(), "mask": b["frame_mask"][i].cpu(),
+                         "meta": metas[i]})
+
+
+def mean_losses(sums: dict[str, float], arm: str) -> dict[str, float]:
+    """Token-weighted mean losses, and the baseline's loss_fine / loss_coarse ratio."""
+    n_tok = max(sums["n_tok"], 1.0)
+    res = {k: sums[k] / n_tok for k in ("loss", "loss_fine", "loss_coarse")}
+    res["ratio"] = res["loss_fine"] / res["loss_coarse"] if arm == "baseline" and res["loss_coarse"] else float("nan")
+    return res
+
+
+def caption_scores(records: list[dict]) -> dict[str, float]:
+    n = max(1, len(records))
+    return {"exact_match": sum(r["exact_match"] for r in records) / n,
+            "glyph_accuracy": sum(r["glyph_accuracy"] for r in records) / n}
+
+
+def mean_lifts(lifts: dict[str, list[tuple[dict, int]]]) -> dict[str, dict[str, float]]:
+    """Per query (``attn_fine`` / ``attn_coarse``): the batches' lift figures weighted by videos."""
+    res = {}
     for which, parts in lifts.items():
         parts = [(p, n) for p, n in parts if p]
         if parts:
             tot = sum(n for _, n in parts)
             keys = set().union(*[p.keys() for p, _ in parts])
             res[f"attn_{which}"] = {k: sum(p.get(k, 0.0) * n for p, n in parts) / tot for k in keys}
-    res["records"] = records
-    res["heat"] = heat
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return res
 
 

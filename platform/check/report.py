@@ -1,6 +1,6 @@
-"""Verdicts and the report of the foveation check (jobs/foveation_check.py): the training
-series from each arm's metrics.jsonl, the PASS / FAIL / INFO / NOTE lines and the verdict, the
-text table, and the captions CSV. The measurements behind them: ``platform/check/probe.py``.
+"""Verdicts and the report of the foveation check: the training series from each arm's
+metrics.jsonl, the PASS / FAIL / INFO / NOTE lines and the verdict, the text table, and the
+captions CSV. The measurements behind them: ``probe.py``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ GPU image has no H.264 encoder): no video files, no preprocessing pass.
     write_direct_shards(raw_dir, shards_dir, GlyphTaskConfig(num_videos=6000), tokenizer="fovea/tiny-llama")
 
 Same sample keys, train/val split, JSON fields, chat tokens and JPEG settings as
-``run_preprocess("webvid", ...)`` over the videos that ``glyph_task.generate_glyph_task`` writes.
+``run_preprocess("webvid", ...)`` over the videos that ``task.generate_glyph_task`` writes.
 """
 
 from __future__ import annotations

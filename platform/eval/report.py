@@ -1,5 +1,6 @@
-"""Reporting for ``evaluation.run_evaluation``: the results table (markdown / CSV, spec 6.4
-layout), MLflow metric names, a JSON dump, the stdout summary, and the attention-heatmap grid."""
+"""Reporting of an evaluation (``fovea.platform.eval.harness.run_evaluation``): the results
+table (markdown / CSV, spec 6.4 layout), a JSON dump, the stdout summary, the MLflow metrics
+and artifacts, and the attention-heatmap grid."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from pathlib import Path
 
 import torch
 
-MODES = ("coarse_only", "coarse_fine", "autoregressive")
+from fovea.platform.config import RunConfig
+from fovea.platform.eval.batches import visual_only
+from fovea.platform.eval.losses import MODES
+
+# What an evaluation writes to its out_dir (the last two only when captions / heatmaps ran).
+EVAL_FILES = ("results.md", "results.csv", "results.json", "captions.jsonl", "attention_grid.png")
 
 
 # -- results table --------------------------------------------------------------------------
@@ -92,7 +98,7 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"results.md": results_markdown(results), "results.csv": results_csv(results),
-             "results.json": json.dumps(_jsonable(results), indent=2)}
+             "results.json": json.dumps(jsonable(results), indent=2)}
     paths = {}
     for name, text in files.items():
         (out / name).write_text(text)
@@ -100,16 +106,48 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def _jsonable(x):
+def jsonable(x):
+    """Results as plain JSON: without per-item ``records``, non-finite floats as None."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items() if k != "records"}
+        return {str(k): jsonable(v) for k, v in x.items() if k != "records"}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return str(x)
+
+
+def output_files(results: dict, out_dir: Path) -> dict[str, str]:
+    """Write results.md/.csv/.json to ``out_dir``; name -> path of every ``EVAL_FILES`` there."""
+    write_results(results, out_dir)
+    return {name: str(out_dir / name) for name in EVAL_FILES if (out_dir / name).exists()}
+
+
+def log_to_mlflow(results: dict, cfg: RunConfig, tracker, run_id: str | None, out_dir: Path,
+                  model_dir: Path | None, tags: dict[str, str] | None = None) -> None:
+    """Metrics (``flat_metrics``) and ``EVAL_FILES`` into ``tracker``, else into a new MLflow
+    run in ``cfg.tracking`` (or the existing ``run_id``); sets ``results["mlflow_run_id"]``."""
+    if tracker is None and not cfg.tracking.enabled:
+        return
+    own = tracker is None
+    if own:
+        from fovea.platform.runs.tracking import Tracker
+
+        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=run_id,
+                          run_name=cfg.tracking.run_name or f"eval-{cfg.name}",
+                          tags={"job": "evaluate", "checkpoint": str(model_dir or ""), **(tags or {})})
+    step = int(cfg.training.max_steps or 0)
+    tracker.log_params({"eval.modes": ",".join(results["modes"]), "eval.checkpoint": results["checkpoint"],
+                        "eval.device": results["device"]} if own else {})
+    tracker.log_metrics(flat_metrics(results), step=step)
+    for name in EVAL_FILES:
+        if (out_dir / name).exists():
+            tracker.log_artifact(out_dir / name, "evaluation")
+    results["mlflow_run_id"] = tracker.run_id
+    if own and run_id is None:
+        tracker.finish()
 
 
 def summary_text(results: dict) -> str:
@@ -146,8 +184,6 @@ def attention_grid(model, batch: dict, path: str | Path, n_videos: int = 3, n_fr
     import torch.nn.functional as F
 
     from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
-
-    from fovea.platform.eval.harness import visual_only
 
     batch = visual_only(batch)
     if batch is None:

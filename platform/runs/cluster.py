@@ -16,8 +16,7 @@ log = logging.getLogger("fovea.cluster")
 # Settings that the training workers must see when the job joins a running cluster (``ray job
 # submit``: the workers do not inherit the submitting shell's environment). CUDA reads
 # CUDA_SCALE_LAUNCH_QUEUES when it starts: "4x" gives each stream a 4x longer launch queue, so a
-# host blocked on "Command Buffer Full" (11-18 % of the 2-GPU ranks' CPU time) can run further
-# ahead of the GPU; not yet measured here (docs/measurements, session 10).
+# host blocked on "Command Buffer Full" can run further ahead of the GPU.
 PASSED_TO_WORKERS = ("FOVEA_MODEL_STORE", "HF_HOME", "HF_HUB_OFFLINE", "CUDA_SCALE_LAUNCH_QUEUES",
                      "CUDA_DEVICE_MAX_CONNECTIONS")
 

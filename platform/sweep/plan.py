@@ -35,7 +35,7 @@ from fovea.platform.config import (
     resolve_config_path,
 )
 from fovea.platform.sweep.spaces import check_keys, load_space
-from fovea.search_spaces.spaces import SpaceError, format_overrides, set_dotted
+from fovea.search_spaces.spaces import Experiment, SearchSpace, SpaceError, format_overrides, set_dotted
 
 PLAN_FILE = "sweep_plan.json"
 
@@ -100,30 +100,78 @@ def make_plan(space: str, *, only: list[str] | None = None, base_config: str = "
     except SpaceError as e:
         raise ConfigError(str(e)) from None
     sets = list(sets or [])
-    for item in sets:  # fail early, naming the key, before anything starts
+    sweep = name or default_sweep_name(sp.name)
+    scheduler = check_inputs(sets, base_config, sweep, scheduler)
+    cfgs = trial_configs(sp, experiments, base_config, sets, samples, sweep)
+    resources = assign_resources(cfgs, cluster_cpus, cluster_gpus, gpus_per_trial, max_concurrent)
+    first = next(iter(cfgs.values()))
+    return {
+        "sweep": sweep,
+        "space": sp.name,
+        "space_file": str(sp.path),
+        "description": sp.description,
+        "base_config": base_config,
+        "sets": sets,
+        "samples": samples,
+        "only": [e.name for e in experiments] if only else None,
+        "scheduler": scheduler,
+        "grace_steps": grace_steps,
+        "reduction_factor": reduction_factor,
+        "gpus_per_trial": resources["gpus_per_trial"],
+        "gpus_per_trial_requested": gpus_per_trial,
+        "use_gpu": resources["use_gpu"],
+        "cluster": resources["cluster"],
+        "max_concurrent_trials": resources["max_concurrent_trials"],
+        "runs_dir": first.runs_dir,
+        "tune_dir": str(tune_root(first.runs_dir) / sweep),
+        "tracking_uri": first.tracking_uri(),
+        "tracking_enabled": first.tracking.enabled,
+        "mlflow_experiment": first.tracking.experiment,
+        "experiments": [e.name for e in experiments],
+        "descriptions": {e.name: e.description for e in experiments},
+        "overrides": {e.name: e.overrides for e in experiments},
+        "configs": {k: c.model_dump(mode="json") for k, c in cfgs.items()},
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def check_inputs(sets: list[str], base_config: str, sweep: str, scheduler: str | None) -> str | None:
+    """Fail early, naming the bad ``--set`` key, base config, sweep name or scheduler, before
+    anything starts; returns the scheduler (None for none)."""
+    for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not of the form key.sub=value")
         check_keys({item.split("=", 1)[0].strip(): None}, "--set")
     resolve_config_path(base_config)
-    sweep = name or default_sweep_name(sp.name)
     if any(c in sweep for c in " /\\:,"):
         raise ConfigError(f"sweep name {sweep!r} may not contain spaces, slashes, colons or commas")
     if scheduler not in (None, "none", "asha"):
         raise ConfigError(f"unknown scheduler {scheduler!r} (none | asha)")
-    scheduler = None if scheduler in (None, "none") else scheduler
+    return None if scheduler in (None, "none") else scheduler
 
+
+def trial_configs(sp: SearchSpace, experiments: list[Experiment], base_config: str, sets: list[str],
+                  samples: int | None, sweep: str) -> dict[str, RunConfig]:
+    """experiment -> its validated trial config; the trials must share one runs_dir and one
+    MLflow store and experiment (the sweep's parent run holds them all)."""
     source = f"{sp.path} + --base-config {base_config}"
     cfgs: dict[str, RunConfig] = {}
     for e in experiments:
         cfgs[e.name] = build_trial_config(base_config, sp.common, sets, samples, e.overrides,
                                           trial_name(sweep, e.name), f"{source} (experiment {e.name})")
-    first = next(iter(cfgs.values()))
     for key, get in (("tracking.experiment", lambda c: c.tracking.experiment),
                      ("runs_dir", lambda c: c.runs_dir), ("tracking uri", lambda c: c.tracking_uri())):
         values = {get(c) for c in cfgs.values()}
         if len(values) > 1:
             raise ConfigError(f"all trials of a sweep must share {key}; got {sorted(values)}")
+    return cfgs
 
+
+def assign_resources(cfgs: dict[str, RunConfig], cluster_cpus: float | None, cluster_gpus: int | None,
+                     gpus_per_trial: int | None, max_concurrent: int | None) -> dict[str, Any]:
+    """GPU or CPU trials and workers per trial, set in every config (``cluster.use_gpu``,
+    ``cluster.num_workers`` on GPU), and how many trials run at once."""
+    first = next(iter(cfgs.values()))
     gpus = int(cluster_gpus or 0)
     cpus = float(cluster_cpus if cluster_cpus is not None else 1.0)
     use_gpu = gpus > 0 and first.cluster.use_gpu is not False
@@ -142,36 +190,8 @@ def make_plan(space: str, *, only: list[str] | None = None, base_config: str = "
                          first.cluster.cpus_per_worker)
     if max_concurrent:
         n_conc = max(1, int(max_concurrent))
-
-    plan: dict[str, Any] = {
-        "sweep": sweep,
-        "space": sp.name,
-        "space_file": str(sp.path),
-        "description": sp.description,
-        "base_config": base_config,
-        "sets": sets,
-        "samples": samples,
-        "only": [e.name for e in experiments] if only else None,
-        "scheduler": scheduler,
-        "grace_steps": grace_steps,
-        "reduction_factor": reduction_factor,
-        "gpus_per_trial": g,
-        "gpus_per_trial_requested": gpus_per_trial,
-        "use_gpu": use_gpu,
-        "cluster": {"cpus": cpus, "gpus": gpus},
-        "max_concurrent_trials": n_conc,
-        "runs_dir": first.runs_dir,
-        "tune_dir": str(tune_root(first.runs_dir) / sweep),
-        "tracking_uri": first.tracking_uri(),
-        "tracking_enabled": first.tracking.enabled,
-        "mlflow_experiment": first.tracking.experiment,
-        "experiments": [e.name for e in experiments],
-        "descriptions": {e.name: e.description for e in experiments},
-        "overrides": {e.name: e.overrides for e in experiments},
-        "configs": {k: c.model_dump(mode="json") for k, c in cfgs.items()},
-        "created": datetime.now().isoformat(timespec="seconds"),
-    }
-    return plan
+    return {"use_gpu": use_gpu, "gpus_per_trial": g, "cluster": {"cpus": cpus, "gpus": gpus},
+            "max_concurrent_trials": n_conc}
 
 
 def trial_steps(cfg: RunConfig) -> int:

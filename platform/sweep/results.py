@@ -1,7 +1,7 @@
 """Results of a sweep: the table of child runs, its markdown/CSV, the plot, UI links.
 
 Used by ``fovea.platform.sweep.tune`` at the end of a sweep.  Everything here reads
-MLflow and never fails a sweep: MLflow trouble is logged and skipped (``_soft``).
+MLflow and never fails a sweep: MLflow trouble is logged and skipped (``best_effort``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ RESULT_COLUMNS = [
 ]
 
 
-def _log_override_params(client, run_id: str, overrides: dict[str, Any]) -> None:
+def log_override_params(client, run_id: str, overrides: dict[str, Any]) -> None:
+    """The trial's overrides as ``override.<key>`` params of its MLflow run (those not yet there)."""
     from mlflow.entities import Param
 
     run = client.get_run(run_id)
@@ -41,7 +42,8 @@ def format_value_str(v: Any) -> str:
     return format_value(v)
 
 
-def _soft(fn, what: str):
+def best_effort(fn, what: str):
+    """``fn()``, or None with a warning naming ``what`` when it raises."""
     try:
         return fn()
     except Exception as e:  # noqa: BLE001 - MLflow trouble never fails a sweep
@@ -96,7 +98,7 @@ def collect_results(plan: dict[str, Any], statuses: dict[str, str] | None = None
         if status == "RUNNING" and tune_status == "TERMINATED":
             # Stopped by the scheduler (ASHA): the driver was ended mid-fit.
             status = "STOPPED"
-            hist = _soft(lambda rid=rid: client.get_metric_history(rid, "loss"), "history") or []
+            hist = best_effort(lambda rid=rid: client.get_metric_history(rid, "loss"), "history") or []
             last_ms = max((x.timestamp for x in hist), default=None)
             stopped_at = _iso_ms(last_ms)
 
@@ -105,17 +107,18 @@ def collect_results(plan: dict[str, Any], statuses: dict[str, str] | None = None
                 if stopped_at:
                     client.set_tag(rid, "trial_end", stopped_at)
                 client.set_terminated(rid, "KILLED", end_time=last_ms)
-            _soft(mark, "marking a stopped trial")
+            best_effort(mark, "marking a stopped trial")
         elif status == "RUNNING" and tune_status in ("PENDING", "RUNNING", "PAUSED"):
             status = "INTERRUPTED"
         elif tune_status == "ERROR":
             status = "ERROR"
-        _soft(lambda rid=rid, exp=exp: _log_override_params(client, rid, plan["overrides"][exp]),
-              "logging override params")
+        best_effort(lambda rid=rid, exp=exp: log_override_params(client, rid, plan["overrides"][exp]),
+                    "logging override params")
         m = run.data.metrics
-        vals = [x.value for x in _soft(lambda rid=rid: client.get_metric_history(rid, "val_loss"), "history") or []]
-        sps = [x.value for x in _soft(lambda rid=rid: client.get_metric_history(rid, "samples_per_s"),
-                                      "history") or []]
+        vals = [x.value for x in best_effort(lambda rid=rid: client.get_metric_history(rid, "val_loss"),
+                                             "history") or []]
+        sps = [x.value for x in best_effort(lambda rid=rid: client.get_metric_history(rid, "samples_per_s"),
+                                            "history") or []]
         start = run.data.tags.get("trial_start") or _iso_ms(run.info.start_time)
         end = (run.data.tags.get("trial_end") or stopped_at
                or (_iso_ms(run.info.end_time) if status not in ("RUNNING", "INTERRUPTED") else ""))
@@ -210,8 +213,8 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, plan: dict[st
     md_path = out_dir / "results.md"
     md_path.write_text(results_markdown(rows, plan, links))
     files = {"csv": csv_path, "md": md_path}
-    png_path = _soft(lambda: plot_results(rows, out_dir / "results.png", title=plan["sweep"] if plan else None),
-                     "plotting the results")
+    png_path = best_effort(lambda: plot_results(rows, out_dir / "results.png", title=plan["sweep"] if plan else None),
+                           "plotting the results")
     if png_path:
         files["png"] = png_path
     return files

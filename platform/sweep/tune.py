@@ -1,11 +1,11 @@
-"""Ray Tune sweeps over the trainer: ablations, LR ratios, scaling grids (``jobs/sweep.py``).
+"""Running a sweep plan on Ray Tune: the trial driver, the sweep's parent MLflow run, the
+Tuner, resume, and the end-of-sweep results (ablations, LR ratios, scaling grids).
 
     from fovea.platform.sweep.plan import make_plan
     plan = make_plan("ablations", only=["baseline", "A6"], base_config="stage1_135m",
                      sets=["training.max_steps=2000"], gpus_per_trial=1)
     summary = run_sweep(plan)                       # or resume_sweep(tune_dir)
 
-This module runs a plan: the trial driver, the sweep's parent MLflow run, the Tuner, resume.
 The plan itself (trial configs, resources) comes from ``fovea.platform.sweep.plan``; the
 results table, CSV and plot from ``fovea.platform.sweep.results``.
 
@@ -17,8 +17,9 @@ How a sweep runs
   trial and ``max_concurrent_trials``.
 * **Tune/Train interop (Train V2).** ``Tuner(TorchTrainer)`` is refused under Train V2, so the
   Tuner runs a *driver function* per trial (``trial_driver``, holding 1 CPU) that calls
-  ``fovea.platform.train.trainer.fit(cfg, callbacks=[TuneReportCallback()], parent_run_id=...,
-  connect_ray=False)``: one ``TorchTrainer`` per trial, whose reports reach Tune.
+  ``fovea.platform.stages.train_stage(cfg, callbacks=[TuneReportCallback()], parent_run_id=...,
+  connect_ray=False)`` (``fit`` + the end-of-run artifacts): one ``TorchTrainer`` per trial,
+  whose reports reach Tune.
 * **ASHA** (optional) stops bad trials early on ``val_loss`` with ``time_attr="step"``.  The
   training loop reports a stand-in (training loss) under ``val_loss`` between evaluations;
   ``SweepReportCallback`` replaces it by the latest real validation loss before Tune sees it.
@@ -44,9 +45,9 @@ from typing import Any
 from fovea.platform.config import RunConfig
 from fovea.platform.sweep.plan import PLAN_FILE, describe_plan, load_plan, save_plan, trial_steps
 from fovea.platform.sweep.results import (
-    _log_override_params,
-    _soft,
+    best_effort,
     collect_results,
+    log_override_params,
     ui_links,
     write_results,
 )
@@ -106,8 +107,8 @@ def trial_driver(config: dict[str, Any], plan: dict[str, Any]) -> None:
     end = _now()
     print(f"[sweep {plan['sweep']}] trial {exp} finished at {end} ({summary.wall_s:.0f}s in fit)", flush=True)
     if summary.mlflow_run_id and cfg.tracking.enabled:
-        _soft(lambda: _tag_trial_end(cfg.tracking_uri(), summary.mlflow_run_id, end, plan["overrides"][exp]),
-              "tagging the trial's MLflow run")
+        best_effort(lambda: _tag_trial_end(cfg.tracking_uri(), summary.mlflow_run_id, end, plan["overrides"][exp]),
+                    "tagging the trial's MLflow run")
 
 
 def _tag_trial_end(uri: str, run_id: str, end: str, overrides: dict[str, Any]) -> None:
@@ -115,7 +116,7 @@ def _tag_trial_end(uri: str, run_id: str, end: str, overrides: dict[str, Any]) -
 
     client = MlflowClient(uri)
     client.set_tag(run_id, "trial_end", end)
-    _log_override_params(client, run_id, overrides)
+    log_override_params(client, run_id, overrides)
 
 
 def make_trainable(plan: dict[str, Any]):
@@ -163,7 +164,7 @@ def open_parent(plan: dict[str, Any]) -> str | None:
             client = MlflowClient(plan["tracking_uri"])
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "resumed_at", _now())
-        _soft(reopen, "reopening the parent run")
+        best_effort(reopen, "reopening the parent run")
     return tracker.run_id
 
 
@@ -175,7 +176,7 @@ def finish_parent(plan: dict[str, Any], status: str) -> None:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(plan["tracking_uri"]).set_terminated(plan["parent_run_id"], status)
-    _soft(done, "closing the parent run")
+    best_effort(done, "closing the parent run")
 
 
 # -- running -------------------------------------------------------------------------------
@@ -252,8 +253,8 @@ def run_sweep(plan: dict[str, Any], *, address: str | None = None, connect_ray: 
     save_plan(plan)
     print(describe_plan(plan), flush=True)
     if plan["parent_run_id"]:
-        _soft(lambda: _log_parent_text(plan, json.dumps(plan, indent=1, default=str), "sweep_plan.json"),
-              "logging the plan")
+        best_effort(lambda: _log_parent_text(plan, json.dumps(plan, indent=1, default=str), "sweep_plan.json"),
+                    "logging the plan")
 
     trainable = make_trainable(plan)
     if resume and tune.Tuner.can_restore(str(tune_dir)):
@@ -330,14 +331,14 @@ def finish_sweep(plan: dict[str, Any], statuses: dict[str, str], interrupted: bo
     files: dict[str, Path] = {}
     md = ""
     if plan.get("parent_run_id"):
-        rows = _soft(lambda: collect_results(plan, statuses), "collecting results") or []
+        rows = best_effort(lambda: collect_results(plan, statuses), "collecting results") or []
     if rows:
         out = Path(plan["tune_dir"]) / "results"
-        links = _soft(lambda: _links(plan, rows), "building UI links")
+        links = best_effort(lambda: _links(plan, rows), "building UI links")
         files = write_results(rows, out, plan, links)
         md = files["md"].read_text()
         for f in files.values():
-            _soft(lambda f=f: _log_parent_artifact(plan, f, "results"), f"logging {f.name}")
+            best_effort(lambda f=f: _log_parent_artifact(plan, f, "results"), f"logging {f.name}")
         print("\n" + md, flush=True)
     elif not plan.get("parent_run_id"):
         print("MLflow tracking is off: no results table (see the Tune folder for raw results)", flush=True)

@@ -1,14 +1,16 @@
 """The training loop's batches: one rank's endless, resumable stream over epochs of its
-training loader (pipelines/loader.py), which opens each next epoch ahead of time."""
+training loader (pipelines/loader.py), which opens each next epoch ahead of time, and what of a
+batch goes to the device."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fovea.platform.train.collectives import compile_seconds
-from fovea.platform.config import RunConfig
+import torch
 
+from fovea.platform.config import RunConfig
+from fovea.platform.train.collectives import compile_seconds
 
 class Stream:
     """Endless, resumable batch stream over epochs of the rank's training loader.
@@ -17,11 +19,9 @@ class Stream:
     prefetch while this epoch's last batches train: in the first epoch once every loader
     worker has read its last sample (``TrainLoader.reading_done``: the rest of the epoch is in
     the workers' buffers and prefetch queue), later ``lookahead`` batches before the end (the
-    length is known from the previous epoch). No stall at the epoch boundaries (CPU, 2
-    workers, 400 samples: the wait for a new epoch's first batch fell from 0.39 s to 3 ms;
-    on an H200 a 3000-sample set stalled ~9 s an epoch before the fork-server preload, ~3 s
-    after it, with this look-ahead not yet in effect). The batches are unchanged: each epoch's
-    stream is a function of (epoch, seed, rank) alone.
+    length is known from the previous epoch), so the first batch of an epoch does not wait for
+    the loader's workers to start.  The batches are unchanged: each epoch's stream is a
+    function of (epoch, seed, rank) alone.
     """
 
     def __init__(self, cfg: RunConfig, rank: int, world: int, epoch: int = 0, consumed: int = 0):
@@ -76,3 +76,16 @@ class Stream:
 
     def position(self) -> tuple[int, int]:
         return self.epoch, self.consumed
+
+
+# Stay on the host: the model computes its frame and target indices from them there (no
+# value read back from the GPU) and sends only the results (model/vlm.py).
+HOST_KEYS = ("frame_mask", "input_ids", "attention_mask", "loss_mask")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's frames (and other tensors but HOST_KEYS) on ``device``; pinned batches
+    copy asynchronously."""
+    nb = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v)
+            for k, v in batch.items()}

@@ -3,15 +3,12 @@
 Every rank holds the whole model; after backward, DDP averages the gradients across ranks
 in buckets of ``cluster.ddp_bucket_mb`` (all-reduces start while backward still runs, one
 bucket at a time, as its gradients become ready).  For the stage-1 135M model that is
-~157 M parameters, 628 MB of fp32 gradients a step; at 305 GB/s of NVLink bus bandwidth
-(2 x H200, measured here) ~2 ms, through host memory tens of ms (jobs/bench/bench_allreduce.py
-measures it on a machine).
+~157 M parameters, 628 MB of fp32 gradients a step: a few ms over NVLink, tens of ms through
+host memory (jobs/bench/bench_allreduce.py measures it on a machine).
 
-Settings (``cluster.*``), off by default: measured, they do not pay. On 2 x H200 (docs/measurements,
-Session 9), ``ddp_bucket_mb=1024`` with ``ddp_bucket_view`` (one all-reduce after backward, no
-gradient copies) against the defaults on the same machine and shards: 4645 vs 4639 steady
-frames/s; the 2-GPU step is bound by host launch time, not by the all-reduce. ``ddp_comm_dtype``
-was run only once, cut after a single window (Session 7): no evidence either way.
+Settings (``cluster.*``), off by default: a multi-GPU step is bound by the host's kernel
+launches, not by the all-reduce, so a cheaper all-reduce has not made it faster
+(docs/PERFORMANCE.md).
     ddp_bucket_view   gradients are views into the buckets: no copy of each gradient into
                       its bucket (~500 copy kernels a step here) and 628 MB less memory
     ddp_comm_dtype    bf16: gradients cast to bf16 and divided by the world size before the

@@ -5,7 +5,8 @@ one launching the GPU's kernels, so a pause is GPU idle time on that rank, and u
 other ranks then wait for it in the gradient all-reduce: a pause on any rank costs every rank.
 The young generations are collected every few hundred allocations and are cheap; a full
 collection (generation 2) walks every tracked object of the process (the model's modules,
-transformers, Ray, torch.compile's caches): ~0.4-0.5 s in a 135M training process here.
+transformers, Ray, torch.compile's caches: near a million objects in a 135M training process),
+which takes a good part of a second and lands in training every few dozen steps.
 
 ``GcClock`` adds up the pauses (via ``gc.callbacks``) so that each log window can report them,
 like the compilation time: ``gc_s_max`` is the worst rank's pause seconds in the window,
@@ -18,20 +19,11 @@ reference cycle is never collected while frozen, which is why the freeze happens
 set-up built (modules, compiled graphs), not every window, and the training loop unfreezes them
 when it ends.
 
-Measured on this repo's 2-core CPU machine (docs/measurements, session 10):
-* ``jobs/bench/bench_gc.py --compile`` (135M model, one process): ~850 000 tracked objects; one full
-  collection 431-507 ms, after the freeze 0-3 ms; young-generation pauses over 12 steps
-  78-114 ms before, 22-36 ms after (two runs).
-* ``jobs/stage1.py --config demo`` (Ray, 2 workers, 30 steps, not compiled): no full collection
-  in any window with the freeze or without; young pauses 6-12 ms a 5-step window either way;
-  the freeze's own collection cost 363 ms once.
-On the GPU (2 x H200, stage-1 benchmark at 3072 units, session 11) full collections do land in
-training: without the freeze ~1 s each (~1 M tracked objects), in 4 of 11 log windows of the
-2-GPU run and 6 of 11 of the 1-GPU run, worst-rank pauses 0.41 s a window (2 GPUs) and 0.57 s
-a window (1 GPU) on average; with it no pause over 0.48 s, 0.23 and 0.20 s a window. (After the
-freeze full collections are more frequent -- CPython compares the unfrozen old objects with
-the few left in the oldest generation -- but each walks only objects made since.) So
-``training.gc_freeze`` is on by default.
+A full collection pauses the thread that launches the kernels; freezing the set-up objects keeps
+full collections short.  After the freeze they come more often (CPython compares the unfrozen
+old objects with the few left in the oldest generation), but each walks only the objects made
+since, so ``training.gc_freeze`` is on by default.  ``jobs/bench/bench_gc.py`` measures one
+collection before and after the freeze.
 """
 
 from __future__ import annotations

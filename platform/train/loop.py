@@ -14,11 +14,14 @@ found when the window is read (platform/train/step_tally.py: no per-step read-ba
 queues the next step while the GPU finishes this one).  A CUDA OOM drops the accumulation
 window on every rank (an all-reduce of the flag on the device) and empties the cache.
 
-Every ``log_every`` steps the ranks average their metrics and report them
-(``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  Every
-``checkpoint_every`` steps (and at the end) rank 0 writes a checkpoint holding the model,
-optimizer, scheduler, step, samples seen, every rank's data position and RNG state, so a
-rerun of the same run name -- or a restart after a worker dies -- continues exactly.
+Every ``log_every`` steps the ranks average their metrics (platform/train/window.py) and report
+them (``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  Every
+``checkpoint_every`` steps (and at the end) rank 0 writes a checkpoint that a rerun of the same
+run name, or a restart after a worker dies, continues from exactly (platform/train/checkpointing.py).
+
+Read top to bottom: ``train_loop_per_worker`` (set-up, resume, the steps, the end of the run),
+then one optimizer step, ``train_step``: ``accumulate`` (the micro-batches), ``apply_step``
+(clip, guard, update), ``after_step``, and, when a log window ends, ``end_window``.
 """
 
 from __future__ import annotations
@@ -27,57 +30,46 @@ import contextlib
 import gc
 import json
 import logging
-import math
 import os
 import signal
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from fovea.pipelines.batch import TENSOR_KEYS, model_inputs
+from fovea.pipelines.batch import model_inputs
 from fovea.pipelines.loader import batch_cost
-from fovea.platform.runs import checkpoints as ck
-from fovea.platform.train.batch_stream import Stream
-from fovea.platform.train.collectives import (all_max, all_mean, all_sum, compile_seconds, gather_objects,
-                                        rank_cost_imbalance, world_info)
 from fovea.platform.config import RunConfig
+from fovea.platform.profiling.step_profiler import StepProfiler, phase
+from fovea.platform.train.batch_stream import Stream, to_device
+from fovea.platform.train.checkpointing import load_weights, report, restore
+from fovea.platform.train.collectives import all_max, rank_cost_imbalance
 from fovea.platform.train.ddp import wrap_ddp
 from fovea.platform.train.failure_signatures import flag_failure_signatures
 from fovea.platform.train.gc_clock import GcClock, freeze_setup_objects
-from fovea.platform.train.optim import build_optimizer, build_scheduler, group_lrs, total_optimizer_steps
-from fovea.platform.profiling.step_profiler import StepProfiler, phase
+from fovea.platform.train.optim import build_optimizer, build_scheduler, total_optimizer_steps
 from fovea.platform.train.step_tally import StepTally
+from fovea.platform.train.window import Window, diagnostics, validation_loss, window_metrics
 
 log = logging.getLogger("fovea.train")
+
+# the metrics in the log line of a window (all of them go to MLflow and metrics.jsonl)
+SHOWN_METRICS = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")
 
 
 # -- small helpers -------------------------------------------------------------------
 
-# Stay on the host: the model computes its frame and target indices from them there (no
-# value read back from the GPU) and sends only the results (model/vlm.py).
-HOST_KEYS = ("frame_mask", "input_ids", "attention_mask", "loss_mask")
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch's frames (and other tensors but HOST_KEYS) on ``device``; pinned batches
-    copy asynchronously."""
-    nb = device.type == "cuda"
-    return {k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v)
-            for k, v in batch.items()}
-
-
 def configure_cuda_backends() -> None:
     """TF32 matmuls, and SDPA without the cuDNN backend.
 
-    Measured on an H200 (jobs/bench/profile_train_step.py, compiled batch-64 step): cuDNN attention,
-    which PyTorch prefers on sm90, builds an execution plan for every new shape, ~1.8 ms of
-    host time per call; our shapes change every batch (frames per batch), so 24 attention
-    calls a pass cost more host time than the whole step's GPU work.  Flash attention has no
-    per-shape setup.
+    cuDNN attention, which PyTorch prefers on sm90, builds an execution plan for every new
+    shape, about 2 ms of host time a call (jobs/bench/profile_train_step.py shows it); our
+    shapes change every batch (frames per batch), so 24 attention calls a pass cost more host
+    time than the whole step's GPU work.  Flash attention has no per-shape setup.
     """
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -123,48 +115,89 @@ def nan_injected(spec: str | None, step: int, rank: int) -> bool:
     return rank == int(kv.get("rank", 0)) and int(first) <= step <= int(last or first)
 
 
-# -- evaluation during training -------------------------------------------------------
+# -- what a rank trains with, and where it stands ----------------------------------------
 
-@torch.no_grad()
-def validation_loss(model, cfg: RunConfig, device, autocast, mode: str) -> dict[str, float]:
-    """Batch-size-weighted mean loss over ``eval.max_samples`` val samples, across ranks."""
-    from fovea.pipelines.loader import build_eval_loader
+@dataclass
+class Worker:
+    """One rank's training set-up, built once (``set_up``) and the same for every step."""
 
-    rank, world = world_info()
-    loader = build_eval_loader(cfg.data, cfg.data.val_shards, rank=rank, world_size=world,
-                               max_samples=max(1, cfg.eval.max_samples // world))
-    was_training = model.training
-    model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss*B, fine*B, coarse*B, B
-    for batch in loader:
-        batch = to_device(batch, device)
-        with autocast():
-            out = model(**model_inputs(batch), mode=mode, compute_coarse=True)
-        b = float(batch["input_ids"].shape[0])
-        sums[0] += float(out["loss"]) * b
-        sums[1] += float(out["loss_fine"]) * b
-        sums[2] += float(out["loss_coarse"]) * b
-        sums[3] += b
-    model.train(was_training)
-    tot = all_sum(sums, device)
-    n = max(tot[3], 1.0)
-    res = {"val_loss": tot[0] / n, "val_loss_fine": tot[1] / n, "val_loss_coarse": tot[2] / n}
-    res["val_loss_ratio"] = res["val_loss_fine"] / res["val_loss_coarse"] if res["val_loss_coarse"] > 0 else 0.0
-    return res
+    cfg: RunConfig
+    rank: int
+    world: int
+    device: torch.device
+    autocast: Callable[[], Any]  # bf16 autocast, or a null context
+    model: nn.Module  # the FoveatedVLM: parameters, validation, diagnostics, checkpoints
+    net: nn.Module  # what the steps run: the model, DDP-wrapped on more than one rank
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+    mode: str  # coarse_fine, or coarse_only (A6/A7)
+    run_dir: Path
+    fault_inject: str | None  # test hooks (maybe_inject_fault, nan_injected)
+    nan_inject: str | None
+    on_train_end: Callable[..., Any] | None  # fit's end-of-run hook (final_artifacts)
+    tracker: Any = None  # rank 0's MLflow run, opened after the resume
+
+
+@dataclass
+class Progress:
+    """Where training stands: optimizer steps taken, samples seen by all ranks, this rank's batches."""
+
+    step: int
+    samples_seen: int
+    stream: Stream
+
+
+@dataclass
+class LoopState:
+    """What the steps carry from one to the next besides the progress."""
+
+    window: Window  # the log window under way
+    tally: StepTally  # losses, norms and skips summed on the device, read once a window
+    profiler: StepProfiler  # training.profile_steps
+    oom_skips: int = 0  # steps this rank dropped for a CUDA OOM
+    set_up_frozen: bool = False  # training.gc_freeze done
+
+
+@dataclass
+class MicroBatches:
+    """What one optimizer step's micro-batches left on this rank."""
+
+    losses: torch.Tensor  # [3] loss, fine, coarse: the mean over the micro-batches, on the device
+    samples: int = 0
+    frames: int = 0
+    cost: float = 0.0  # batch cost (frames + LLM rows), for the ranks' cost imbalance
+    oom: bool = False  # a CUDA OOM ended the accumulation: the step is skipped on every rank
+    last_batch: dict[str, Any] | None = None  # the last batch that ran (the window's diagnostics)
 
 
 # -- the loop --------------------------------------------------------------------------
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What Ray Train runs on every rank.  ``loop_config`` (from ``trainer.fit``): the run config
+    ``cfg``, ``mlflow_run_id``, ``init_model_dir``, ``on_train_end`` and the test hooks."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_train_reports()
+    w = set_up(RunConfig.model_validate(loop_config["cfg"]), loop_config)
+    progress = resume(w)
+    if w.rank == 0:
+        w.tracker = open_tracker(w, loop_config.get("mlflow_run_id"))
+    gc_clock = GcClock().start()  # Python's collection pauses (platform/train/gc_clock.py)
+    state = LoopState(Window.start(gc_clock), StepTally(w.device),
+                      StepProfiler(w.cfg.training.profile_steps, w.run_dir / "profile", w.rank, w.device))
+    w.net.train()
+    while progress.step < w.total_steps:
+        train_step(w, progress, state)
+    finish(w, state)
+
+
+def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
+    """The model (initial weights, device, compiled blocks, DDP), optimizer and schedule."""
     import ray.train
     import ray.train.torch
 
     from fovea.model import build_model
-    from fovea.platform.runs.tracking import Tracker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    quiet_train_reports()
-    cfg = RunConfig.model_validate(loop_config["cfg"])
     tc = cfg.training
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -183,269 +216,198 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model.to(device)
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
         model.compile_blocks()
-    if world > 1:
-        net = wrap_ddp(model, cfg)
-    else:
-        net = model
+    net = wrap_ddp(model, cfg) if world > 1 else model
     optimizer = build_optimizer(model, tc)
     total_steps = total_optimizer_steps(tc, cfg.data.batch_size, world)
     scheduler = build_scheduler(optimizer, tc, total_steps)
-    mode = "coarse_only" if cfg.model.coarse_only else "coarse_fine"
+    return Worker(cfg=cfg, rank=rank, world=world, device=device, autocast=autocast, model=model, net=net,
+                  optimizer=optimizer, scheduler=scheduler, total_steps=total_steps,
+                  mode="coarse_only" if cfg.model.coarse_only else "coarse_fine",
+                  run_dir=Path(cfg.storage_path()) / cfg.name,
+                  fault_inject=loop_config.get("fault_inject"), nan_inject=loop_config.get("nan_inject"),
+                  on_train_end=loop_config.get("on_train_end"))
 
-    # -- resume -----------------------------------------------------------------------
-    step, samples_seen, epoch, consumed = 0, 0, 0, 0
-    torch.manual_seed(tc.seed + 1000 * rank)
-    run_dir = Path(cfg.storage_path()) / cfg.name
-    source = _resume_source(ray.train.get_checkpoint(), run_dir)
-    if source:
-        with source.as_directory() as d:
-            load_weights(model, Path(d) / ck.MODEL_DIR)
-            state = ck.read_train_state(Path(d))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, samples_seen = state["step"], state["samples_seen"]
-        if len(state["data_positions"]) == world:
-            epoch, consumed = state["data_positions"][rank]
-            ck.set_rng_state(state["rng"][rank])
-        else:
-            log.warning("world size changed (%d -> %d): data restarts at the checkpoint's epoch",
-                        len(state["data_positions"]), world)
-            epoch = max(e for e, _ in state["data_positions"]) + 1
-        log.info("rank %d resumed at step %d (epoch %d, batch %d)", rank, step, epoch, consumed)
-    stream = Stream(cfg, rank, world, epoch, consumed)
 
-    tracker = None
-    if rank == 0:
-        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=loop_config.get("mlflow_run_id"),
-                          enabled=cfg.tracking.enabled)
-        run_dir.mkdir(parents=True, exist_ok=True)
+def resume(w: Worker) -> Progress:
+    """This rank's RNG seeded, then the newest checkpoint restored if there is one, and the
+    batch stream opened where this rank's data stood."""
+    torch.manual_seed(w.cfg.training.seed + 1000 * w.rank)
+    step, samples_seen, epoch, consumed = restore(w.model, w.optimizer, w.scheduler, w.run_dir, w.rank, w.world)
+    return Progress(step, samples_seen, Stream(w.cfg, w.rank, w.world, epoch, consumed))
 
-    # -- loop -------------------------------------------------------------------------
-    # host-side window figures; the losses, norms and step counts come from the tally at the window's end
-    gc_clock = GcClock().start()  # Python's collection pauses (platform/train/gc_clock.py)
-    set_up_frozen = False  # training.gc_freeze
-    window = {"samples": 0.0, "frames": 0.0, "wait": 0.0, "t0": time.perf_counter(), "compile0": compile_seconds(),
-              "gc0": gc_clock.read()}
-    step_costs: list[float] = []  # this window's per-step batch cost (frames + LLM rows), for rank imbalance
-    tally = StepTally(device)  # losses, norms and skips summed on the device, read once a window
-    oom_skips = 0
-    last_val: dict[str, float] = {}
-    profiler = StepProfiler(tc.profile_steps, run_dir / "profile", rank, device)
-    net.train()
-    while step < total_steps:
-        profiler.before_step(step)
-        compute_coarse = cfg.model.lambda_coarse > 0 or (
-            cfg.model.coarse_loss_every > 0 and (step + 1) % cfg.model.coarse_loss_every == 0)
-        oom = False
-        losses = torch.zeros(3, dtype=torch.float64, device=device)  # on the device: no sync per micro-batch
-        micro_samples = micro_frames = 0
-        micro_cost = 0.0
-        last_batch = None
-        for micro in range(tc.grad_accum):
-            t_wait = time.perf_counter()
-            with phase("data"):
-                host = stream.next()
-                window["wait"] += time.perf_counter() - t_wait
-                n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
-                micro_samples += n
-                micro_frames += frames
-                micro_cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
-                                         cfg.data.llm_tokens_per_frame)
-                batch = to_device(host, device)
-            sync = net.no_sync() if (world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
-            try:
-                with sync:
-                    with autocast(), phase("forward"):
-                        out = net(**model_inputs(batch), mode=mode, compute_coarse=compute_coarse,
-                                  return_logits=False)  # the LM head at target positions only
-                    if nan_injected(loop_config.get("nan_inject"), step + 1, rank):
-                        out["loss"] = out["loss"] * float("nan")
-                    with phase("backward"):
-                        (out["loss"] / tc.grad_accum).backward()
-            except torch.OutOfMemoryError:
-                if device.type != "cuda":
-                    raise
-                oom = True
-                del batch
-                torch.cuda.empty_cache()
-                break
-            losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
-            last_batch = batch
-        with phase("step_end"):  # nothing is read back from the GPU here: the host moves on
-            skip = torch.full((), float(oom), device=device)  # this rank ran out of memory
-            if world > 1:  # queued on the GPU like the gradient all-reduce: no wait here
-                dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # one rank's OOM skips the step on all
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)  # [] pre-clip norm
-            nonfinite = ~(torch.isfinite(grad_norm) & torch.isfinite(losses[0]))
-            skip = torch.maximum(skip, nonfinite.float())
-        if oom:
-            oom_skips += 1
-            log.warning("rank %d: CUDA OOM, step %d skipped (%d so far)", rank, step + 1, oom_skips)
-        with phase("optimizer"):
-            optimizer.found_inf = skip  # fused AdamW: 1 leaves weights, moments and its step count as they were
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        step += 1
-        samples_seen += micro_samples * world  # spec 4.5: batch x world per micro-batch
-        tally.add(losses, grad_norm, skip, nonfinite, compute_coarse)
-        window["samples"] += micro_samples
-        window["frames"] += micro_frames
-        step_costs.append(micro_cost)
-        if tc.gc_freeze and not set_up_frozen:  # this process's first step (also after a resume), the
-            set_up_frozen = freeze_setup_objects() > 0  # same on every rank: one full collection, then cheap ones
-        if (written := profiler.after_step(step)) and rank == 0:
-            log.info("profile of steps %s written to %s", list(tc.profile_steps), written.parent)
-        maybe_inject_fault(loop_config.get("fault_inject"), step, rank)
 
-        is_last = step >= total_steps
-        do_eval = bool(cfg.data.val_shards) and cfg.eval.every_steps > 0 and (
-            step % cfg.eval.every_steps == 0 or is_last)
-        do_ckpt = step % tc.checkpoint_every == 0 or is_last
-        if do_ckpt and cfg.data.val_shards and not do_eval and tc.checkpoint_metric.startswith("val_"):
-            do_eval = True  # the checkpoint metric needs a fresh validation loss
-        if step % tc.log_every == 0 or do_eval or do_ckpt:
-            window.update(tally.read(step, tc.max_nonfinite_steps))  # the window's one read-back
-            metrics = _window_metrics(window, step, samples_seen, optimizer, device, gc_clock)
-            metrics["rank_cost_imbalance"] = rank_cost_imbalance(step_costs)
-            step_costs = []
-            if step % tc.diagnostics_every == 0 and last_batch is not None:
-                metrics.update(_diagnostics(model, last_batch, autocast, device))
-                flag_failure_signatures(metrics, cfg, tracker, rank, step)  # issue 10: warnings + MLflow tags
-            if do_eval:
-                last_val = validation_loss(model, cfg, device, autocast, mode)  # unwrapped: ranks may see different batch counts
-                metrics.update(last_val)
-            metrics["oom_skipped"] = all_max([float(oom_skips)], device)[0]
-            metrics["nonfinite_skipped"] = window["nonfinite_skipped"]
-            metrics["epoch"] = float(stream.epoch)
-            if rank == 0:
-                if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
-                    metrics["epoch_s"], metrics["epoch_compile_s"] = stream.epoch_s, stream.epoch_compile_s
-                tracker.log_metrics(metrics, step)
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, **metrics}) + "\n")
-                log.info("step %d/%d %s", step, total_steps,
-                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in _SHOW))
-            _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank)
-            window.update({k: 0.0 for k in window if k != "t0"})
-            window["t0"], window["compile0"], window["gc0"] = time.perf_counter(), compile_seconds(), gc_clock.read()
+def open_tracker(w: Worker, mlflow_run_id: str | None):
+    """Rank 0's handle on the MLflow run that ``fit`` created."""
+    from fovea.platform.runs.tracking import Tracker
 
-    gc_clock.stop()
-    if set_up_frozen:  # the frozen objects become collectable again (a process that goes on after training)
+    tracker = Tracker(w.cfg.tracking_uri(), w.cfg.tracking.experiment, run_id=mlflow_run_id,
+                      enabled=w.cfg.tracking.enabled)
+    w.run_dir.mkdir(parents=True, exist_ok=True)
+    return tracker
+
+
+# -- one optimizer step --------------------------------------------------------------------
+
+def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
+    """One optimizer step: the micro-batches, the guarded update, the step's bookkeeping; then
+    the end of a log window when one is due."""
+    cfg = w.cfg
+    state.profiler.before_step(progress.step)
+    compute_coarse = cfg.model.lambda_coarse > 0 or (
+        cfg.model.coarse_loss_every > 0 and (progress.step + 1) % cfg.model.coarse_loss_every == 0)
+    acc = accumulate(w, progress, state.window, compute_coarse)
+    skip, grad_norm, nonfinite = apply_step(w, acc, progress.step + 1, state)
+    progress.step += 1
+    progress.samples_seen += acc.samples * w.world  # spec 4.5: batch x world per micro-batch
+    state.tally.add(acc.losses, grad_norm, skip, nonfinite, compute_coarse)
+    state.window.samples += acc.samples
+    state.window.frames += acc.frames
+    state.window.step_costs.append(acc.cost)
+    after_step(w, progress.step, state)
+
+    do_log, do_eval, do_ckpt = window_due(cfg, progress.step, w.total_steps)
+    if do_log:
+        end_window(w, progress, state, acc.last_batch, do_eval, do_ckpt)
+
+
+def accumulate(w: Worker, progress: Progress, window: Window, compute_coarse: bool) -> MicroBatches:
+    """``grad_accum`` forward and backward passes; DDP all-reduces the gradients in the last
+    one's backward (the others run under ``no_sync``).  A CUDA OOM ends the accumulation."""
+    tc = w.cfg.training
+    acc = MicroBatches(torch.zeros(3, dtype=torch.float64, device=w.device))  # on the device: no sync per micro-batch
+    for micro in range(tc.grad_accum):
+        batch = next_batch(w, progress.stream, window, acc)
+        sync = w.net.no_sync() if (w.world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
+        try:
+            with sync:
+                with w.autocast(), phase("forward"):
+                    out = w.net(**model_inputs(batch), mode=w.mode, compute_coarse=compute_coarse,
+                                return_logits=False)  # the LM head at target positions only
+                if nan_injected(w.nan_inject, progress.step + 1, w.rank):
+                    out["loss"] = out["loss"] * float("nan")
+                with phase("backward"):
+                    (out["loss"] / tc.grad_accum).backward()
+        except torch.OutOfMemoryError:
+            if w.device.type != "cuda":
+                raise
+            acc.oom = True
+            del batch
+            torch.cuda.empty_cache()
+            break
+        acc.losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
+        acc.last_batch = batch
+    return acc
+
+
+def next_batch(w: Worker, stream: Stream, window: Window, acc: MicroBatches) -> dict[str, Any]:
+    """The stream's next batch, on the device; its samples, frames and cost counted, and the
+    wait for it."""
+    t_wait = time.perf_counter()
+    with phase("data"):
+        host = stream.next()
+        window.wait += time.perf_counter() - t_wait
+        n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
+        acc.samples += n
+        acc.frames += frames
+        acc.cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
+                               w.cfg.data.llm_tokens_per_frame)
+        return to_device(host, w.device)
+
+
+def apply_step(w: Worker, acc: MicroBatches, step: int, state: LoopState):
+    """Clip, guard and update for optimizer step ``step`` -> (skip [], grad_norm [] pre-clip,
+    nonfinite [] bool), all on the device.  A step is skipped (``found_inf``) where any rank
+    ran out of memory or the loss or the gradient norm is not finite."""
+    with phase("step_end"):  # nothing is read back from the GPU here: the host moves on
+        skip = torch.full((), float(acc.oom), device=w.device)  # this rank ran out of memory
+        if w.world > 1:  # queued on the GPU like the gradient all-reduce: no wait here
+            dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # one rank's OOM skips the step on all
+        grad_norm = torch.nn.utils.clip_grad_norm_(w.model.parameters(), w.cfg.training.grad_clip)  # [] pre-clip norm
+        nonfinite = ~(torch.isfinite(grad_norm) & torch.isfinite(acc.losses[0]))
+        skip = torch.maximum(skip, nonfinite.float())
+    if acc.oom:
+        state.oom_skips += 1
+        log.warning("rank %d: CUDA OOM, step %d skipped (%d so far)", w.rank, step, state.oom_skips)
+    with phase("optimizer"):
+        w.optimizer.found_inf = skip  # fused AdamW: 1 leaves weights, moments and its step count as they were
+        w.optimizer.step()
+        w.scheduler.step()
+        w.optimizer.zero_grad(set_to_none=True)
+    return skip, grad_norm, nonfinite
+
+
+def after_step(w: Worker, step: int, state: LoopState) -> None:
+    """The garbage-collector freeze after the first step, the profiler, fault injection."""
+    # training.gc_freeze: after this process's first step (also after a resume), the same on
+    # every rank; one full collection now, then cheap ones (platform/train/gc_clock.py)
+    if w.cfg.training.gc_freeze and not state.set_up_frozen:
+        state.set_up_frozen = freeze_setup_objects() > 0
+    if (written := state.profiler.after_step(step)) and w.rank == 0:
+        log.info("profile of steps %s written to %s", list(w.cfg.training.profile_steps), written.parent)
+    maybe_inject_fault(w.fault_inject, step, w.rank)
+
+
+# -- the end of a log window -------------------------------------------------------------
+
+def window_due(cfg: RunConfig, step: int, total_steps: int) -> tuple[bool, bool, bool]:
+    """(log, validate, checkpoint) at the end of ``step``; a validation or a checkpoint ends
+    the log window too."""
+    tc = cfg.training
+    is_last = step >= total_steps
+    do_eval = bool(cfg.data.val_shards) and cfg.eval.every_steps > 0 and (
+        step % cfg.eval.every_steps == 0 or is_last)
+    do_ckpt = step % tc.checkpoint_every == 0 or is_last
+    if do_ckpt and cfg.data.val_shards and not do_eval and tc.checkpoint_metric.startswith("val_"):
+        do_eval = True  # the checkpoint metric needs a fresh validation loss
+    return step % tc.log_every == 0 or do_eval or do_ckpt, do_eval, do_ckpt
+
+
+def end_window(w: Worker, progress: Progress, state: LoopState, last_batch: dict[str, Any] | None,
+               do_eval: bool, do_ckpt: bool) -> None:
+    """The window's metrics (collectives: every rank), with the diagnostics and the validation
+    loss when due; rank 0 logs them; reported to Ray, with a checkpoint when due; a new window."""
+    cfg, step = w.cfg, progress.step
+    sums = state.tally.read(step, cfg.training.max_nonfinite_steps)  # the window's one read-back
+    metrics = window_metrics(state.window, sums, step, progress.samples_seen, w.optimizer, w.device)
+    metrics["rank_cost_imbalance"] = rank_cost_imbalance(state.window.step_costs)
+    if step % cfg.training.diagnostics_every == 0 and last_batch is not None:
+        metrics.update(diagnostics(w.model, last_batch, w.autocast))
+        flag_failure_signatures(metrics, cfg, w.tracker, w.rank, step)  # warnings + MLflow tags
+    if do_eval:  # the unwrapped model: ranks may see different numbers of val batches
+        metrics.update(validation_loss(w.model, cfg, w.device, w.autocast, w.mode))
+    metrics["oom_skipped"] = all_max([float(state.oom_skips)], w.device)[0]
+    metrics["nonfinite_skipped"] = sums["nonfinite_skipped"]
+    metrics["epoch"] = float(progress.stream.epoch)
+    if w.rank == 0:
+        stream = progress.stream
+        if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
+            metrics["epoch_s"], metrics["epoch_compile_s"] = stream.epoch_s, stream.epoch_compile_s
+        log_window(w, step, metrics)
+    report(metrics, step, do_ckpt, cfg, w.model, w.optimizer, w.scheduler, progress.samples_seen,
+           progress.stream, w.rank)
+    state.window = Window.start(state.window.gc_clock)
+
+
+def log_window(w: Worker, step: int, metrics: dict[str, float]) -> None:
+    """Rank 0: the window's metrics to MLflow, ``<run dir>/metrics.jsonl`` and the log."""
+    w.tracker.log_metrics(metrics, step)
+    with open(w.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")
+    log.info("step %d/%d %s", step, w.total_steps,
+             " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in SHOWN_METRICS))
+
+
+# -- the end of the run --------------------------------------------------------------------
+
+def finish(w: Worker, state: LoopState) -> None:
+    state.window.gc_clock.stop()
+    if state.set_up_frozen:  # the frozen objects become collectable again (a process that goes on after training)
         gc.unfreeze()
-    if rank == 0:
-        _final_artifacts(loop_config.get("on_train_end"), model, cfg, tracker, device, autocast)
+    if w.rank == 0:
+        final_artifacts(w.on_train_end, w.model, w.cfg, w.tracker, w.device, w.autocast)
 
 
-_SHOW = ("loss", "loss_fine", "loss_coarse", "grad_norm", "samples_per_s", "val_loss", "attn_entropy_fine")
-
-
-def _window_metrics(w: dict[str, Any], step: int, samples_seen: int, optimizer, device, gc_clock) -> dict[str, float]:
-    dt = max(time.perf_counter() - w["t0"], 1e-9)
-    n = max(w["n"], 1.0)
-    mean = all_mean([w["loss"] / n, w["fine"] / n, w["coarse"] / max(w["n_coarse"], 1.0),
-                     w["grad_norm"] / n, w["wait"] / dt], device)
-    tot = all_sum([w["samples"], w["frames"]], device)
-    # DDP steps wait for the slowest rank: the worst rank's data wait, (re)compilation time and
-    # garbage-collection pauses (seconds, full collections)
-    gc_s, gc_full = gc_clock.read()
-    worst = all_max([w["wait"] / dt, compile_seconds() - w["compile0"], gc_s - w["gc0"][0],
-                     float(gc_full - w["gc0"][1])], device)
-    m = {"loss": mean[0], "loss_fine": mean[1], "grad_norm": mean[3], "data_wait_frac": mean[4],
-         "data_wait_frac_max": worst[0], "compile_s_max": worst[1], "gc_s_max": worst[2], "gc_full_max": worst[3],
-         "gc_frozen": float(gc.get_freeze_count()),
-         "samples_per_s": tot[0] / dt, "frames_per_s": tot[1] / dt, "samples_seen": float(samples_seen),
-         "window_s": dt,
-         "step": float(step)}
-    if w["n_coarse"] > 0:
-        m["loss_coarse"] = mean[2]
-        m["loss_ratio"] = mean[1] / mean[2] if mean[2] > 0 else 0.0
-    m.update(group_lrs(optimizer))
-    if device.type == "cuda":
-        m["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return m
-
-
-@torch.no_grad()
-def _diagnostics(model, batch, autocast, device) -> dict[str, float]:
-    """q_static std, attention entropy (vs log N), |fine - coarse| on this rank's last batch."""
-    was = model.training
-    model.eval()
-    with autocast():
-        out = model(**model_inputs(batch), mode="coarse_fine", compute_coarse=True, return_diagnostics=True)
-    model.train(was)
-    diag = {k: float(v) for k, v in out.get("diagnostics", {}).items() if isinstance(v, (int, float))
-            or (isinstance(v, torch.Tensor) and v.numel() == 1)}
-    diag.pop("loss_ratio", None)  # one batch's ratio; the window's loss_ratio is the logged one
-    # Ranks may hold different keys (a text-only batch has no attention to measure), so
-    # gather the dicts and average each key over the ranks that have it.
-    merged: dict[str, list[float]] = {}
-    for d in gather_objects(diag):
-        for k, v in d.items():
-            if math.isfinite(v):
-                merged.setdefault(k, []).append(v)
-    return {k: sum(v) / len(v) for k, v in merged.items()}
-
-
-def _report(metrics, step, do_ckpt, cfg, model, optimizer, scheduler, samples_seen, stream, rank) -> None:
-    import ray.train
-
-    metric = cfg.training.checkpoint_metric
-    if metric not in metrics:
-        # Ray scores checkpoints by this key; without validation shards the training loss
-        # stands in (spec 4.6), but only towards Ray, never under a val_* name in MLflow.
-        metrics = {**metrics, metric: metrics["loss"]}
-    if not do_ckpt:
-        ray.train.report(metrics)
-        return
-    positions = gather_objects(stream.position())
-    rngs = gather_objects(ck.rng_state())
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="fovea-ckpt-") as tmp:
-        ck.write_checkpoint(
-            Path(tmp), model, optimizer, scheduler,
-            state={"step": step, "samples_seen": samples_seen, "data_positions": positions, "rng": rngs},
-            meta={"step": step, "samples_seen": samples_seen, "metrics": metrics, "run_name": cfg.name,
-                  "stage": cfg.training.stage, "time": time.time()},
-        )
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def _resume_source(ray_checkpoint, run_dir: Path):
-    """The newest complete checkpoint: Ray's, or a newer one already persisted on disk.
-
-    Ray registers a reported checkpoint when its controller next polls the worker; a
-    worker killed right after ``report`` can leave a persisted but unregistered
-    checkpoint.  With local storage we scan the run dir too, so no finished checkpoint is
-    lost.  Returns an object with ``as_directory()`` or None.
-    """
-    import ray.train
-
-    best, best_step = ray_checkpoint, -1
-    if ray_checkpoint is not None:
-        with ray_checkpoint.as_directory() as d:
-            best_step = ck.read_meta(Path(d)).get("step", -1)
-    on_disk = ck.latest_checkpoint(run_dir) if run_dir.exists() else None
-    if on_disk is not None and ck.read_meta(on_disk).get("step", -1) > best_step:
-        log.info("resuming from %s (newer than Ray's registered checkpoint)", on_disk)
-        best = ray.train.Checkpoint.from_directory(str(on_disk))
-    return best
-
-
-def load_weights(model, model_dir: Path) -> None:
-    """Load a save_pretrained dir into an already built model (any prefix, strict)."""
-    from safetensors.torch import load_file
-
-    from fovea.model import load_state_dict_flexible
-    from fovea.model.io import WEIGHTS_FILE
-
-    load_state_dict_flexible(model, load_file(str(Path(model_dir) / WEIGHTS_FILE)), strict=True)
-    model.llm.tie_weights()
-
-
-def _final_artifacts(hook, model, cfg: RunConfig, tracker, device, autocast) -> None:
+def final_artifacts(hook, model, cfg: RunConfig, tracker, device, autocast) -> None:
     """Rank 0, end of run: ``fit``'s ``on_train_end`` (the stages log generated captions for a
     few val videos and an attention heatmap)."""
     if hook is None or not cfg.data.val_shards or cfg.eval.caption_samples <= 0 or tracker is None:

@@ -1,0 +1,57 @@
+"""The end-of-training artifacts (``fit``'s ``on_train_end``, wired by ``fovea.platform.stages``):
+generated captions with their COCO metrics and the attention-heatmap grid, logged into the
+training run's MLflow run."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fovea.platform.config import RunConfig
+from fovea.platform.eval.batches import default_loader_factory, first_visual_batch
+from fovea.platform.eval.captions import generate_captions, records_jsonl, records_markdown, score_generations
+from fovea.platform.eval.report import attention_grid
+
+
+def log_training_artifacts(model, cfg: RunConfig, tracker, device=None, autocast=None,
+                           step: int | None = None) -> dict:
+    """End of a training run (rank 0): ``eval.caption_samples`` generated captions (table +
+    COCO metrics at ``step``) and the attention-heatmap grid, logged into the training run.
+    ``autocast``: a zero-argument callable returning a context manager (the training loop's)."""
+    from fovea.model.build import load_tokenizer
+
+    device = torch.device(device or next(model.parameters()).device)
+    tokenizer = load_tokenizer(model.cfg)
+    step = int(step if step is not None else (cfg.training.max_steps or 0))
+    factory = default_loader_factory(cfg, list(cfg.data.val_shards))
+    ctx = autocast() if autocast is not None else contextlib.nullcontext()
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fovea-artifacts-") as tmp, ctx:
+        recs = generate_captions(model, factory(), tokenizer, cfg.eval.caption_samples, cfg.eval.max_new_tokens,
+                                 device, precision="fp32", progress=False)
+        if recs:
+            out = score_generations(recs, spice=False)
+            _log_captions(tracker, recs, out, step)
+        if cfg.eval.heatmap_videos > 0:
+            _log_heatmap(model, factory(), cfg.eval.heatmap_videos, tracker, Path(tmp))
+    out["records"] = recs
+    return out
+
+
+def _log_captions(tracker, recs: list[dict], scores: dict[str, Any], step: int) -> None:
+    tracker.log_text(records_markdown(recs), "evaluation/captions.md")
+    tracker.log_text(records_jsonl(recs), "evaluation/captions.jsonl")
+    tracker.log_metrics({f"eval/caption/{k}": v for k, v in scores.get("captions", {}).items()}, step=step)
+
+
+def _log_heatmap(model, loader, n_videos: int, tracker, tmp: Path) -> None:
+    first = first_visual_batch(loader)
+    if first is None:
+        return
+    p = attention_grid(model, first, tmp / "attention_grid.png", n_videos=n_videos)
+    if p is not None:
+        tracker.log_artifact(p, "evaluation")
