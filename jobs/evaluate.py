@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a Foveated VLM checkpoint as a Ray job (spec 6).
+"""Evaluate a Foveated VLM checkpoint as a Ray job (DESIGN.md 6).
 
     python jobs/evaluate.py --checkpoint PATH|MLFLOW_RUN_ID --data 'SHARDS_GLOB' \\
         [--mode coarse_only|coarse_fine|autoregressive|all] [--max-samples N] [--captions N] \\

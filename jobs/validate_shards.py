@@ -1,4 +1,4 @@
-"""Validate webdataset shards (spec 3.6, plus the checks the reference promised but lacked).
+"""Validate webdataset shards (DESIGN.md 3.6, plus the checks the reference promised but lacked).
 
     python jobs/validate_shards.py data/demo/shards/webvid [--max-shards 10] [--seed 0] [--images 3]
     python jobs/validate_shards.py "data/shards/cauldron/train-*.tar"

@@ -1,4 +1,4 @@
-"""fovea.model: the Foveated VLM (spec section 1) -- what it is, how it is built, saved and
+"""fovea.model: the Foveated VLM (DESIGN.md 1) -- what it is, how it is built, saved and
 loaded.  It reads only its own ``ModelConfig`` and never imports the platform.
 
 Public surface:

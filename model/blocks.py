@@ -1,4 +1,4 @@
-"""The two per-layer computations of the FoveatedEncoder, as small modules (spec 1.2).
+"""The two per-layer computations of the FoveatedEncoder, as small modules (DESIGN.md 1.2).
 
 Both wrap one Hugging Face ``Dinov2Layer`` and reuse its weights; they hold no weights of
 their own and are not registered as submodules (the state dict is the HF layer's):

@@ -7,7 +7,7 @@ The LLM loads with ``AutoModelForCausalLM`` in ``llm_dtype`` (fp32 or bf16) and
 ``attn_implementation``; DINOv2 with ``Dinov2Model`` in fp32; the new parameters are
 fp32. Random-weight store entries (DINOv2 here) are logged loudly (``warn_if_random``).
 ``freeze_dino`` / ``freeze_llm`` turn off requires_grad on ``encoder.dino`` / ``llm``
-only (query_input_proj, output_proj and the connectors stay trainable, spec 4.1).
+only (query_input_proj, output_proj and the connectors stay trainable, DESIGN.md 4.1).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def build_model(model_cfg: ModelConfig | None = None) -> FoveatedVLM:
 def load_tokenizer(model_cfg_or_ref):
     """Tokenizer (with chat template) for a ModelConfig, an LLM ref, or a saved model folder.
 
-    The pad token defaults to eos when the tokenizer has none (spec 2.2).
+    The pad token defaults to eos when the tokenizer has none (DESIGN.md 2.2).
     """
     from transformers import AutoTokenizer
 

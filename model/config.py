@@ -1,5 +1,5 @@
 """``model:`` -- what to build: the LLM, the DINOv2 backbone, the query width and the
-ablation switches.  The run config (``fovea.platform.config.RunConfig``) holds one of these;
+ablation switches.  The run config (``RunConfig`` in platform/config.py) holds one of these;
 the model reads nothing else, so it can be built and tested without the platform."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Foveation health checks (spec section 7), cheap enough to log every N steps.
+"""Foveation health checks (DESIGN.md 7), cheap enough to log every N steps.
 
 ``forward(..., return_diagnostics=True)`` adds ``out["diagnostics"]``, a flat dict of
 Python floats (MLflow-ready):

@@ -1,4 +1,4 @@
-"""FoveatedEncoder: a DINOv2 backbone read by one query token per frame (spec 1.2).
+"""FoveatedEncoder: a DINOv2 backbone read by one query token per frame (DESIGN.md 1.2).
 
 Two phases, run separately so one patch pass serves any number of queries:
 

@@ -1,4 +1,4 @@
-"""Text cross-entropy from per-token loss masks (spec 2.1, 2.3).
+"""Text cross-entropy from per-token loss masks (DESIGN.md 2.1, 2.3).
 
 Every forward mode produces hidden states for the S text positions of each sample,
 [B, S, d]; position i predicts token i+1 ("shift inside the text span"). Targets:
@@ -14,7 +14,7 @@ for ChatML it is always ``<|im_start|>``), which keeps the three modes comparabl
 Decisions:
 - ignore index -100, never the pad id: with pad == eos == ``<|im_end|>`` in SmolLM2
   the old pad-id ignore silently dropped every genuine ``<|im_end|>`` target.
-- reduction: token-weighted mean over the micro-batch (spec 2.1); a batch with no
+- reduction: token-weighted mean over the micro-batch (DESIGN.md 2.1); a batch with no
   target at all returns 0 (with a graph) instead of NaN.
 """
 

@@ -1,4 +1,4 @@
-"""FoveatedVLM: DINOv2 foveated tokens + a Llama-family causal LM (spec 1.3-1.5).
+"""FoveatedVLM: DINOv2 foveated tokens + a Llama-family causal LM (DESIGN.md 1.3-1.5).
 
 One token per frame. Frame t's query comes from the LLM state at frame t-1
 ("shifted"): frame 1 uses the learned ``q_init``; the coarse pass uses the learned
@@ -28,7 +28,7 @@ its sample ran alone, so padded frames and other samples' lengths never change a
 sample's logits or loss; no attention mask or position ids are passed (the fast
 ``is_causal`` SDPA path stays on). Deviation from the reference, which put padded
 frames (constant 0.14*b_dino_to_llm tokens) between video and text and let text attend
-to them (spec 1.5, open question 6). Text-only samples (num_frames 0) have n_b = 0:
+to them (DESIGN.md 1.5, open question 6). Text-only samples (num_frames 0) have n_b = 0:
 no visual token at all (no "null" token), their text starts at position 0, so they
 equal a plain LLM run on the text; a batch with no real frame skips DINOv2 entirely.
 Autoregressive mode uses the same layout (see generation.py), so its padded frames

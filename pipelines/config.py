@@ -1,5 +1,5 @@
 """``data:`` -- which shards a run reads and how the loader batches them.  The run config
-(``fovea.platform.config.RunConfig``) holds one of these; the pipelines read nothing else."""
+(``RunConfig`` in platform/config.py) holds one of these; the pipelines read nothing else."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class DataConfig(BaseModel):
     # tokens), as frames at this many tokens a frame, so that the budget bounds a batch's compute
     # and DDP ranks get batches of similar cost. 135M + DINOv2-small: one frame's patch pass
     # (12.1 GFLOP, +1/3 recomputed with DINO checkpointing) ~ 57-76 LLM tokens (0.21 GFLOP each).
-    # None: frames only (spec 3.6).
+    # None: frames only (DESIGN.md 3.6).
     llm_tokens_per_frame: float | None = Field(None, gt=0)
     max_text_tokens: int = Field(512, ge=8)
     num_workers: int = Field(2, ge=0)

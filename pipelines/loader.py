@@ -18,7 +18,7 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     index r, R), so the batches of reader r do not depend on how the R readers are split into
     ranks x workers; the JPEG bytes stay encoded until a batch is formed.
   * batching happens in the reader, on metadata: ``batch_size`` samples, or with
-    ``max_total_frames`` token-budget batching (spec 3.6): buffer 4 x batch_size samples, sort
+    ``max_total_frames`` token-budget batching (DESIGN.md 3.6): buffer 4 x batch_size samples, sort
     by (frames, text tokens) (``budget_sort``; off: arrival order), close a batch when it has
     batch_size samples or one more would exceed max_total_frames (a single longer sample forms
     its own batch), carry the buffer's last, unfilled batch over into the next buffer, and

@@ -1,7 +1,7 @@
 """One sample reference -> shard payload, or a reject record.  Runs inside Ray Data tasks.
 
 ``process_batch`` is the ``map_batches`` function: it never raises for bad input; each row
-becomes either ``ok=True`` with ``json`` (the sample's metadata, spec 3.2) and ``jpgs`` (one
+becomes either ``ok=True`` with ``json`` (the sample's metadata, DESIGN.md 3.2) and ``jpgs`` (one
 JPEG per frame, time order) or ``ok=False`` with ``reason``/``detail``.
 
 Sample JSON (``KEY.json``):

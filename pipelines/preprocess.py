@@ -40,7 +40,7 @@ from fovea.pipelines.tokenize import DEFAULT_TOKENIZER, default_max_tokens
 log = logging.getLogger("fovea.pipelines.preprocess")
 
 DEFAULT_STAGE = {"webvid": 1, "smoltalk": 1, "cauldron": 2, "video_sft": 2}
-DEFAULT_SAMPLES_PER_SHARD = 1000  # spec 3.2
+DEFAULT_SAMPLES_PER_SHARD = 1000  # DESIGN.md 3.2
 DEFAULT_VAL_FRACTION = 0.1
 
 

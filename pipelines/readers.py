@@ -11,7 +11,7 @@ Layouts accepted (what the public downloads look like):
                 videos/<page_dir>/<videoid>.<ext> (or videos/<videoid>.<ext>)
     cauldron/   <subset>/*.parquet with columns images (list of {bytes, path} structs or
                 of raw bytes) and texts (list of {user, assistant, source}); one sample per
-                row = first image + last turn (spec 3.1)
+                row = first image + last turn (DESIGN.md 3.1)
     smoltalk/   **/*.parquet and/or **/*.jsonl, column/field ``messages`` = list of
                 {role, content}; one sample per row = last user turn + the assistant reply
     video_sft/  *.json (LLaVA-Video-178K style): list of {id, video, conversations:

@@ -154,7 +154,7 @@ def shard_is_complete(out_dir: str | Path, name: str, plan_hash: str) -> bool:
 # -- manifest ---------------------------------------------------------------------------------
 
 def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: dict) -> dict:
-    """Spec 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts."""
+    """DESIGN.md 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts."""
     shards, dist, buckets = [], {}, {name: [] for name, _, _ in BUCKETS}
     total_tokens = total = 0
     for i, (name, st) in enumerate(states):

@@ -1,4 +1,4 @@
-"""Chat format and loss masks (spec sections 2.2 and 2.3).
+"""Chat format and loss masks (DESIGN.md 2.2 and 2.3).
 
 Every sample, visual or text-only, is one system + user + assistant exchange rendered with
 the tokenizer's own chat template (SmolLM2 ChatML) and an explicit system prompt, which
@@ -15,7 +15,7 @@ tokenized with ``add_special_tokens=False``.  Loss mask by stage:
                 len(tokens of system + user rendered with add_generation_prompt=True), i.e.
                 the answer and its closing ``<|im_end|>\\n`` are targets
 
-Choice recorded (spec 2.3 "precedence quirk"): every dataset is re-tokenized from its
+Choice recorded (DESIGN.md 2.3 "precedence quirk"): every dataset is re-tokenized from its
 ``user``/``assistant`` text with the stage rule; nothing pre-tokenized upstream is reused.
 Sequences longer than ``max_tokens`` are cut at the end (512 tokens for stage 1 and 1024 for
 stages 2-3 by default); a stage 2-3 sample whose prompt alone fills the budget is rejected.
@@ -31,7 +31,7 @@ from fovea.pipelines.errors import EMPTY_CAPTION, EMPTY_PROMPT, TOO_LONG, Reject
 SYSTEM_PROMPT = "You are a helpful AI assistant."
 DEFAULT_TOKENIZER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# Prompts for sources whose samples carry no user text (spec 2.2).
+# Prompts for sources whose samples carry no user text (DESIGN.md 2.2).
 SOURCE_PROMPTS = {
     "openvid": "Write a brief caption for this video.",
     "webvid": "What would be the WebVid caption for this video?",

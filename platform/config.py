@@ -44,7 +44,7 @@ class _Section(BaseModel):
 
 
 class TrainingConfig(_Section):
-    """Optimisation and checkpoints (spec section 4)."""
+    """Optimisation and checkpoints (DESIGN.md 4)."""
 
     stage: Literal[1, 2, 3] = 1
     total_samples: int = Field(1_000_000, ge=1)
@@ -87,7 +87,7 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(48, ge=1)
     # jobs/evaluate.py (platform/eval/harness.py run_evaluation)
     batch_size: int | None = Field(None, ge=1)  # None -> data.batch_size
-    image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (spec 6.2/6.3)
+    image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (DESIGN.md 6.2/6.3)
     benchmarks_dir: str | None = None  # data/benchmarks: MCQ benchmarks present there are run
     benchmark_max_items: int | None = Field(None, ge=1)  # per benchmark, spread over its items
     reference_model: str | None = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"  # scored when local

@@ -51,7 +51,7 @@ def parse(stage: int, argv: list[str] | None = None) -> tuple[argparse.Namespace
 
 
 def dry_run(cfg: RunConfig) -> dict:
-    """Spec 4.9: build model and loaders, pull one batch, print what a run would do."""
+    """DESIGN.md 4.9: build model and loaders, pull one batch, print what a run would do."""
     import torch
 
     from fovea.model import build_model

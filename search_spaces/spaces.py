@@ -14,7 +14,7 @@ A space file holds::
 Any other top-level key (e.g. ``sizes:`` holding YAML anchors) is ignored.  This module
 checks the file's shape (names, mappings, fields) and knows nothing of the run config; the
 sweep passes ``validate`` to check every key and value of ``common`` and of each experiment's
-``overrides`` against it when the space is loaded (``fovea.platform.sweep.spaces``), so a typo
+``overrides`` against it when the space is loaded (platform/sweep/spaces.py), so a typo
 fails at once with the key, the experiment and the file.
 
     from fovea.search_spaces.spaces import load_search_space

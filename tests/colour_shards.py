@@ -1,4 +1,4 @@
-"""A small learnable task written straight into shards (spec 3.2 layout) for training tests.
+"""A small learnable task written straight into shards (DESIGN.md 3.2 layout) for training tests.
 
 Each video is 1-4 frames of one solid colour; its caption names the colour, so the
 caption's colour word is only predictable from the frames.  SmolTalk-style text-only

@@ -259,7 +259,7 @@ def test_forward_accepts_collate_keys_and_rejects_bad_input(model):
 
 
 def _reference_logits(model, frames, ids, mode):
-    """Spec 1.3/1.4 data flow for ONE sample, written with the plain HF modules:
+    """DESIGN.md 1.3/1.4 data flow for ONE sample, written with the plain HF modules:
     frames [n,3,H,W] (all real), ids [S] -> text logits [S,V]."""
     enc, llm = model.encoder, model.llm
     cache = enc.encode_patches(frames)

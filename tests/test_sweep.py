@@ -37,7 +37,7 @@ def test_every_space_loads_and_validates():
         "A6": {"model.coarse_only": True},
         "A7": {"model.deep_query": False, "model.coarse_only": True},
     }
-    # Spec 5.1 baseline: cosine, 5 % warm-up, connector 1e-4, backbones 1e-5, 300K samples.
+    # DESIGN.md 5.1 baseline: cosine, 5 % warm-up, connector 1e-4, backbones 1e-5, 300K samples.
     common = load_space("ablations").common
     assert common["training.lr_connector"] == 1e-4 and common["training.schedule"] == "cosine"
     lr = load_space("lr")
@@ -70,9 +70,9 @@ def test_scaling_grid_follows_the_spec_rules():
         rule = 1e-3 / math.sqrt(llm_params[size] / llm_params["135M"])
         lr = e.overrides["training.lr_connector"]
         if size == "1.7B":
-            assert lr == pytest.approx(rule, rel=0.1)  # 2.8e-4 by the rule, the spec's 3e-4
+            assert lr == pytest.approx(rule, rel=0.1)  # 2.8e-4 by the rule, the reference's 3e-4
         if size == "360M":
-            assert lr == 7e-4 and lr == pytest.approx(rule, rel=0.15)  # spec's measured 7e-4; rule 6.1e-4
+            assert lr == 7e-4 and lr == pytest.approx(rule, rel=0.15)  # the reference's measured 7e-4; rule 6.1e-4
     flops = load_space("scaling_flops")
     samples = {e.name: e.overrides["training.total_samples"] for e in flops.experiments}
     assert samples["135M-C1"] == 64688 and samples["360M-C4"] == 701920 and samples["1.7B-C3"] == 140022

@@ -4,7 +4,7 @@ Videos at 1 FPS, spread uniformly over the clip (or over MVBench's start/end bou
 longer than ``max_frames`` (64) seconds -- not truncated to the first 64 s; short side to 224
 and centre-cropped, ImageNet-normalised, exactly like the training shards
 (``fovea.pipelines.video``: 1 FPS at t = k + 0.5).  Images: centre square crop, LANCZOS to
-224, replicated to 8 frames (spec 3.4, 6.3).  Frame folders (MVBench episodic reasoning):
+224, replicated to 8 frames (DESIGN.md 3.4, 6.3).  Frame folders (MVBench episodic reasoning):
 the same sampling rule over the folder's dump rate.
 
 A whole video without a bound goes through the pipeline's own ``decode_video``; a clip bound

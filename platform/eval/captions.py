@@ -41,7 +41,7 @@ def _eos_id(tokenizer) -> int:
 def generate_captions(model, loader: Iterable[dict], tokenizer, n: int, max_new_tokens: int = 48,
                       device: torch.device | str | None = None, precision: str = "auto",
                       progress: bool = True) -> list[dict]:
-    """Greedy generations (autoregressive visual loop, spec 1.4) for the first ``n`` visual
+    """Greedy generations (autoregressive visual loop, DESIGN.md 1.4) for the first ``n`` visual
     samples: system + user prompt + ``<|im_start|>assistant\\n``, stop at ``<|im_end|>``."""
     from fovea.platform.eval.mcq import chat_messages
 

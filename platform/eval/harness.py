@@ -1,4 +1,4 @@
-"""The whole evaluation of a Foveated VLM (spec 6), as one recipe: loss per inference mode and
+"""The whole evaluation of a Foveated VLM (DESIGN.md 6), as one recipe: loss per inference mode and
 the train/inference gap (``losses``), generated captions and short answers scored (``captions``),
 likelihood-scored multiple-choice benchmarks (``benchmarks``), an attention-heatmap grid and the
 results table, files and MLflow run (``report``).

@@ -3,9 +3,9 @@ train/inference gap between coarse_fine (how training sees the video) and autore
 (how inference does).
 
 Loss conventions.  ``loss`` is the reference's validation loss: the mean of per-batch losses
-weighted by batch size (spec 4.7); ``loss_token`` is the token-weighted mean over all target
+weighted by batch size (DESIGN.md 4.7); ``loss_token`` is the token-weighted mean over all target
 tokens.  Every mode scores the same tokens (the model never scores the first text token),
-text-only samples are dropped (spec 6.2: image-less samples skipped), and each mode gets a
+text-only samples are dropped (DESIGN.md 6.2: image-less samples skipped), and each mode gets a
 fresh, unshuffled loader, so the modes see identical samples and tokens.  The gap is
 ``(L_autoregressive - L_coarse_fine) / L_coarse_fine`` (reference: |gap| < 0.6 %).
 """

@@ -1,4 +1,4 @@
-"""Multiple-choice scoring by likelihood (spec 6.3): no generation, lowest mean loss wins.
+"""Multiple-choice scoring by likelihood (DESIGN.md 6.3): no generation, lowest mean loss wins.
 
 For a question with options A..K the harness builds, per option, the ChatML sequence
 
@@ -42,7 +42,7 @@ log = logging.getLogger("fovea.mcq")
 
 SYSTEM_PROMPT = "You are a helpful AI assistant."
 REFERENCE_MODEL = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
-# "letter, period, text up to the next newline-letter-period" (spec 6.3)
+# "letter, period, text up to the next newline-letter-period" (DESIGN.md 6.3)
 _OPTION_RE = re.compile(r"(?:^|\n)[ \t]*([A-Z])\.[ \t]*(.*?)(?=\n[ \t]*[A-Z]\.|\Z)", re.S)
 
 OptionLosses = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,7 +128,7 @@ def build_option_batch(tokenizer, question: str, options: list[tuple[str, str]],
 
 def per_sample_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
                     pad_quirk_id: int | None = None, reduction: str = "mean") -> torch.Tensor:
-    """Mean (or summed) shifted CE per sample over ``loss_mask`` (spec 2.1).
+    """Mean (or summed) shifted CE per sample over ``loss_mask`` (DESIGN.md 2.1).
 
     ``logits`` may cover more positions than the text (coarse_only: [visual; text],
     autoregressive: [last visual; text]); its last S positions are the text positions, and

@@ -1,5 +1,5 @@
 """Reporting of an evaluation (``fovea.platform.eval.harness.run_evaluation``): the results
-table (markdown / CSV, spec 6.4 layout), a JSON dump, the stdout summary, the MLflow metrics
+table (markdown / CSV, DESIGN.md 6.4 layout), a JSON dump, the stdout summary, the MLflow metrics
 and artifacts, and the attention-heatmap grid."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ EVAL_FILES = ("results.md", "results.csv", "results.json", "captions.jsonl", "at
 # -- results table --------------------------------------------------------------------------
 
 def results_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Spec 6.4-style table: one row per metric, one column per mode (+ reference model)."""
+    """DESIGN.md 6.4-style table: one row per metric, one column per mode (+ reference model)."""
     modes = [m for m in MODES if m in results.get("loss", {})] or list(results.get("modes", []))
     ref_cols = sorted({r for b in results.get("benchmarks", {}).values() for r in b.get("reference", {})})
     header = ["metric"] + modes + ref_cols

@@ -27,7 +27,7 @@ def worker_env(environ: dict[str, str]) -> dict[str, str]:
     env = {"PYTHONDONTWRITEBYTECODE": environ.get("PYTHONDONTWRITEBYTECODE", "1"),
            "TOKENIZERS_PARALLELISM": "false",
            # Batch shapes change every step (frames, text lengths): growable segments keep the
-           # caching allocator from cudaFree/cudaMalloc cycles (spec 4.4). No effect on CPU.
+           # caching allocator from cudaFree/cudaMalloc cycles (DESIGN.md 4.4). No effect on CPU.
            "PYTORCH_CUDA_ALLOC_CONF": environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
     env.update({k: v for k, v in environ.items() if k in PASSED_TO_WORKERS or k.startswith("NCCL_")})
     return env

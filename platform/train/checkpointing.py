@@ -30,7 +30,7 @@ def report(metrics, step, do_ckpt, cfg: RunConfig, model, optimizer, scheduler, 
     metric = cfg.training.checkpoint_metric
     if metric not in metrics:
         # Ray scores checkpoints by this key; without validation shards the training loss
-        # stands in (spec 4.6), but only towards Ray, never under a val_* name in MLflow.
+        # stands in (DESIGN.md 4.6), but only towards Ray, never under a val_* name in MLflow.
         metrics = {**metrics, metric: metrics["loss"]}
     if not do_ckpt:
         ray.train.report(metrics)

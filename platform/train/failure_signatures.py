@@ -1,4 +1,4 @@
-"""Foveation failure signatures (spec section 7): is the fine pass doing anything?
+"""Foveation failure signatures (DESIGN.md 7): is the fine pass doing anything?
 
 ``failure_signatures(metrics, init_std)`` is a pure function over one dict of diagnostics
 (what the training loop logs every ``training.diagnostics_every`` steps, see
@@ -11,7 +11,7 @@
 | `entropy_uniform`  | attention entropy > 0.98 log N (N = keys, 257 -> 5.44 nats), from  | BUG-001/002/004; also  |
 |                    | step ``WARMUP_STEPS`` on (fine query's; the coarse one's if no     | random DINOv2 at init  |
 |                    | fine entropy is logged)                                           |                        |
-| `q_static_std`     | q_static std < 0.1 (spec: ~1.0; BUG-001 used 0.02), or its ratio  | BUG-001; or a collapse |
+| `q_static_std`     | q_static std < 0.1 (reference: ~1.0; BUG-001 used 0.02), or its ratio  | BUG-001; or a collapse |
 |                    | to the init std outside [0.5, 2] (drifted far from its init)      | / blow-up in training  |
 | `tokens_identical` | mean abs(z_fine - z_coarse) < 0.05 (healthy > 0.5; BUG-001 0.012) | BUG-001 / BUG-002      |
 
@@ -81,7 +81,7 @@ def failure_signatures(metrics: dict[str, Any], init_std: float, *, mode: str = 
     if q is not None:
         if q < Q_STD_MIN:
             out.append(Signature("q_static_std", (
-                f"q_static std {q:.4g} < {Q_STD_MIN} (spec: ~1.0): queries this small let the projection "
+                f"q_static std {q:.4g} < {Q_STD_MIN} (reference: ~1.0): queries this small let the projection "
                 f"bias decide the attention, so every query looks alike (BUG-001: init std 0.02; "
                 f"model.query_init_std={init_std:g})")))
         elif init_std > 0 and not (1 / Q_STD_DRIFT <= q / init_std <= Q_STD_DRIFT):

@@ -87,7 +87,7 @@ def quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
+def maybe_inject_fault(reference: str | None, step: int, rank: int) -> None:
     """``spec`` = "step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
 
     The driver copies FOVEA_FAULT_INJECT from its environment into the loop config (a
@@ -105,7 +105,7 @@ def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def nan_injected(spec: str | None, step: int, rank: int) -> bool:
+def nan_injected(reference: str | None, step: int, rank: int) -> bool:
     """``spec`` = "steps=A-B,rank=R": rank R's loss is made NaN at optimizer steps A..B (the
     tests of the non-finite guard; FOVEA_NAN_INJECT in the driver's environment)."""
     if not spec:
@@ -258,7 +258,7 @@ def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
     acc = accumulate(w, progress, state.window, compute_coarse)
     skip, grad_norm, nonfinite = apply_step(w, acc, progress.step + 1, state)
     progress.step += 1
-    progress.samples_seen += acc.samples * w.world  # spec 4.5: batch x world per micro-batch
+    progress.samples_seen += acc.samples * w.world  # DESIGN.md 4.5: batch x world per micro-batch
     state.tally.add(acc.losses, grad_norm, skip, nonfinite, compute_coarse)
     state.window.samples += acc.samples
     state.window.frames += acc.frames

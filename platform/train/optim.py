@@ -1,4 +1,4 @@
-"""AdamW with three parameter groups and the spec's LR schedules (spec 4.1, 4.2).
+"""AdamW with three parameter groups and the reference's LR schedules (DESIGN.md 4.1, 4.2).
 
 Groups (by parameter name, on the unwrapped model):
 
@@ -7,7 +7,7 @@ Groups (by parameter name, on the unwrapped model):
     dino       every other encoder.* parameter (the DINOv2 backbone)  -> lr_dino
     llm        llm.*                                                  -> lr_llm
 
-Fix of a reference slip (spec 4.1 note / open question 4): the reference matched the
+Fix of a reference slip (DESIGN.md 4.1 note / open question 4): the reference matched the
 name ``query_output_proj``, which does not exist, so the new, randomly initialised
 ``encoder.output_proj`` trained at the backbone LR.  Here it is a connector parameter.
 
@@ -64,7 +64,7 @@ def param_groups(model: nn.Module, cfg: TrainingConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
-    # Fused AdamW (spec 8: "fused AdamW ... small" gain), on CPU too: its found_inf lets the
+    # Fused AdamW (DESIGN.md 8: "fused AdamW ... small" gain), on CPU too: its found_inf lets the
     # training loop skip a non-finite step on the device (platform/train/step_tally.py).
     return torch.optim.AdamW(param_groups(model, cfg), fused=True)
 
@@ -101,7 +101,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainingConfig, total_steps
 
 
 def total_optimizer_steps(cfg: TrainingConfig, batch_size: int, world_size: int) -> int:
-    """total_samples // (batch * accum * world), unless max_steps is set (spec 4.5)."""
+    """total_samples // (batch * accum * world), unless max_steps is set (DESIGN.md 4.5)."""
     if cfg.max_steps is not None:
         return cfg.max_steps
     return max(1, cfg.total_samples // (batch_size * cfg.grad_accum * world_size))
