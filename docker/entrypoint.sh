@@ -135,8 +135,8 @@ run_worker() {
 
 run_job() {
   local script=${1:-}
-  if [[ ! "$script" =~ ^[A-Za-z0-9_]+(\.py)?$ ]]; then
-    log "usage: job SCRIPT [ARGS...]  (SCRIPT: a name in $FOVEA_HOME/jobs, e.g. stage1)"
+  if [[ ! "$script" =~ ^(bench/)?[A-Za-z0-9_]+(\.py)?$ ]]; then
+    log "usage: job SCRIPT [ARGS...]  (SCRIPT: a name in $FOVEA_HOME/jobs, e.g. stage1, or bench/NAME for jobs/bench)"
     exit 2
   fi
   shift

@@ -17,20 +17,8 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
   * per reader: a shuffle buffer of ``shuffle_buffer`` samples seeded by (seed, epoch, reader
     index r, R), so the batches of reader r do not depend on how the R readers are split into
     ranks x workers; the JPEG bytes stay encoded until a batch is formed.
-  * batching happens in the reader, on metadata: ``batch_size`` samples, or with
-    ``max_total_frames`` token-budget batching (DESIGN.md 3.6): buffer 4 x batch_size samples, sort
-    by (frames, text tokens) (``budget_sort``; off: arrival order), close a batch when it has
-    batch_size samples or one more would exceed max_total_frames (a single longer sample forms
-    its own batch), carry the buffer's last, unfilled batch over into the next buffer, and
-    shuffle the order of the batches; the reader's one unfilled batch of the epoch comes last
-    (so the cheap tails of all readers and ranks fall together at the epoch's end instead of
-    meeting full batches on the other ranks: on 2 ranks x 8 readers of 750 samples an epoch,
-    the rank imbalance that ``jobs/bench/bench_rank_balance.py`` simulates falls from 1.13 to 1.02;
-    docs/PERFORMANCE.md has the GPU figure).  The budget counts real frames, plus, with
-    ``llm_tokens_per_frame`` = r, the padded LLM rows as frames at r tokens each:
-    cost = sum(frames) + B * (max frames + max text tokens) / r, so that every closed batch
-    costs about the same compute (DDP ranks wait for the costlier batch of a step).  Only then
-    are the frames decoded (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL),
+  * batching happens in the reader, on metadata: ``batch_size`` samples, or token-budget
+    batches (``max_total_frames``; pipelines/batching.py).  Only then are the frames decoded (``torchvision.io.decode_jpeg`` when torchvision imports, else PIL),
     truncated to ``max_frames`` by uniform spread, single images repeated ``replicate_image_frames`` times,
     and ImageNet-normalised in ``collate`` -- except in training with ``data.packed_frames``
     (the default), where ``collate`` ships only the real frames as uint8 [n,3,224,224] and the
@@ -60,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fovea.pipelines.batching import make_batches
 from fovea.pipelines.shards import expand_shards
 from fovea.pipelines.video import uniform_indices
 
@@ -190,65 +179,6 @@ def collate(samples: list[dict], packed: bool = False) -> dict:
         "keys": [s["key"] for s in samples], "sources": [s["source"] for s in samples],
         "users": [s["user"] for s in samples], "assistants": [s["assistant"] for s in samples],
     }
-
-
-# -- batching ------------------------------------------------------------------------------------
-
-def make_batches(samples, batch_size: int, max_total_frames: int | None, rng: random.Random | None,
-                 sort: bool = True, llm_tokens_per_frame: float | None = None):
-    """Fixed-size batches, or token-budget batches (see module docstring); yields lists."""
-    if max_total_frames is None:
-        buf = []
-        for s in samples:
-            buf.append(s)
-            if len(buf) == batch_size:
-                yield buf
-                buf = []
-        if buf:
-            yield buf
-        return
-    buf = []
-    for s in samples:
-        buf.append(s)
-        if len(buf) >= 4 * batch_size:
-            full, buf = pack_batches(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
-            yield from shuffled(full, rng)  # the unfilled last batch waits for the next buffer
-    if buf:
-        full, rest = pack_batches(buf, batch_size, max_total_frames, llm_tokens_per_frame, sort)
-        yield from shuffled(full, rng)
-        yield rest  # the one unfilled batch: last, where the other readers' and ranks' are
-
-
-def batch_cost(frames: int, n: int, max_frames: int, max_tokens: int, llm_tokens_per_frame: float | None) -> float:
-    """Budget units of a batch of n samples: its real frames (+ its padded LLM rows as frames)."""
-    if not llm_tokens_per_frame:
-        return frames
-    return frames + n * (max_frames + max_tokens) / llm_tokens_per_frame
-
-
-def pack_batches(buf, batch_size, cap, llm_tokens_per_frame, sort=True):
-    """Samples -> (closed batches, the last, unfilled one): token-budget batches of at most
-    ``batch_size`` samples and ``cap`` budget units (``batch_cost``), the samples sorted by
-    (frames, text tokens) first unless ``sort`` is off."""
-    if sort:
-        buf = sorted(buf, key=lambda s: (s.frames, s.tokens, s.key))
-    out, cur, frames, top_f, top_t = [], [], 0, 0, 0  # the open batch, its frames, max frames/tokens
-    for s in buf:
-        cost = batch_cost(frames + s.frames, len(cur) + 1, max(top_f, s.frames), max(top_t, s.tokens),
-                          llm_tokens_per_frame)
-        if cur and (len(cur) == batch_size or cost > cap):
-            out.append(cur)
-            cur, frames, top_f, top_t = [], 0, 0, 0
-        cur.append(s)
-        frames, top_f, top_t = frames + s.frames, max(top_f, s.frames), max(top_t, s.tokens)
-    return out, cur
-
-
-def shuffled(batches, rng):
-    """The batches in random order (shuffled in place), or as they are when ``rng`` is None."""
-    if rng is not None:
-        rng.shuffle(batches)
-    return batches
 
 
 # -- one stream of batches (one reader per DataLoader worker) -----------------------------------

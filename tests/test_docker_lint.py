@@ -209,6 +209,11 @@ def test_entrypoint_dispatch(tmp_path: Path):
     r = _run_entrypoint(tmp_path, "job", "hello", "--config", "demo", HF_TOKEN="x")
     assert r.returncode == 0 and "hello ['--config', 'demo'] True" in r.stdout, r.stderr
     assert _run_entrypoint(tmp_path, "job", "../../etc/passwd").returncode == 2
+    (jobs / "bench").mkdir()
+    (jobs / "bench" / "tool.py").write_text("import sys; print('tool', sys.argv[1:])\n")
+    r = _run_entrypoint(tmp_path, "job", "bench/tool", "--cpu")  # the performance tools in jobs/bench
+    assert r.returncode == 0 and "tool ['--cpu']" in r.stdout, r.stderr
+    assert _run_entrypoint(tmp_path, "job", "bench/../hello").returncode == 2
     assert _run_entrypoint(tmp_path, "job", "missing").returncode == 2
     r = _run_entrypoint(tmp_path, "worker")
     assert r.returncode != 0 and "RAY_HEAD_ADDRESS" in r.stderr

@@ -298,7 +298,7 @@ def test_budget_batches_sorted_or_in_arrival_order():
     (data.budget_sort=false); either way every sample once, the caps hold."""
     from types import SimpleNamespace
 
-    from fovea.pipelines.loader import make_batches
+    from fovea.pipelines.batching import make_batches
 
     frames = [5, 1, 9, 2, 7, 3, 8, 1, 4, 6, 2, 9]
     samples = [SimpleNamespace(frames=f, tokens=3, key=f"k{i:02d}") for i, f in enumerate(frames)]
@@ -321,7 +321,7 @@ def test_cost_budget_gives_batches_of_similar_compute():
     import random as _random
     from types import SimpleNamespace
 
-    from fovea.pipelines.loader import batch_cost, make_batches
+    from fovea.pipelines.batching import batch_cost, make_batches
 
     rng = _random.Random(0)  # the reference distribution: LogNormal(mean 7, s 0.8) in [1, 64]
     frames = [min(64, max(1, round(rng.lognormvariate(math.log(7) - 0.32, 0.8)))) for _ in range(3000)]

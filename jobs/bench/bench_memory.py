@@ -33,7 +33,8 @@ def measure_batches(a: argparse.Namespace) -> tuple[dict, dict[str, int]]:
     import torch
 
     from fovea.model import build_model
-    from fovea.pipelines.loader import batch_cost, build_train_loader
+    from fovea.pipelines.batching import batch_cost
+    from fovea.pipelines.loader import build_train_loader
     from fovea.platform.config import load_config
     from fovea.platform.profiling.saved_tensors import count_checkpoint_inputs, measure
 

@@ -27,7 +27,7 @@ import itertools
 import random
 from types import SimpleNamespace
 
-from fovea.pipelines.loader import batch_cost, make_batches, pack_batches, shuffled
+from fovea.pipelines.batching import batch_cost, make_batches, pack_batches, shuffled
 from fovea.platform.profiling.bench_shards import frame_counts
 from fovea.platform.train.collectives import cost_imbalance
 

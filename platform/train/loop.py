@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fovea.pipelines.batch import model_inputs
-from fovea.pipelines.loader import batch_cost
+from fovea.pipelines.batching import batch_cost
 from fovea.platform.config import RunConfig
 from fovea.platform.profiling.step_profiler import StepProfiler, phase
 from fovea.platform.train.batch_stream import Stream, to_device
@@ -87,7 +87,7 @@ def quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def maybe_inject_fault(reference: str | None, step: int, rank: int) -> None:
+def maybe_inject_fault(spec: str | None, step: int, rank: int) -> None:
     """``spec`` = "step=S,rank=R,marker=PATH": SIGKILL rank R at step S, once.
 
     The driver copies FOVEA_FAULT_INJECT from its environment into the loop config (a
@@ -105,7 +105,7 @@ def maybe_inject_fault(reference: str | None, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def nan_injected(reference: str | None, step: int, rank: int) -> bool:
+def nan_injected(spec: str | None, step: int, rank: int) -> bool:
     """``spec`` = "steps=A-B,rank=R": rank R's loss is made NaN at optimizer steps A..B (the
     tests of the non-finite guard; FOVEA_NAN_INJECT in the driver's environment)."""
     if not spec:
