@@ -22,7 +22,7 @@ demo: assets   ## preprocess -> stage-1 training on a local Ray cluster -> evalu
 test: assets   ## the whole test suite (CPU)
 	@$(PY) -m pytest tests -q
 
-ui: venv   ## MLflow UI on 127.0.0.1:5000 over the project's store
+ui: venv   ## MLflow UI on 127.0.0.1:5000 over the project's store; prints the links to the loss charts
 	@$(PY) jobs/mlflow_ui.py
 
 lint: venv

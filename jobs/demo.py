@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     print(f"best checkpoint: {fit_summary.best_checkpoint}")
     if eval_out.exists():
         print(f"evaluation:      {eval_out}")
-    print("open the UI:     make ui   (then http://127.0.0.1:5000)")
+    print("open the UI:     make ui   (it prints the links that open on loss_fine / loss_coarse)")
     print(f"demo wall time:  {time.time() - t_all:.0f}s")
     return 0
 

@@ -4,9 +4,10 @@
     python jobs/mlflow_ui.py [--runs-dir runs] [--host 127.0.0.1] [--port 5000]
 
 Binds to 127.0.0.1 unless told otherwise; on a remote machine, tunnel it:
-`ssh -N -L 5000:127.0.0.1:5000 user@host`.  Prints each experiment's runs page
-(`#/experiments/<id>/runs`; the bare experiment URL opens the traces view).
-Comparing a sweep's loss_fine against loss_coarse: see docs/SWEEPS.md.
+`ssh -N -L 5000:127.0.0.1:5000 user@host`.  Before the server starts, every experiment of the
+store is marked as model training with its chart layout, and the links are printed: per
+experiment, loss_fine / loss_coarse / their ratio for every training run, the same for the
+latest training run, and that run's page (`fovea.platform.runs.ui_views`; docs/SWEEPS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import socket
 import sys
 from pathlib import Path
+
+from fovea.platform.runs.ui_views import ui_links
 
 
 def server_command(store: Path, host: str, port: int) -> list[str]:
@@ -36,27 +39,12 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def experiment_pages(store: Path, base: str) -> list[str]:
-    """'<name>: <runs page URL> (<n> runs)' for every experiment in the store (best effort)."""
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(f"sqlite:///{store.resolve()}")
-        out = []
-        for e in client.search_experiments():
-            n = len(client.search_runs([e.experiment_id], max_results=1000))
-            out.append(f"  {e.name}: {base}/#/experiments/{e.experiment_id}/runs  ({n} runs)")
-        return out
-    except Exception as e:  # noqa: BLE001 - listing is a convenience only
-        return [f"  (could not list experiments: {type(e).__name__}: {e})"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
-    ap.add_argument("--quiet", action="store_true", help="do not list the experiments")
+    ap.add_argument("--quiet", action="store_true", help="do not print the experiments and their links")
     a = ap.parse_args()
     store = Path(a.runs_dir) / "mlflow.db"
     if not store.exists():
@@ -66,8 +54,12 @@ def main() -> None:
     cmd = server_command(store, a.host, a.port)
     base = f"http://{a.host}:{a.port}"
     print(f"MLflow UI: {base}  (store {store}); Ctrl-C stops it", flush=True)
+    try:
+        links = ui_links(f"sqlite:///{store.resolve()}", base)
+    except Exception as e:  # noqa: BLE001 - the views are a convenience; the server still starts
+        links = [f"  (could not mark the experiments: {type(e).__name__}: {e})"]
     if not a.quiet:
-        print("\n".join(experiment_pages(store, base)), flush=True)
+        print("\n".join(links), flush=True)
     os.execv(cmd[0], cmd)
 
 

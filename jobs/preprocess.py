@@ -9,7 +9,8 @@
 Writes train-NNNNN.tar / val-NNNNN.tar, manifest.json and rejects.jsonl, then validates
 (a random subset of) the shards and prints read / written / rejected-by-reason counts.  Reruns are idempotent.
 Starts a local Ray instance with --num-cpus unless --address (or RAY_ADDRESS) names a cluster.
-Exit status: 0 when the run finished and the shards validate (rejects are not failures).
+Exit status: 0 when samples were written and the shards validate (rejects are not failures); 1 when
+nothing was written or the validator fails; 2 for bad arguments or an input folder not in the upstream layout.
 """
 
 from __future__ import annotations
@@ -62,17 +63,25 @@ def main(argv: list[str] | None = None) -> int:
             ray.init(address=address)
         else:
             ray.init(num_cpus=args.num_cpus, include_dashboard=False)
-    summary = run_preprocess(
-        args.dataset, args.input, args.output, stage=args.stage, val_fraction=args.val_fraction,
-        samples_per_shard=args.samples_per_shard, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
-        max_frames=args.max_frames, progress=not args.quiet,
-    )
+    try:
+        summary = run_preprocess(
+            args.dataset, args.input, args.output, stage=args.stage, val_fraction=args.val_fraction,
+            samples_per_shard=args.samples_per_shard, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
+            max_frames=args.max_frames, progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as e:  # the input folder is not in the upstream layout
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summary.format())
-    if args.validate <= 0:
-        return 0
-    report = validate_shards(summary.output, max_shards=args.validate, check_images=1)
-    print("validation:", report.summary().replace("\n", "\n  "))
-    return 0 if report.ok or summary.written == 0 else 1
+    failed = summary.written == 0
+    if failed:
+        print(f"FAILED: no sample was written ({summary.read} read, {sum(summary.rejected.values())} rejected); "
+              f"the reasons are in {os.path.join(summary.output, 'rejects.jsonl')}", file=sys.stderr)
+    if args.validate > 0 and not failed:
+        report = validate_shards(summary.output, max_shards=args.validate, check_images=1)
+        print("validation:", report.summary().replace("\n", "\n  "))
+        failed = not report.ok
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -29,13 +29,22 @@ Files:
 Synthetic batches for tests and benchmarks are ``fovea.pipelines.batch.dummy_batch``.
 """
 
-from .build import build_model, load_tokenizer
-from .encoder import FoveatedEncoder, PatchCache
-from .io import load_state_dict_flexible, unwrap_model
-from .losses import IGNORE_INDEX
-from .vlm import MODES, FoveatedVLM
+import importlib
 
-__all__ = [
-    "build_model", "load_tokenizer", "FoveatedEncoder", "PatchCache", "FoveatedVLM", "MODES",
-    "load_state_dict_flexible", "unwrap_model", "IGNORE_INDEX",
-]
+# Loaded on first use (PEP 562): importing ``fovea.model.config`` -- the run config's ``model:``
+# section -- then costs no torch or transformers import, and a bad config fails in a second.
+_EXPORTS = {
+    "build_model": "build", "load_tokenizer": "build", "FoveatedEncoder": "encoder", "PatchCache": "encoder",
+    "FoveatedVLM": "vlm", "MODES": "vlm", "load_state_dict_flexible": "io", "unwrap_model": "io",
+    "IGNORE_INDEX": "losses",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -32,6 +32,7 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FRAME_SIZE = 224  # the frames' side in the shards (pipelines/video.py; a test pins the two)
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .store import resolve_model_ref, warn_if_random
+from .store import model_config, resolve_model_ref, warn_if_random
 
 from .vlm import FoveatedVLM
 
@@ -67,6 +67,20 @@ def build_model(model_cfg: ModelConfig | None = None) -> FoveatedVLM:
     llm = load_llm(cfg.llm, cfg.llm_dtype, cfg.attn_implementation)
     dino = load_dino(cfg.dino)
     return apply_training_flags(FoveatedVLM(llm, dino, cfg))
+
+
+def build_model_on_meta(model_cfg: ModelConfig) -> FoveatedVLM:
+    """The model's structure on the meta device: every parameter's shape and dtype, no weights, no
+    memory, no file (the published configs serve where the store has no folder). For dry runs:
+    parameter counts and the step's memory of a model too big for this machine."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    c = model_cfg
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(model_config(c.llm), dtype=DTYPES[c.llm_dtype],
+                                               attn_implementation=c.attn_implementation)
+        dino = AutoModel.from_config(model_config(c.dino), dtype=torch.float32)
+        return apply_training_flags(FoveatedVLM(llm, dino, c))
 
 
 def load_tokenizer(model_cfg_or_ref):

@@ -8,22 +8,31 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Generation stops at end-of-sequence or after this many new tokens (the reference's cap, DESIGN.md
+# 1.4); the default of FoveatedVLM.generate and of eval.max_new_tokens.
+MAX_NEW_TOKENS = 200
+
 
 class ModelConfig(BaseModel):
     """The Foveated VLM (docs/DESIGN.md, "The model")."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a bool where a number belongs, or a string where a float belongs, is refused
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     llm: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id or local path; local store first
     dino: str = "facebook/dinov2-small"
-    query_dim: int | None = None  # None -> DINOv2 width (384 small, 768 base); A2 uses 192
+    query_dim: int | None = Field(None, ge=1)  # None -> DINOv2 width (384 small, 768 base); A2 uses 192
     deep_query: bool = True  # False -> shallow single cross-attention (A1, A7)
     query_bias: bool = False  # A3 reintroduces BUG-002
-    query_init_std: float = 1.0  # A4 uses 0.02 (BUG-001)
-    visual_scale: float = 0.14  # ~ std of SmolLM2 input embeddings
-    lambda_coarse: float = 0.0  # weight of the auxiliary coarse CE
+    query_init_std: float = Field(1.0, ge=0.0)  # A4 uses 0.02 (BUG-001)
+    visual_scale: float = Field(0.14, gt=0.0)  # ~ std of SmolLM2 input embeddings
+    lambda_coarse: float = Field(0.0, ge=0.0)  # weight of the auxiliary coarse CE
     coarse_loss_every: int = Field(1, ge=0)  # with lambda 0: no-grad coarse CE every N steps (0 = never)
     coarse_only: bool = False  # train in coarse_only mode (A6, A7)
+    # coarse_only and autoregressive predict the first text token from the last visual position,
+    # as the reference does (coarse_fine never scores it); False: no mode scores it, so the
+    # three modes' losses cover the same tokens (DESIGN.md 1.4)
+    score_first_text_token: bool = True
     freeze_dino: bool = False
     freeze_llm: bool = False
     # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257

@@ -4,7 +4,8 @@
 Python floats (MLflow-ready):
 
     q_static_std                   ~1.0 at init (BUG-001: 0.02 made fine == coarse)
-    attn_entropy_max               log Np (uniform attention; 5.55 for 257 keys)
+    attn_entropy_max               log Np (uniform attention; 5.55 for the 257 keys of a 224-px
+                                   frame), Np counted in the K/V cache (absent without frames)
     attn_entropy_coarse            entropy of the q_static query over CLS+patches, mean
                                    over frames, heads and layers (nats)
     attn_entropy_coarse_l{i}       the same for layer i
@@ -45,12 +46,12 @@ def forward_diagnostics(model, cache, z_c, z_f, q_f, loss_fine, loss_coarse) -> 
     d: dict[str, float] = {
         "q_static_std": float(model.q_static.float().std()),
         "q_init_std": float(model.q_init.float().std()),
-        "attn_entropy_max": math.log(model.encoder.num_patches),
     }
     lf, lc = float(loss_fine), float(loss_coarse)
     d["loss_ratio"] = lf / lc if (math.isfinite(lf) and math.isfinite(lc) and lc != 0) else float("nan")
     if cache is None:
         return d
+    d["attn_entropy_max"] = math.log(cache.num_tokens)  # the keys the queries saw, not config.image_size
     runs = [("coarse", model.q_static)] + ([("fine", q_f.detach())] if q_f is not None else [])
     for name, q in runs:
         _, w = model.encoder.query_pass(cache, q, return_attn=True)

@@ -73,6 +73,11 @@ class PatchCache:
     def num_frames(self) -> int:
         return self.features.shape[0]
 
+    @property
+    def num_tokens(self) -> int:
+        """Np: the keys each query attends over (CLS + patches of the frames' own size)."""
+        return self.keys[0].shape[-2]
+
     def select(self, idx: torch.Tensor) -> "PatchCache":
         """Rows ``idx`` [m] of every tensor -> a cache of m frames (used frame by frame)."""
         return PatchCache(
@@ -122,9 +127,20 @@ class FoveatedEncoder(nn.Module):
         return self.dino.encoder.layer
 
     @property
-    def num_patches(self) -> int:
-        """Np = 1 (CLS) + (image / patch)^2, e.g. 257 at 224 px / patch 14."""
-        return self.dino.embeddings.patch_embeddings.num_patches + 1
+    def patch_size(self) -> int:
+        p = self.dino.config.patch_size
+        return p[0] if isinstance(p, (tuple, list)) else p
+
+    def num_tokens(self, height: int, width: int | None = None) -> int:
+        """Np for frames of ``height`` x ``width`` px: 1 (CLS) + (H // patch) * (W // patch),
+        e.g. 257 at 224 px / patch 14 (+ register tokens, for models that have them).
+
+        Counted from the input, never from ``config.image_size``: the published DINOv2 configs
+        say 518 (37 x 37 position embeddings, 1370 tokens), which the embeddings interpolate
+        to the input's grid; a PatchCache knows its own count (``PatchCache.num_tokens``)."""
+        p = self.patch_size
+        registers = getattr(self.dino.config, "num_register_tokens", 0) or 0
+        return 1 + registers + (height // p) * ((width or height) // p)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[n, N, D] -> [n, H, N, hd]."""

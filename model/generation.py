@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from .config import MAX_NEW_TOKENS
 from .encoder import PatchCache
 
 
@@ -57,12 +58,13 @@ def _visual_step(model, cache: PatchCache, fi, p: int, h_prev, col: torch.Tensor
 
 
 def autoregressive_hidden(model, cache: PatchCache | None, fi, text_emb: torch.Tensor,
-                          use_kv_cache: bool = True):
+                          use_kv_cache: bool = True, lead: bool = False):
     """Sequential visual loop then the text in one call.
 
     cache: PatchCache of the n real frames (None without frames); text_emb [B,S,d].
-    Returns h_text [B,S,d] (LLM states at the text positions), z_f [n,D] and q_f [n,Dq]
-    (the fine tokens/queries actually used; None without frames).
+    Returns h_text [B,S,d] (LLM states at the text positions; with ``lead`` [B,1+S,d], the
+    state at the last visual position first: it predicts the first text token), z_f [n,D]
+    and q_f [n,Dq] (the fine tokens/queries actually used; None without frames).
     """
     B, S, d = text_emb.shape
     Tv = fi.Tv
@@ -80,6 +82,10 @@ def autoregressive_hidden(model, cache: PatchCache | None, fi, text_emb: torch.T
     if S:
         hs.append(step(base[:, Tv:]))  # every row is past its frames: text in one call
     h = torch.cat(hs, dim=1)  # [B, Tv+S, d]
+    if lead:
+        from .vlm import lead_positions
+
+        text_pos = lead_positions(text_pos)
     h_text = model.gather_text(h, text_pos)
     if not zs:
         return h_text, None, None
@@ -103,7 +109,7 @@ def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: floa
 
 @torch.no_grad()
 def generate(model, frames: torch.Tensor, frame_mask: torch.Tensor, prompt_ids: list[list[int]],
-             max_new_tokens: int = 48, do_sample: bool = False, temperature: float = 1.0,
+             max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, eos_token_id=None, use_cache: bool = True,
              generator: torch.Generator | None = None) -> list[list[int]]:
     """Generate for a batch of videos (or text-only rows: frame_mask all False).

@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import ModelConfig
 
+from .blocks import FRAME_SIZE
 from .build import DTYPES, apply_training_flags, load_tokenizer
 from .vlm import FoveatedVLM
 
@@ -97,8 +98,10 @@ def save_pretrained(model: nn.Module, directory, tokenizer=None) -> Path:
         "model": model.cfg.model_dump(mode="json"),
         "llm_config": model.llm.config.to_dict(),
         "dino_config": model.encoder.dino.config.to_dict(),
-        "dims": {"D": model.encoder.dim, "Dq": model.encoder.query_dim,
-                 "d": model.llm.config.hidden_size, "Np": model.encoder.num_patches},
+        # Np for the 224-px frames of the shards; from the patch size, not the DINOv2 config's
+        # image_size (518 in the published configs)
+        "dims": {"D": model.encoder.dim, "Dq": model.encoder.query_dim, "d": model.llm.config.hidden_size,
+                 "patch_size": model.encoder.patch_size, "Np": model.encoder.num_tokens(FRAME_SIZE)},
     }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, default=str))
     save_file(_dedupe(model.state_dict()), str(out / WEIGHTS_FILE), metadata={"format": "pt"})

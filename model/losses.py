@@ -8,8 +8,9 @@ Every forward mode produces hidden states for the S text positions of each sampl
 
 The stage rule lives in ``loss_mask`` (stage 1: every text token; stages 2-3: the
 answer only); visual tokens are never targets because they are not text positions.
-The first text token is never a target in any mode (it has no text predecessor;
-for ChatML it is always ``<|im_start|>``), which keeps the three modes comparable.
+The first text token has no text predecessor (for ChatML it is always ``<|im_start|>``): coarse_fine
+never scores it, while coarse_only and autoregressive score it from the sample's last visual
+position, as the reference does (vlm.py: the "lead" position; DESIGN.md 1.4).
 
 Decisions:
 - ignore index -100, never the pad id: with pad == eos == ``<|im_end|>`` in SmolLM2

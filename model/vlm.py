@@ -37,9 +37,11 @@ are invisible too (the reference ran them through the encoder over zero K/V).
 Losses (losses.py): CE on text positions only, token-weighted mean, ignore index -100,
 targets from ``loss_mask`` (the stage rule). The lm_head is applied to the S text
 positions only ([B,S,V], never [B,Tv+S,V]); ``return_logits=False`` applies it to the
-target positions only (training fast path, logits=None). All three modes score the
-same tokens (the reference's coarse_only also scored the first text token from the
-last visual position; here no mode does, so their losses are comparable).
+target positions only (training fast path, logits=None). As in the reference, coarse_only
+and autoregressive also score the first text token, from the sample's last visual position
+(a "lead" position before the text; its logits are not returned), while coarse_fine scores
+the text positions only (DESIGN.md 1.4); ``model.score_first_text_token=false`` makes no mode
+score it, so the three modes score the same tokens.
 
 Forward FLOPs per sample, 135M + DINOv2-small, T = 8 frames, S = 128 text tokens
 (LLM body 2 * 106M FLOP per token, tied lm_head 2 * 28.3M per scored token):
@@ -66,7 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import MAX_NEW_TOKENS, ModelConfig
 from .encoder import FoveatedEncoder, PatchCache
 from .fused_llm import FusedDecoderLayer, fused_causal_pass
 from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
@@ -120,10 +122,22 @@ class TextBatch:
     text_emb: torch.Tensor  # [B,S,d] input embeddings of the text
     targets: torch.Tensor  # [B,S] next-token targets, IGNORE_INDEX where none
     target_idx: torch.Tensor  # [m] flat indices (into B*S) of the positions with a target
+    # lead modes (coarse_only, autoregressive): targets [B,1+S] of [last visual position; text
+    # positions], the first text token at column 0 (IGNORE_INDEX for a sample without frames)
+    lead_targets: torch.Tensor | None = None
+    lead_idx: torch.Tensor | None = None  # [m'] flat indices (into B*(1+S)) with a target
 
     @property
     def B(self) -> int:
         return self.text_emb.shape[0]
+
+    @property
+    def lead(self) -> bool:
+        return self.lead_targets is not None
+
+    def scored(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(targets, target_idx) of the positions this batch's mode scores."""
+        return (self.lead_targets, self.lead_idx) if self.lead else (self.targets, self.target_idx)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -139,6 +153,12 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def target_positions(targets: torch.Tensor) -> torch.Tensor:
     """targets [B,S] -> flat indices [m] of the positions that have a target."""
     return (targets.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+
+
+def lead_positions(text_pos: torch.Tensor) -> torch.Tensor:
+    """text_pos [B,S] -> [B,1+S]: the position before each sample's text (its last visual token;
+    0 for a sample without frames, whose first token is then not a target), then the text's."""
+    return torch.cat([(text_pos[:, :1] - 1).clamp(min=0), text_pos], dim=1)
 
 
 def real_frames(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -300,11 +320,22 @@ class FoveatedVLM(nn.Module):
         h = h_text.reshape(-1, h_text.shape[-1]).index_select(0, target_idx)  # [m, d]
         return text_ce(self.lm_head(h), targets.reshape(-1).index_select(0, target_idx)), None
 
-    def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True, target_idx=None):
-        """One LLM pass over [visual; text] -> (loss, logits [B,S,V] or None)."""
+    def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True, target_idx=None,
+                  lead: bool = False):
+        """One LLM pass over [visual; text] -> (loss, logits [B,S,V] or None). ``lead``: the
+        targets are [B,1+S] and the last visual position scores column 0 (``lead_head``)."""
         seq, text_pos = self.pack(vis, fi.n_vis, text_emb)
         h = self.decoder(seq)  # [B, Tv+S, d]
+        if lead:
+            return self.lead_head(self.gather_text(h, lead_positions(text_pos)), targets, return_logits, target_idx)
         return self.text_head(self.gather_text(h, text_pos), targets, return_logits, target_idx)
+
+    def lead_head(self, h_lead: torch.Tensor, targets: torch.Tensor, return_logits: bool = True,
+                  target_idx: torch.Tensor | None = None):
+        """h_lead [B,1+S,d] (last visual position, then the text positions), targets [B,1+S] ->
+        (loss over all of them, logits [B,S,V] of the text positions or None)."""
+        loss, logits = self.text_head(h_lead, targets, return_logits, target_idx)
+        return loss, (logits[:, 1:] if logits is not None else None)
 
     def shifted_queries(self, h_c: torch.Tensor, fi: FrameIndex) -> torch.Tensor:
         """Coarse states h_c [B,Tv,d] -> fine queries [n,Dq]: q_init for rank 0, else
@@ -352,8 +383,9 @@ class FoveatedVLM(nn.Module):
         mode = check_mode(mode)
         check_batch_extras(batch_extras)
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
-        with phase("frame_index"):
-            tb = self.text_batch(frame_mask, input_ids, attention_mask, loss_mask)
+        with phase("frame_index"):  # lead: coarse_only and autoregressive score the first text token
+            tb = self.text_batch(frame_mask, input_ids, attention_mask, loss_mask,
+                                 lead=mode != "coarse_fine" and self.cfg.score_first_text_token)
         with phase("encode_patches"):
             cache = (self.encoder.encode_patches(to_device(real_frames(frames, frame_mask), self.device))
                      if tb.fi.n else None)  # 12 x 2 x [n,H,Np,hd]
@@ -369,11 +401,15 @@ class FoveatedVLM(nn.Module):
         elif mode == "autoregressive":
             from .generation import autoregressive_hidden
 
-            h_text, z_f, q_f = autoregressive_hidden(self, cache, tb.fi, tb.text_emb, use_kv_cache)
-            loss_fine, logits = self.text_head(h_text, tb.targets, return_logits, tb.target_idx)
+            h_text, z_f, q_f = autoregressive_hidden(self, cache, tb.fi, tb.text_emb, use_kv_cache, tb.lead)
+            targets, target_idx = tb.scored()
+            head = self.lead_head if tb.lead else self.text_head
+            loss_fine, logits = head(h_text, targets, return_logits, target_idx)
 
         if mode == "coarse_only":
-            loss_coarse, logits = self.text_pass(vis_c, tb.fi, tb.text_emb, tb.targets, return_logits, tb.target_idx)
+            targets, target_idx = tb.scored()
+            loss_coarse, logits = self.text_pass(vis_c, tb.fi, tb.text_emb, targets, return_logits, target_idx,
+                                                 lead=tb.lead)
             loss = loss_coarse
         else:
             loss_coarse = self.coarse_loss(vis_c, tb) if want_coarse else nan
@@ -382,7 +418,7 @@ class FoveatedVLM(nn.Module):
             loss = loss_fine + lam * loss_coarse if (lam > 0 and want_coarse) else loss_fine
 
         out = {"loss": loss, "loss_fine": loss_fine, "loss_coarse": loss_coarse, "logits": logits,
-               "num_targets": (tb.targets != IGNORE_INDEX).sum()}
+               "num_targets": (tb.scored()[0] != IGNORE_INDEX).sum()}
         if return_diagnostics:
             from .diagnostics import forward_diagnostics
 
@@ -390,8 +426,10 @@ class FoveatedVLM(nn.Module):
         return out
 
     def text_batch(self, frame_mask: torch.Tensor, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor | None, loss_mask: torch.Tensor | None) -> TextBatch:
-        """Frame index, text targets and text embeddings of a batch, on the model's device.
+                   attention_mask: torch.Tensor | None, loss_mask: torch.Tensor | None,
+                   lead: bool = False) -> TextBatch:
+        """Frame index, text targets and text embeddings of a batch, on the model's device
+        (with ``lead``, also the targets of [last visual position; text], see ``TextBatch``).
 
         The bookkeeping runs on the device the masks come on: from the host (the training loop)
         no value is read back from the GPU, and only the results travel."""
@@ -399,12 +437,19 @@ class FoveatedVLM(nn.Module):
         if am is not None and bool((am[:, 1:] > am[:, :-1]).any()):
             raise ValueError("text must be right-padded (attention_mask True then False per row)")
         fi = FrameIndex.from_mask(frame_mask)
-        targets = shifted_targets(build_labels(input_ids, loss_mask, attention_mask))
+        labels = build_labels(input_ids, loss_mask, attention_mask)
+        targets = shifted_targets(labels)
         target_idx = target_positions(targets)  # [m]
         dev = self.device
+        lead_targets = lead_idx = None
+        if lead:  # a sample without frames has no visual position to predict its first token from
+            first = labels[:, :1].masked_fill((fi.n_vis == 0).unsqueeze(1).to(labels.device), IGNORE_INDEX)
+            lead_targets = torch.cat([first, targets], dim=1)  # [B, 1+S]
+            lead_idx = to_device(target_positions(lead_targets), dev)
+            lead_targets = to_device(lead_targets, dev)
         fi, targets, target_idx = fi.to(dev), to_device(targets, dev), to_device(target_idx, dev)
         text_emb = self.embed_tokens(to_device(input_ids, dev))  # [B, S, d]
-        return TextBatch(fi, text_emb, targets, target_idx)
+        return TextBatch(fi, text_emb, targets, target_idx, lead_targets, lead_idx)
 
     def visual_sequence(self, z: torch.Tensor | None, tb: TextBatch) -> torch.Tensor:
         """Read-outs z [n,D] -> packed visual tokens [B,Tv,d]; without read-outs (no frames, or
@@ -445,19 +490,20 @@ class FoveatedVLM(nn.Module):
         """Attention of the query over CLS+patches, per layer and head, for heatmaps.
 
         frames [B,T,3,H,W], frame_mask [B,T] -> [B,T,L,H,Np] (zeros at padded frames; L = 1
-        in shallow mode). ``which="coarse"``: q_static; ``"fine"``: the coarse_fine queries
-        (shifted from the coarse LLM pass). Drop index 0 (CLS) and reshape 16x16 to plot.
+        in shallow mode; Np from the frames: 257 at 224 px). ``which="coarse"``: q_static; ``"fine"``:
+        the coarse_fine queries (shifted from the coarse LLM pass). Drop index 0 (CLS) and reshape
+        16x16 to plot.
         """
         if which not in ("fine", "coarse"):
             raise ValueError(f"which must be 'fine' or 'coarse', got {which!r}")
         fi = FrameIndex.from_mask(frame_mask)
         B, T = frame_mask.shape
         L = self.encoder.num_layers if self.encoder.deep_query else 1
-        H, Np = self.encoder.num_heads, self.encoder.num_patches
-        out = torch.zeros(B, T, L, H, Np, device=frames.device)
+        H = self.encoder.num_heads
         if fi.n == 0:
-            return out
+            return torch.zeros(B, T, L, H, self.encoder.num_tokens(*frames.shape[-2:]), device=frames.device)
         cache = self.encoder.encode_patches(real_frames(frames, frame_mask))
+        out = torch.zeros(B, T, L, H, cache.num_tokens, device=frames.device)  # Np of these frames
         q = self.fine_queries(cache, fi, B)[1] if which == "fine" else self.q_static
         _, w = self.encoder.query_pass(cache, q, return_attn=True)  # L x [n,H,1,Np]
         out[fi.b, fi.t] = torch.stack(w, dim=1)[:, :, :, 0].float()  # [n, L, H, Np]
@@ -480,7 +526,7 @@ class FoveatedVLM(nn.Module):
         vis_c = self.scatter_visual(self.visual_tokens(z_c), fi, B)
         return z_c, self.shifted_queries(self.decoder(vis_c), fi)
 
-    def generate(self, frames, frame_mask, prompt_ids, max_new_tokens: int = 48,
+    def generate(self, frames, frame_mask, prompt_ids, max_new_tokens: int = MAX_NEW_TOKENS,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  eos_token_id=None, use_cache: bool = True, generator=None) -> list[list[int]]:
         """Autoregressive visual loop + text decoding; see ``generation.generate``.

@@ -8,6 +8,8 @@ Modules (one component each; see docs/CONTRACTS.md for the shard layout and the 
     tokenize.py     ChatML rendering with the explicit system prompt + per-stage loss masks
     process.py      one sample reference -> shard payload (JSON + JPEG frames) or a reject record
     shards.py       atomic deterministic tar writer, manifest, validator
+    shard_sets.py   the shard sets a DataConfig reads, and the command that makes a missing one
+    shard_stages.py the stage a shard folder was tokenized for, against a run's (DESIGN.md 2.3)
     preprocess.py   the Ray Data pipeline tying the above together (jobs/preprocess.py)
     loader.py       training / evaluation loaders for Ray Train workers (webdataset streaming)
     sample_data.py  small real-media raw datasets in the upstream formats (jobs/make_sample_data.py)

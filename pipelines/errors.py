@@ -7,6 +7,12 @@ where ``where`` names the input file (and row/line when known).
 
 from __future__ import annotations
 
+import re
+
+# "<_io.BytesIO object at 0x7f..>" in an exception's text: the address changes every run, and
+# rejects.jsonl must be byte-stable across runs
+_OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
 MALFORMED_ROW = "malformed_row"  # a CSV/JSON/parquet row lacks fields or has wrong types
 DUPLICATE_ID = "duplicate_id"  # the same sample id appeared earlier in the input
 MISSING_FILE = "missing_file"  # the referenced video file does not exist
@@ -36,5 +42,11 @@ class Reject(Exception):
         self.detail = detail
 
 
+def stable_detail(detail: str) -> str:
+    """``detail`` without object addresses (``<_io.BytesIO object at 0x..>`` -> ``<_io.BytesIO>``)."""
+    return _OBJECT_REPR.sub(r"<\1>", detail)
+
+
 def reject_record(dataset: str, sample_id: str, reason: str, detail: str = "", where: str = "") -> dict:
-    return {"dataset": dataset, "id": sample_id, "reason": reason, "detail": detail[:500], "where": where}
+    return {"dataset": dataset, "id": sample_id, "reason": reason, "detail": stable_detail(detail)[:500],
+            "where": where}

@@ -24,6 +24,9 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
     (the default), where ``collate`` ships only the real frames as uint8 [n,3,224,224] and the
     model normalises them on the device (1 byte a pixel instead of 4, no padded slots: a batch
     of 64 reference videos is ~450 real frames but 64 x 64 padded slots).
+  * ``min_frames`` (0 = off; the reference's optional long-video filter): a sample with fewer
+    frames, counted after the ``max_frames`` cap and image replication, is dropped before
+    batching, in training and validation shards alike (the text interleave keeps its samples).
   * text interleave: for batch i a Bernoulli(text_ratio) drawn from a generator seeded by
     (seed, epoch, rank) picks a batch of ``text_shards`` (SmolTalk of the stage) instead of a
     vision batch.  Text batches are built in the main process (no decoding), their stream
@@ -230,6 +233,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                    if i % self.world_size == self.rank and (i // self.world_size) % W == w)
         args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
         samples = (parse_raw(s, *args) for s in _count_end(raw, self.read_done))
+        if cfg.min_frames and not self.stream.startswith("text"):  # data.min_frames; text batches exempt
+            samples = (s for s in samples if s.frames >= cfg.min_frames)
         # seeded by the reader's global index, not by (rank, worker): R readers read the same
         # batches in the same order however they are split into ranks (1 GPU x 16 workers =
         # 2 GPUs x 8), so a 1-GPU run repeats a 2-GPU run's work exactly (scaling benchmarks)
@@ -239,7 +244,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         budget = cfg.max_total_frames if (self.shuffle and self.budget) else None
         skip = self.skip[w] if self.skip else 0
         batches = make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None, cfg.budget_sort,
-                               cfg.llm_tokens_per_frame)
+                               cfg.llm_tokens_per_frame, cfg.budget_sort_key)
         for i, batch in enumerate(batches):
             if i < skip:
                 yield SKIPPED

@@ -65,7 +65,8 @@ def process_ref(ref: dict, s: Settings) -> tuple[dict, list[bytes]]:
     }
     jpgs: list[bytes] = []
     if rec["video"] is not None:
-        v = decode_video(rec["video"], max_frames=s.max_frames, size=s.size, fps=s.fps)
+        v = decode_video(rec["video"], max_frames=s.max_frames, size=s.size, fps=s.fps,
+                         listed_duration=rec.get("listed_s"))
         jpgs = [encode_jpeg(f, s.jpeg_quality) for f in v.frames]
         meta["frame_times"] = [round(x, 4) for x in v.times]
         meta["duration"] = round(v.duration, 4)

@@ -8,7 +8,10 @@ rows that are malformed already at this stage become reject records.
 Layouts accepted (what the public downloads look like):
 
     webvid/     results*.csv with columns videoid, contentUrl, duration, page_dir, name
-                videos/<page_dir>/<videoid>.<ext> (or videos/<videoid>.<ext>)
+                videos/<page_dir>/<videoid>.<ext> (or videos/<videoid>.<ext>), or the file a
+                local contentUrl names (``videos/a.avi``, relative to the CSV's folder; an
+                absolute path; ``file://``); ``duration`` (ISO 8601 or seconds) is checked
+                against the file's own length (video.py ``LengthClaims``)
     cauldron/   <subset>/*.parquet with columns images (list of {bytes, path} structs or
                 of raw bytes) and texts (list of {user, assistant, source}); one sample per
                 row = first image + last turn (DESIGN.md 3.1)
@@ -25,10 +28,12 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from fovea.pipelines.errors import (
     DUPLICATE_ID, EMPTY_CAPTION, MALFORMED_ROW, MISSING_FILE, NO_IMAGE, Reject, reject_record,
@@ -110,6 +115,55 @@ def _video_index(folder: Path) -> dict[str, Path]:
     return index
 
 
+ISO_DURATION = re.compile(r"^P(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def listed_seconds(text: str | None) -> float | None:
+    """A WebVid ``duration`` cell -> seconds: ISO 8601 (``PT00H00M05S``) or plain seconds; None if
+    neither (the listing's length is one claim among several, never a reason to reject a row)."""
+    text = (text or "").strip().upper()
+    m = ISO_DURATION.match(text)
+    if m and text not in ("P", "PT"):
+        h, mi, sec = (float(x) if x else 0.0 for x in m.groups())
+        return h * 3600 + mi * 60 + sec
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def local_content_path(url: str | None, csv_dir: Path) -> Path | None:
+    """A ``contentUrl`` that names a local file (a path, relative to the CSV's folder, or a
+    ``file://`` URL) -> that path; None for a remote URL or an empty cell."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # http(s), s3, ...: the download layout applies
+        return None
+    p = Path(url).expanduser()
+    return p if p.is_absolute() else csv_dir / p
+
+
+def _webvid_video(row: dict, vid: str, videos: dict[str, Path], csv_path: Path) -> Path | None:
+    """The row's file: a local ``contentUrl`` first, then videos/<page_dir>/<videoid>.*, videos/<videoid>.*."""
+    local = local_content_path(row.get("contentUrl"), csv_path.parent)
+    if local is not None and local.is_file():
+        return local
+    page = (row.get("page_dir") or "").strip()
+    path = videos.get(f"{page}/{vid}") if page else None
+    return path or videos.get(vid)
+
+
+def _missing_video(row: dict, vid: str, root: Path, csv_path: Path) -> str:
+    local = local_content_path(row.get("contentUrl"), csv_path.parent)
+    where = f"no video {vid}.* under {root / 'videos'}"
+    return where + (f", and contentUrl {row.get('contentUrl')!r} is no file ({local})" if local else "")
+
+
 def plan_webvid(root: Path) -> Plan:
     plan = Plan("webvid")
     videos = _video_index(root / "videos")
@@ -130,15 +184,14 @@ def plan_webvid(root: Path) -> Plan:
                 if not vid:
                     plan.rejects.append(reject_record("webvid", where, MALFORMED_ROW, "empty videoid", where))
                     continue
-                page = (row.get("page_dir") or "").strip()
-                path = videos.get(f"{page}/{vid}") if page else None
-                path = path or videos.get(vid)
+                path = _webvid_video(row, vid, videos, csv_path)
                 if path is None:
                     plan.rejects.append(reject_record("webvid", vid, MISSING_FILE,
-                                                      f"no video {vid}.* under {root / 'videos'}", where))
+                                                      _missing_video(row, vid, root, csv_path), where))
                     continue
                 plan.refs.append({"id": vid, "where": where, "video": str(path), "fp": _fingerprint(path),
-                                  "caption": row.get("name") or "", "source": "webvid"})
+                                  "caption": row.get("name") or "", "source": "webvid",
+                                  "listed_s": listed_seconds(row.get("duration"))})
     return plan
 
 
@@ -288,7 +341,8 @@ def load_record(dataset: str, ref: dict) -> dict:
     Raises ``Reject`` for malformed rows; media are validated later, by ``video.py``.
     """
     if dataset == "webvid":
-        return {"source": "webvid", "user": "", "assistant": ref["caption"], "video": ref["video"], "image": None}
+        return {"source": "webvid", "user": "", "assistant": ref["caption"], "video": ref["video"], "image": None,
+                "listed_s": ref.get("listed_s")}
     if dataset == "video_sft":
         return {"source": ref["source"], "user": ref["user"], "assistant": ref["answer"],
                 "video": ref["video"], "image": None}

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from fovea.model.config import ModelConfig
+from fovea.model.config import MAX_NEW_TOKENS, ModelConfig
 from fovea.pipelines.config import DataConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -40,25 +41,28 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: YAML and the command line give typed values (bool, int, float, str), and a bool
+    # where an int belongs (``batch_size: true``) or a string where a number belongs is a mistake
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class TrainingConfig(_Section):
     """Optimisation and checkpoints (DESIGN.md 4)."""
 
-    stage: Literal[1, 2, 3] = 1
+    stage: int = Field(1, ge=1, le=3)
     total_samples: int = Field(1_000_000, ge=1)
-    max_steps: int | None = None  # overrides total_samples when set
+    max_steps: int | None = Field(None, ge=1)  # overrides total_samples when set
     grad_accum: int = Field(4, ge=1)
     lr_connector: float = Field(1e-3, ge=0.0)
     lr_dino: float = Field(1e-5, ge=0.0)
     lr_llm: float = Field(1e-5, ge=0.0)
-    lr_target: float | None = 3e-5  # converging schedule: every group ends here
+    lr_target: float | None = Field(3e-5, ge=0.0)  # converging schedule: every group ends here
     schedule: Literal["cosine", "constant", "converging"] = "converging"
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
+    weight_decay: float = Field(0.01, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)  # max global gradient norm
     max_nonfinite_steps: int = Field(5, ge=1)  # abort after this many NaN/Inf steps in a row
+    max_oom_windows: int = Field(20, ge=1)  # abort after this many windows in a row dropped for a CUDA OOM
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
     # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
@@ -73,8 +77,9 @@ class TrainingConfig(_Section):
     log_every: int = Field(10, ge=1)
     diagnostics_every: int = Field(50, ge=1)
     # [first, last] optimizer steps to run under torch.profiler on every rank (platform/profiling/step_profiler.py)
-    profile_steps: tuple[int, int] | None = None
-    seed: int = 42
+    # (strict=False lets the YAML list [60, 64] be the tuple; its items stay strict ints)
+    profile_steps: tuple[StrictInt, StrictInt] | None = Field(None, strict=False)
+    seed: int = Field(42, ge=0)
 
 
 class EvalConfig(_Section):
@@ -84,7 +89,7 @@ class EvalConfig(_Section):
         default_factory=lambda: ["coarse_fine"]
     )
     caption_samples: int = Field(4, ge=0)  # generated captions logged as a table
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1)  # generation stops at eos or here (DESIGN.md 1.4)
     # jobs/evaluate.py (platform/eval/harness.py run_evaluation)
     batch_size: int | None = Field(None, ge=1)  # None -> data.batch_size
     image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (DESIGN.md 6.2/6.3)
@@ -106,7 +111,7 @@ class TrackingConfig(_Section):
 class ClusterConfig(_Section):
     address: str | None = None  # None -> start a local Ray cluster (or use RAY_ADDRESS)
     num_workers: int = Field(2, ge=1)
-    use_gpu: Literal["auto", True, False] = "auto"
+    use_gpu: Literal["auto"] | bool = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
     # GPUs per worker when use_gpu: 1 = a GPU each (DDP); a fraction lets runs share a GPU
     # (e.g. 0.5: the two arms of jobs/foveation_check.py on one card, both host-bound).
@@ -115,13 +120,17 @@ class ClusterConfig(_Section):
     # DDP's search for parameters a step left unused (a graph walk after every forward, and
     # an error where it is off but a parameter went unused). auto: on where a step can leave
     # some unused (text-only batches, data.text_ratio > 0; coarse_only); see platform/train/ddp.py find_unused().
-    ddp_find_unused: Literal["auto", True, False] = "auto"
+    ddp_find_unused: Literal["auto"] | bool = "auto"
     # DDP's gradient all-reduce (platform/train/ddp.py): bucket size; gradients as views into the
     # buckets (no copy into them, one gradient-sized buffer less); the dtype on the wire
     # (bf16: half the bytes, gradients rounded to bf16 before they are averaged).
     ddp_bucket_mb: float = Field(25.0, gt=0)
     ddp_bucket_view: bool = False
     ddp_comm_dtype: Literal["fp32", "bf16"] = "fp32"
+    # a CUDA OOM on one rank: the ranks agree over gloo after every micro-batch and before every
+    # DDP bucket, then all drop the window (platform/train/oom.py); false: no agreement, and an
+    # OOM on one of several ranks ends the run (Ray restarts it from the latest checkpoint)
+    oom_agreement: bool = True
     storage_path: str | None = None  # None -> <runs_dir>/ray
 
 
@@ -206,92 +215,293 @@ def parse_value(text: str) -> Any:
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         pass
     try:
-        return yaml.safe_load(text)
+        return _load_yaml_text(text)
     except yaml.YAMLError:
         return text
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings to a nested dict (validation happens afterwards)."""
+def _section_model(field) -> type[BaseModel] | None:
+    ann = field.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _field_at(parts: list[str]):
+    """The ``RunConfig`` field that ``parts`` (``["training", "lr_llm"]``) names, or None."""
+    model: Any = RunConfig
+    field = None
+    for part in parts:
+        if model is None or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = _section_model(field)
+    return field
+
+
+def _text_value(parts: list[str], value: str) -> tuple[bool, Any]:
+    """(True, value) for a key whose field holds a string: ``name=2024`` stays the text '2024'
+    (quotes dropped; null / none / ~ is None where the field allows it)."""
+    field = _field_at(parts)
+    if field is None or field.annotation not in (str, str | None):
+        return False, None
+    v = value.strip()
+    if field.annotation != str and v.lower() in ("null", "none", "~"):
+        return True, None
+    return True, v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"" else v
+
+
+def _schema_leaf(parts: list[str]) -> str | None:
+    """The first prefix of ``parts`` that names a value, not a section (None if none does)."""
+    for i in range(1, len(parts) + 1):
+        field = _field_at(parts[:i])
+        if field is None:
+            return None  # unknown: validation names it
+        if _section_model(field) is None:
+            return ".".join(parts[:i])
+    return None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str,
+                    origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict (validation happens afterwards); each key
+    set is recorded in ``origins`` as ``override 'a.b=value'`` for the error messages."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value ({source})")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"override {item!r} has no key{' (an empty part in ' + repr(key) + ')' if key.strip() else ''}: "
+                              f"the form is key.sub=value, e.g. training.max_steps=10 ({source})")
+        leaf = _schema_leaf(parts[:-1])
+        if leaf:
+            raise ConfigError(f"override {item!r}: {leaf!r} is a value, not a section ({source})")
         node = raw
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             nxt = node.setdefault(p, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {key!r}: {p!r} is not a section ({source})")
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])!r} is not a section ({source})")
             node = nxt
-        node[parts[-1]] = parse_value(value)
+        is_text, text = _text_value(parts, value)
+        node[parts[-1]] = text if is_text else parse_value(value)
+        if origins is not None:
+            origins[".".join(parts)] = f"override {item!r} (on {source})"
     return raw
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
+def _error_key(loc: tuple) -> tuple[str, str]:
+    """pydantic's error location -> (config key, position in it): field names only, without
+    the tags of union members (``gradient_checkpointing.bool``); list or tuple positions apart."""
+    model: Any = RunConfig
+    parts: list[str] = []
+    pos = ""
+    for part in loc:
+        if isinstance(part, int):
+            pos += f"[{part}]"
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or pos:
+            break  # past a leaf: the tag of a union member
+        parts.append(str(part))
+        if part not in fields:
+            break  # an unknown key
+        model = _section_model(fields[part])
+    return ".".join(parts), pos
+
+
+def _origin(key: str, origins: dict[str, str], fallback: str) -> str:
+    """The file (or override) that set ``key``, else the last that set a key below it, else
+    the one that set the closest section above it."""
+    if key in origins:
+        return origins[key]
+    below = [where for k, where in origins.items() if k.startswith(key + ".")]
+    if below:
+        return below[-1]
+    parts = key.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:n]) in origins:
+            return origins[".".join(parts[:n])]
+    return fallback
+
+
+def _format_errors(err: ValidationError, source: str, origins: dict[str, str] | None = None) -> str:
+    """One line per bad key (a key's union alternatives merged), naming the key and where it was set."""
+    origins = origins or {}
+    by_key: dict[str, dict[str, list[dict]]] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key, pos = _error_key(e["loc"])
+        by_key.setdefault(key, {}).setdefault(pos, []).append(e)
+    lines = []
+    for key, by_pos in by_key.items():
+        e = next(iter(by_pos.values()))[0]
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}' in {source}")
+            lines.append(f"unknown key '{key}' in {_origin(key, origins, source)}")
+        elif e["type"] == "value_error":  # a section's own check: keys may come from anywhere
+            msg = "; ".join(x["msg"].removeprefix("Value error, ") for errs in by_pos.values() for x in errs)
+            lines.append(f"invalid config ({source}): {msg}")
         else:
-            lines.append(f"bad value for '{key}' in {source}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            what = []
+            for pos, errs in by_pos.items():
+                msgs = list(dict.fromkeys(x["msg"] for x in errs))
+                msg = " or ".join([msgs[0]] + [m.removeprefix("Input should be ") for m in msgs[1:]])
+                what.append(f"{'item ' + pos + ': ' if pos else ''}{msg} (got {errs[0].get('input')!r})")
+            lines.append(f"bad value for '{key}' in {_origin(key, origins, source)}: {'; '.join(what)}")
+    return lines[0] if len(lines) == 1 else "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _config_candidates(name: str, folders: list[Path], add_suffix: list[bool]) -> list[Path]:
+    """Where a config name may be: each folder's ``name`` (and ``name.yaml`` where asked)."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return [p]
+    out: list[Path] = []
+    for folder, suffix in zip(folders, add_suffix):
+        for cand in [folder / p] + ([folder / f"{p}.yaml"] if suffix and p.suffix not in (".yaml", ".yml") else []):
+            if cand not in out:
+                out.append(cand)
+    return out
+
+
+def _first_file(cands: list[Path]) -> Path | None:
+    """The first candidate that is a file; a directory among them is named only if none is."""
+    for c in cands:
+        if c.is_file():
+            return c
+    for c in cands:
+        if c.is_dir():
+            raise ConfigError(f"{c}: is a directory, not a config file")
+    return None
 
 
 def resolve_config_path(path: str | Path) -> Path:
     """A config argument: a file path, or a name in platform/configs/ (``stage1_135m``)."""
-    p = Path(path)
-    if p.exists():
-        return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if cand.exists():
-            return cand
-    raise ConfigError(f"config file not found: {path} (nor in {CONFIG_DIR})")
+    cands = _config_candidates(str(path), [Path.cwd(), CONFIG_DIR], [False, True])
+    found = _first_file(cands)
+    if found is None:
+        raise ConfigError(f"config file not found: {path} (looked for {', '.join(str(c) for c in cands)})")
+    return found
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load YAML (may be None: all defaults), apply overrides, validate.
 
-    A YAML file may say ``base: other.yaml`` to start from another config.
+    A YAML file may say ``base: other.yaml`` to start from another config, looked up next to
+    the file, then in platform/configs/.  Every failure is a ``ConfigError`` naming the file
+    (or the override) and the key.
     """
     raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     source = "<defaults>"
     if path is not None:
         p = resolve_config_path(path)
         source = str(p)
-        raw = _read_yaml(p)
+        raw = _read_yaml(p, (), origins)
     overrides = list(overrides or [])
     src = source + (f" + overrides {overrides}" if overrides else "")
-    raw = apply_overrides(raw, overrides, src)
+    raw = apply_overrides(raw, overrides, source, origins)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, src)) from None
+        raise ConfigError(_format_errors(err, src, origins)) from None
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with ``1e-3`` a float as in YAML 1.2 (YAML 1.1 wants ``1.0e-3``,
+    and a strict float field refuses the string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _refuse_duplicates(node: yaml.Node, source: str, prefix: str = "") -> None:
+    """A key given twice in one mapping (PyYAML keeps the last one silently) is an error."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            dotted = prefix + key
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise ConfigError(f"{source}, line {line}: key '{dotted}' is given twice (first on line {seen[key]})")
+            seen[key] = line
+            _refuse_duplicates(value_node, source, dotted + ".")
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicates(item, source, prefix)
+
+
+def _load_yaml_text(text: str, source: str = "<text>") -> Any:
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicates(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_yaml_mapping(p: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping; errors name the file."""
+    """A YAML file whose top level is a mapping; every error is one line naming the file."""
     try:
-        raw = yaml.safe_load(Path(p).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        text = Path(p).read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
+    try:
+        raw = _load_yaml_text(text, str(p))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}{where}: not valid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{p}: not valid YAML: {type(e).__name__}") from None
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
+        raise ConfigError(f"{p}: top level must be a mapping of keys (got a {type(raw).__name__})")
     return raw
 
 
-def _read_yaml(p: Path) -> dict[str, Any]:
+def _find_base(base: Any, child: Path) -> Path:
+    """``base:`` of ``child`` -> a file: next to ``child``, then in platform/configs/."""
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{child}: 'base' must name a config file, got {base!r}")
+    cands = _config_candidates(base.strip(), [child.parent, CONFIG_DIR], [True, True])
+    found = _first_file(cands)
+    if found is None:
+        raise ConfigError(f"{child}: base '{base}' not found (looked for {', '.join(str(c) for c in cands)})")
+    return found
+
+
+def _read_yaml(p: Path, chain: tuple[Path, ...], origins: dict[str, str]) -> dict[str, Any]:
+    """``p`` with its ``base:`` chain merged under it; ``origins`` maps each key to its file."""
+    here = p.resolve()
+    if here in chain:
+        loop = " -> ".join(str(c) for c in (*chain, here))
+        raise ConfigError(f"{chain[0]}: 'base' chain is a cycle: {loop}")
     raw = read_yaml_mapping(p)
     base = raw.pop("base", None)
-    if base:
-        merged = _read_yaml(resolve_config_path(p.parent / base if not Path(base).is_absolute() else base))
-        _deep_merge(merged, raw)
-        raw = merged
-    return raw
+    for key in flatten(raw):
+        origins[key] = str(p)
+    for key in raw:  # sections too: an unknown or malformed section names its file
+        origins.setdefault(key, str(p))
+    if base is None:
+        return raw
+    inner: dict[str, str] = {}
+    merged = _read_yaml(_find_base(base, p), (*chain, here), inner)
+    for key, where in inner.items():
+        origins.setdefault(key, where)
+    _deep_merge(merged, raw)
+    return merged
 
 
 def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:

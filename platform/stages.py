@@ -92,13 +92,21 @@ def train_stage(cfg: RunConfig, **fit_kwargs):
 
 
 def main(stage: int, argv: list[str] | None = None) -> int:
+    """The CLI; exit 2 with one message (no traceback) for a bad config or a missing input."""
+    from fovea.platform.train.preflight import check_run_inputs
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args, cfg = parse(stage, argv)
     print(cfg.to_yaml())
-    if args.dry_run:
-        dry_run(cfg)
-        return 0
-    s = train_stage(cfg)
+    try:
+        check_run_inputs(cfg, args.config)  # shards, init_from: before the model, Ray or MLflow
+        if args.dry_run:
+            dry_run(cfg)
+            return 0
+        s = train_stage(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"\n== stage {stage} done in {s.wall_s:.0f}s: run {s.name} ==")
     for k in ("loss", "loss_fine", "loss_coarse", "val_loss"):
         if k in s.metrics:

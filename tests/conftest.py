@@ -22,7 +22,7 @@ def model_store() -> dict[str, str]:
     """Ensure the offline store exists (idempotent; `make test` builds it first)."""
     from fovea.model.store import prepare_store
 
-    return prepare_store(include_base=False)
+    return prepare_store()
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,100 @@ def test_bucket_view_and_bf16_wire_give_plain_ddp_gradients(tmp_path):
     assert (a - b).abs().max() <= 2 ** -7 * a.abs().max()
 
 
+# (step, micro-batch, rank, where) of each injected OOM: a no_sync micro-batch's forward, the
+# synced one's backward after DDP has all-reduced some buckets, the synced one's forward, and
+# two ranks at once
+OOMS = [(2, 0, 1, "forward"), (3, 2, 0, "backward"), (5, 2, 1, "forward"), (6, 1, 0, "backward"),
+        (6, 1, 1, "backward")]
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(16, 16) for _ in range(6))
+        self.side = torch.nn.Linear(16, 16)  # unused in some steps on rank 0 (find_unused_parameters)
+        self.register_buffer("scale", torch.ones(16))  # DDP broadcasts buffers in every forward
+
+    def forward(self, x, use_side: bool):
+        for layer in self.layers:
+            x = layer(x) * self.scale
+        return x + self.side(x) if use_side else x
+
+
+def _oom_processes(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    res = {fu: _oom_windows(rank, world, fu) for fu in (True, False)}
+    torch.save(res, f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)  # see _train
+
+
+def _oom_windows(rank: int, world: int, find_unused: bool) -> dict:
+    """7 grad-accum windows of 3 micro-batches with the loop's OOM agreement; OOMs injected per OOMS."""
+    import contextlib
+
+    from fovea.platform.config import RunConfig
+    from fovea.platform.train.ddp import wrap_ddp
+    from fovea.platform.train.oom import OomAgreement, hooked, release_ddp
+
+    torch.manual_seed(0)
+    model = _Net()
+    cfg = RunConfig.model_validate({"cluster": {"ddp_bucket_mb": 0.002, "ddp_find_unused": find_unused}})
+    agreement = OomAgreement(world)
+    net = wrap_ddp(model, cfg, agreement)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dropped, stepped = [], 0
+
+    def fail(*_):
+        raise torch.OutOfMemoryError("injected")
+
+    for step in range(1, 8):
+        agreement.start_window()
+        for micro in range(3):
+            where = [w for s, m, r, w in OOMS if (s, m, r) == (step, micro, rank)]
+            hook = None if not where else hooked(model.layers[3].register_forward_pre_hook(fail) if where[0] == "forward"
+                                                 else model.layers[1].weight.register_hook(fail))
+            sync = net.no_sync() if micro < 2 else contextlib.nullcontext()
+            try:
+                with sync, hook or contextlib.nullcontext():
+                    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(10 * step + micro + 100 * rank))
+                    net(x, use_side=not find_unused or rank == 1 or step % 2 == 0).pow(2).mean().backward()
+            except torch.OutOfMemoryError:
+                agreement.failed = True
+            if agreement.settle():
+                break
+        else:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            stepped += 1
+            continue
+        dropped.append(step)
+        opt.zero_grad(set_to_none=True)
+        release_ddp(net)
+        net = wrap_ddp(model, cfg, agreement)
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    everyone = [torch.zeros_like(params) for _ in range(world)]
+    dist.all_gather(everyone, params)
+    return {"dropped": dropped, "stepped": stepped, "same_params": all(torch.equal(everyone[0], p) for p in everyone)}
+
+
+@pytest.mark.timeout(120)  # a rank left in a collective would hang: fail instead
+def test_an_oom_on_one_rank_drops_the_window_on_every_rank(tmp_path):
+    """platform/train/oom.py over 2 real processes (gloo), with and without DDP's unused-parameter
+    search: wherever a rank runs out of memory (a no_sync forward, the synced backward with
+    buckets already all-reduced, the synced forward, two ranks at once), both ranks leave the same
+    window, nothing hangs, and the weights stay equal."""
+    out = str(tmp_path / "oom")
+    mp.start_processes(_oom_processes, args=(2, free_port(), out), nprocs=2, start_method="spawn")
+    res = [torch.load(f"{out}.{r}") for r in (0, 1)]
+    for find_unused in (True, False):
+        r0, r1 = res[0][find_unused], res[1][find_unused]
+        assert r0["dropped"] == r1["dropped"] == [2, 3, 5, 6], find_unused
+        assert r0["stepped"] == r1["stepped"] == 3 and r0["same_params"] and r1["same_params"], find_unused
+
+
 def test_ddp_kwargs_follow_the_cluster_section():
     from fovea.platform.config import RunConfig
     from fovea.platform.train.ddp import ddp_kwargs

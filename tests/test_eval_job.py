@@ -76,8 +76,10 @@ def test_three_modes_gap_captions_mlflow(tiny_ckpt, batches, tmp_path, capsys):
     losses = {m: res["loss"][m] for m in MODES}
     for m, r in losses.items():
         assert math.isfinite(r["loss"]) and r["n_samples"] == 4 and r["samples_per_s"] > 0, m
-    # identical samples and tokens in every mode (the text-only row is skipped)
-    assert len({r["n_tokens"] for r in losses.values()}) == 1
+    # identical samples in every mode (the text-only row is skipped); as in the reference, coarse_only
+    # and autoregressive also score each sample's first text token (stage-1 masks), coarse_fine does not
+    n_tok = {m: r["n_tokens"] for m, r in losses.items()}
+    assert n_tok["coarse_only"] == n_tok["autoregressive"] == n_tok["coarse_fine"] + 4
     cf, ar = losses["coarse_fine"]["loss"], losses["autoregressive"]["loss"]
     assert res["gap"] == pytest.approx((ar - cf) / cf)
     assert res["checkpoint"].endswith("checkpoint_000001/model")
@@ -160,7 +162,7 @@ def test_cli_runs_as_ray_job_on_shards(tiny_ckpt, tokenizer, tmp_path, repo_root
     (run_dir / "mlflow_run_id").write_text(train_run)
     out = tmp_path / "res.json"
     cmd = [sys.executable, "jobs/evaluate.py", "--checkpoint", str(tiny_ckpt), "--mode", "all", "--captions", "2",
-           "--max-samples", "6", "--quiet", "--out", str(out)]
+           "--max-samples", "6", "--quiet", "--out", str(out), "eval.max_new_tokens=16"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     p = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -173,3 +175,100 @@ def test_cli_runs_as_ray_job_on_shards(tiny_ckpt, tokenizer, tmp_path, repo_root
     assert Path(res["files"]["attention_grid.png"]).exists()
     ev = client.get_run(res["mlflow_run_id"])  # in the training run's store, nested under it
     assert ev.data.tags["mlflow.parentRunId"] == train_run and "eval/gap" in ev.data.metrics
+
+
+def test_a_failing_step_keeps_what_was_computed(tiny_ckpt, batches, tmp_path, capsys):
+    """Results reach MLflow as they are computed: the heatmap step fails on a batch of 1-channel
+    frames, after the losses and the captions, which stay logged, written and printed; the
+    run is marked FAILED and the error surfaces."""
+    from mlflow.tracking import MlflowClient
+
+    broken = dict(batches[1], frames=batches[1]["frames"][:, :, :1])  # a real bad input
+    calls = []
+
+    def loaders():  # one loader per mode (2), the captions' (3rd), the heatmap's (4th)
+        calls.append(1)
+        return iter([broken] if len(calls) == 4 else batches)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", [f"tracking.tracking_uri={uri}", "tracking.experiment=eval-fail",
+                               "eval.heatmap_videos=1", "eval.max_new_tokens=4"])
+    with pytest.raises((RuntimeError, ValueError)):
+        run_evaluation(cfg, checkpoint=str(tiny_ckpt), modes=["coarse_fine", "autoregressive"], max_samples=2,
+                       captions=1, loader_factory=loaders, out_dir=tmp_path / "out", device="cpu", progress=False)
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("eval-fail").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    assert {"eval/coarse_fine/loss", "eval/autoregressive/loss", "eval/gap", "eval/caption/CIDEr"} <= set(
+        run.data.metrics)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["gap"] == pytest.approx(run.data.metrics["eval/gap"])
+    printed = capsys.readouterr().out
+    # The generated captions are printed; 4 new tokens without an end of turn are flagged.
+    samples = saved["generation"]["samples"]
+    cut = sum(s["truncated"] for s in samples)
+    assert f"generated captions (1, {cut} cut at max_new_tokens):" in printed
+    assert all(s["generated"][:20] in printed for s in samples)
+    assert printed.count("[cut at max_new_tokens]") == cut
+    assert "train/inference gap" in printed and f"MLflow run: {run.info.run_id}" in printed
+
+
+def _png(rgb) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_benchmarks_stand_alone(tiny_ckpt, tmp_path, capsys):
+    """A malformed item is skipped and named, a benchmark whose videos are not unpacked says so
+    and logs no accuracy, a benchmark that fails does not stop the others, and the
+    per-category tables are printed (real fixture files in the hub layouts)."""
+    import pandas as pd
+
+    from fovea.platform.eval.report import flat_metrics, summary_text
+
+    root = tmp_path / "benchmarks"
+    (root / "scienceqa" / "data").mkdir(parents=True)
+    rows = [{"image": {"bytes": _png(rgb), "path": None}, "question": "Which colour?", "choices": list(COLOURS),
+             "answer": i, "hint": "", "subject": subj, "category": "c"}
+            for i, (rgb, subj) in enumerate(zip(COLOURS.values(), ("colours", "colours", "shades")))]
+    rows.append(dict(rows[0], answer=7))  # an answer index outside the options: malformed
+    pd.DataFrame(rows).to_parquet(root / "scienceqa" / "data" / "test-00000-of-00001.parquet")
+    # MVBench as downloaded, its video/*.zip not unpacked; one answer matches no candidate
+    (root / "mvbench" / "json").mkdir(parents=True)
+    (root / "mvbench" / "video").mkdir()
+    (root / "mvbench" / "video" / "star.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    (root / "mvbench" / "json" / "action_sequence.json").write_text(json.dumps([
+        {"video": "AB12.mp4", "question": "What first?", "candidates": ["sat", "stood"], "answer": "stood",
+         "start": 1.0, "end": 3.0},
+        {"video": "CD34.mp4", "question": "Did it?", "candidates": ["yes", "no"], "answer": "Yes."}]))
+    # Video-MME whose annotation file is not a parquet file at all: this benchmark fails
+    (root / "videomme" / "videomme").mkdir(parents=True)
+    (root / "videomme" / "videomme" / "test-00000-of-00001.parquet").write_text("not parquet")
+    model, tok = load_model_for_eval(tiny_ckpt / "model")
+    cfg = load_config("tiny", ["eval.reference_model=HuggingFaceTB/not-in-the-store", "eval.image_frames=2"])
+    logged = []
+    out = run_benchmarks(model, tok, root, ["coarse_fine"], cfg, torch.device("cpu"), progress=False,
+                         on_result=lambda name, entry: logged.append(name))
+    assert logged == ["mvbench", "scienceqa"] and set(out["missing"]) == {"mlvu"}
+    assert "videomme" in out["failed"]
+    sq, mv = out["results"]["scienceqa"], out["results"]["mvbench"]
+    assert sq["modes"]["coarse_fine"]["n"] == 3 and len(sq["malformed"]) == 1
+    assert "test-00000-of-00001.parquet[3]" in sq["malformed"][0] and "outside the 3 options" in sq["malformed"][0]
+    assert mv["n_items"] == 1 and "action_sequence.json[1]" in mv["malformed"][0]
+    assert "'Yes.' matches none of the options ['yes', 'no']" in mv["malformed"][0]
+    assert mv["modes"]["coarse_fine"]["accuracy"] is None
+    assert "1 zip file(s) there (video/star.zip)" in mv["unscored"] and "unzip" in mv["unscored"]
+    metrics = flat_metrics({"benchmarks": out["results"]})
+    assert "eval/mvbench/coarse_fine/accuracy" not in metrics and metrics["eval/mvbench/items_scored"] == 0
+    assert metrics["eval/scienceqa/items_malformed"] == 1 and "eval/scienceqa/coarse_fine/accuracy" in metrics
+    printed = capsys.readouterr().out
+    assert "[benchmark failed] videomme" in printed and "malformed item skipped" in printed
+    text = summary_text({"modes": ["coarse_fine"], "loss": {}, "benchmarks": out["results"],
+                         "benchmarks_failed": out["failed"], "benchmarks_missing": out["missing"]})
+    assert "| mvbench: no item scored | - |" in text and "mvbench (n=0)" not in text
+    assert "scienceqa: 3 of 3 items scored, 0 skipped (media unreadable), 1 malformed" in text
+    assert "| category | coarse_fine |" in text and "| shades |" in text
+    assert "videomme: FAILED" in text

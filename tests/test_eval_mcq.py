@@ -176,13 +176,14 @@ def test_readers_on_upstream_layouts(tmp_path):
                    "videoID": "vid001", "question_id": "001-1", "task_type": "Counting Problem",
                    "question": "How many?", "options": ["A. one", "B. two", "C. three", "D. four"],
                    "answer": "C"}]).to_parquet(root / "videomme" / "videomme" / "test-00000-of-00001.parquet")
-    # MLVU: json per task, answer = candidate text
-    (root / "mlvu" / "json").mkdir(parents=True)
-    _write_video(root / "mlvu" / "video" / "4_count" / "c1.mp4")
-    (root / "mlvu" / "json" / "4_count.json").write_text(json.dumps([
+    # MLVU as the hub download lays it out (MLVU/json, MLVU/video): json per task, answer = candidate text
+    mlvu = root / "mlvu" / "MLVU"
+    (mlvu / "json").mkdir(parents=True)
+    _write_video(mlvu / "video" / "4_count" / "c1.mp4")
+    (mlvu / "json" / "4_count.json").write_text(json.dumps([
         {"video": "c1.mp4", "duration": 5.0, "question": "Count?", "candidates": ["1", "2", "3"],
          "answer": "2", "question_type": "count"}]))
-    (root / "mlvu" / "json" / "9_summary.json").write_text(json.dumps([
+    (mlvu / "json" / "9_summary.json").write_text(json.dumps([
         {"video": "c1.mp4", "question": "Summarise", "answer": "text", "question_type": "summary"}]))
     # MVBench: json per task, bound on some tasks, frame folder for episodic reasoning
     (root / "mvbench" / "json").mkdir(parents=True)
@@ -216,7 +217,7 @@ def test_readers_on_upstream_layouts(tmp_path):
 
     ml = bm.load_benchmark("mlvu", root)
     assert len(ml) == 1 and ml[0].answer_letter == "B" and ml[0].category == "count"
-    assert Path(ml[0].frames_source).exists()
+    assert Path(ml[0].frames_source).exists() and ml[0].groups == {"duration": "< 3 min"}
 
     mv = {i.category: i for i in bm.load_benchmark("mvbench", root)}
     seq = mv["Action Sequence"]
@@ -231,6 +232,33 @@ def test_readers_on_upstream_layouts(tmp_path):
     assert tuple(bf.load_item_frames(sq[0]).shape) == (8, 3, 224, 224)  # replicated to 8
 
     assert all(v is None for v in bm.available_benchmarks(root).values())
+
+
+def test_malformed_rows_are_named_and_the_rest_read(tmp_path):
+    """An MVBench answer that matches no candidate, a row without its question: skipped, each
+    named by file and row; the well-formed rows are read.  lmms-lab's ScienceQA download holds
+    the image questions twice (ScienceQA-FULL and ScienceQA-IMG): read once."""
+    import pandas as pd
+
+    root = tmp_path / "benchmarks"
+    (root / "mvbench" / "json").mkdir(parents=True)
+    (root / "mvbench" / "json" / "object_existence.json").write_text(json.dumps([
+        {"video": "v0.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "yes"},
+        {"video": "v1.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "Yes."},
+        {"video": "v2.mp4", "candidates": ["yes", "no"], "answer": "no"}]))
+    bad: list = []
+    items = bm.load_benchmark("mvbench", root, malformed=bad)
+    assert [i.id for i in items] == ["mvbench/object_existence/0"]
+    where = str(root / "mvbench" / "json" / "object_existence.json")
+    assert [str(b) for b in bad] == [
+        f"{where}[1]: ValueError: answer 'Yes.' matches none of the options ['yes', 'no']",
+        f"{where}[2]: KeyError: 'question'"]
+    for sub in ("ScienceQA-FULL", "ScienceQA-IMG"):
+        (root / "scienceqa" / sub).mkdir(parents=True)
+        pd.DataFrame([{"image": {"bytes": _image_bytes(), "path": None}, "question": "Which is a mammal?",
+                       "choices": ["frog", "whale"], "answer": 1, "hint": "", "subject": "natural science"}]
+                     ).to_parquet(root / "scienceqa" / sub / "test-00000-of-00001.parquet")
+    assert len(bm.load_benchmark("scienceqa", root)) == 1
 
 
 def test_missing_benchmark_names_download(tmp_path):

@@ -95,3 +95,18 @@ def test_padded_frames_do_not_change_generation(model, videos):
     assert model.generate(noisy, fm, prompts, max_new_tokens=5, eos_token_id=[]) == full
     alone = model.generate(frames[1:2, :1], fm[1:2, :1], prompts[1:2], max_new_tokens=5, eos_token_id=[])
     assert alone[0] == full[1]
+
+
+def test_default_stop_is_eos_or_200_new_tokens(model, videos):
+    """The reference stops at end-of-sequence or after 200 new tokens (DESIGN.md 1.4); so do
+    FoveatedVLM.generate and the evaluation (eval.max_new_tokens) by default."""
+    from fovea.model.config import MAX_NEW_TOKENS
+    from fovea.platform.config import RunConfig
+
+    assert MAX_NEW_TOKENS == 200 and RunConfig().eval.max_new_tokens == 200
+    frames, fm, prompts = videos
+    one = (frames[:1], fm[:1], prompts[:1])  # one row: 200 steps take a few seconds on the CPU
+    out = model.generate(*one, eos_token_id=[])[0]  # no eos: the cap stops the row
+    assert len(out) == 200
+    stop = out[20]
+    assert model.generate(*one, eos_token_id=stop)[0] == out[: out.index(stop)]  # eos stops it first

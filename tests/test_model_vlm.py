@@ -45,7 +45,9 @@ def test_output_contract_all_modes(model):
         out = _run(model, batch, mode)
         assert out["logits"].shape == (2, 12, V)
         assert set(out) >= {"loss", "loss_fine", "loss_coarse", "logits", "num_targets"}
-        assert int(out["num_targets"]) == 9 + 6  # positions 1..len-1 of each sample
+        # positions 1..len-1 of each sample; coarse_only and autoregressive also score position 0
+        # from the last visual position, as the reference does (DESIGN.md 1.4)
+        assert int(out["num_targets"]) == (9 + 6 if mode == "coarse_fine" else 10 + 7), mode
         assert math.isfinite(float(out["loss"])) and math.isfinite(float(out["loss_coarse"]))
         if mode == "coarse_only":
             assert math.isnan(float(out["loss_fine"]))
@@ -145,9 +147,12 @@ def test_coarse_loss_policy(model):
     assert abs(float(out["loss"]) - float(out["loss_fine"] + 0.5 * out["loss_coarse"])) < 1e-6
     forced_off = m(**batch, compute_coarse=False)  # e.g. evaluation: the fine loss alone
     assert math.isnan(float(forced_off["loss_coarse"])) and float(forced_off["loss"]) == float(forced_off["loss_fine"])
-    # coarse CE = coarse_only loss of the same batch
+    # coarse CE = coarse_only loss of the same batch over the same tokens (coarse_only also
+    # scores the first text token unless model.score_first_text_token is off)
+    m.cfg.score_first_text_token = False
     co = m(**batch, mode="coarse_only")
     assert abs(float(co["loss"]) - float(out["loss_coarse"])) < 1e-6
+    assert int(co["num_targets"]) == int(out["num_targets"])
 
 
 def test_autoregressive_kv_cache_equals_recompute(model):
@@ -258,9 +263,10 @@ def test_forward_accepts_collate_keys_and_rejects_bad_input(model):
         model(**left)
 
 
-def _reference_logits(model, frames, ids, mode):
+def _reference_logits(model, frames, ids, mode, first: bool = False):
     """DESIGN.md 1.3/1.4 data flow for ONE sample, written with the plain HF modules:
-    frames [n,3,H,W] (all real), ids [S] -> text logits [S,V]."""
+    frames [n,3,H,W] (all real), ids [S] -> text logits [S,V] (``first``: [1+S,V], the last
+    visual position's first)."""
     enc, llm = model.encoder, model.llm
     cache = enc.encode_patches(frames)
     vis = lambda z: model.visual_scale * model.dino_to_llm(z)  # noqa: E731
@@ -278,7 +284,7 @@ def _reference_logits(model, frames, ids, mode):
             e = torch.cat([e, vis(enc.query_pass(cache.select(torch.tensor([t])), q))])
             q = model.llm_to_query(llm.model(inputs_embeds=e[None]).last_hidden_state[0, -1:])
     x = torch.cat([e, llm.get_input_embeddings()(ids)])[None]
-    return llm(inputs_embeds=x).logits[0, n:]
+    return llm(inputs_embeds=x).logits[0, n - 1 if first else n:]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -289,3 +295,33 @@ def test_modes_match_reference_data_flow(model, mode):
         for b, (n, s) in enumerate([(4, 10), (2, 7)]):
             ref = _reference_logits(model, batch["frames"][b, :n], batch["input_ids"][b, :s], mode)
             assert (out["logits"][b, :s] - ref).abs().max() < TOL, b
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_first_text_token_scored_from_last_visual_position(model, mode):
+    """DESIGN.md 1.4: coarse_only and autoregressive predict the first text token from the
+    sample's last visual position (the reference's [last visual; text] logits), coarse_fine
+    never scores it; a text-only sample has no visual position, so its first token is not
+    scored; ``model.score_first_text_token=false`` scores it in no mode."""
+    frames, lens = [4, 2, 0], [10, 7, 6]
+    batch = dummy_batch(frames, lens, T=5, seed=13)
+    lead = mode != "coarse_fine"
+    with torch.no_grad():
+        out = _run(model, batch, mode)
+        ce_sum, count = 0.0, 0
+        for b, (n, s) in enumerate(zip(frames, lens)):
+            ids = batch["input_ids"][b, :s]
+            if n:  # logits of [last visual position; text] by the plain HF modules
+                x = _reference_logits(model, batch["frames"][b, :n], ids, mode, first=True)
+            else:
+                x = torch.cat([torch.zeros(1, model.llm.config.vocab_size), model.llm(input_ids=ids[None]).logits[0]])
+            scored = slice(0 if (lead and n) else 1, s)  # logit row i predicts token i
+            ce_sum += float(F.cross_entropy(x[scored], ids[scored], reduction="sum"))
+            count += len(range(s)[scored])
+        assert int(out["num_targets"]) == count
+        assert abs(float(out["loss"]) - ce_sum / count) < TOL
+        fast = _run(model, batch, mode, return_logits=False)  # the training path: same loss
+        assert abs(float(fast["loss"]) - ce_sum / count) < TOL
+        m = copy.deepcopy(model)
+        m.cfg.score_first_text_token = False
+        assert int(_run(m, batch, mode)["num_targets"]) == sum(s - 1 for s in lens)

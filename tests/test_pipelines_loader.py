@@ -239,6 +239,31 @@ def test_packed_collate_ships_only_real_frames_as_uint8(tmp_path):
         assert (normalize_frames(p["frames"]) - q["frames"][fm]).abs().max() < 1e-5
 
 
+def test_min_frames_drops_short_videos_but_not_text(tmp_path):
+    """data.min_frames (the reference's optional long-video filter, DESIGN.md 3.4): samples with
+    fewer frames, counted after max_frames and image replication, are dropped from training and
+    validation batches; the text interleave keeps its samples; 0 (the default) keeps all."""
+    from fovea.pipelines.loader import build_eval_loader, build_train_loader
+
+    frames = lambda i: [1, 3, 6, 9][i % 4]  # noqa: E731
+    keys = make_shards(tmp_path / "v", 16, 8, frames=frames)
+    make_shards(tmp_path / "t", 6, 6, text=True)
+    long = {k for i, k in enumerate(sorted(keys)) if frames(i) >= 6}
+    base = DataConfig(train_shards=[str(tmp_path / "v/*.tar")], text_shards=[str(tmp_path / "t/*.tar")],
+                      text_ratio=0.5, batch_size=2, num_workers=0, shuffle_buffer=4, max_frames=8)
+    assert base.min_frames == 0
+    cfg = base.model_copy(update={"min_frames": 6})
+    batches = list(build_train_loader(cfg, rank=0, world_size=1, epoch=0, seed=0))
+    vision = [b for b in batches if not b["is_text_only"].any()]
+    assert set(keys_of(vision)) == long and all(int(n) >= 6 for b in vision for n in b["num_frames"])
+    assert any(b["is_text_only"].all() for b in batches)  # text batches still come
+    assert sorted(keys_of(build_eval_loader(cfg, cfg.train_shards, max_samples=None))) == sorted(long)
+    assert sorted(keys_of(build_eval_loader(base, base.train_shards, max_samples=None))) == sorted(keys)
+    # counted after replication: one image repeated 8 times passes a filter of 6
+    rep = cfg.model_copy(update={"replicate_image_frames": 8})
+    assert len(keys_of(build_eval_loader(rep, rep.train_shards, max_samples=None))) == 16 - 4
+
+
 def test_eval_loader_is_deterministic_and_split(tmp_path):
     from fovea.pipelines.loader import build_eval_loader
 
@@ -311,6 +336,26 @@ def test_budget_batches_sorted_or_in_arrival_order():
             assert [s.frames for b in batches for s in b] == sorted(frames)
         else:
             assert keys == [s.key for s in samples]  # arrival order, batches closed by the caps
+
+
+def test_budget_sort_key_sum_is_the_references():
+    """data.budget_sort_key=sum sorts a buffer by frames + text tokens, as the reference does
+    (DESIGN.md 3.6); the default sorts by (frames, tokens)."""
+    from types import SimpleNamespace
+
+    from fovea.pipelines.batching import make_batches
+    from fovea.pipelines.config import DataConfig
+
+    assert DataConfig().budget_sort_key == "frames_tokens"
+    lengths = [(5, 3), (1, 20), (9, 1), (2, 2), (7, 9), (3, 4)]  # (frames, tokens)
+    samples = [SimpleNamespace(frames=f, tokens=t, key=f"k{i}") for i, (f, t) in enumerate(lengths)]
+
+    def order(key):
+        batches = make_batches(iter(samples), 2, 100, None, sort=True, sort_key=key)
+        return [(s.frames, s.tokens) for b in batches for s in b]
+
+    assert order("sum") == sorted(lengths, key=sum) == [(2, 2), (3, 4), (5, 3), (9, 1), (7, 9), (1, 20)]
+    assert order("frames_tokens") == sorted(lengths)
 
 
 def test_cost_budget_gives_batches_of_similar_compute():

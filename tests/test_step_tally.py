@@ -3,6 +3,7 @@ on-device skip of a non-finite step (fused AdamW's found_inf)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -68,3 +69,41 @@ def test_found_inf_skips_the_update_on_the_device():
     opt.step()
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(float(s["step"]) == 1 for s in opt.state.values())  # the skipped step did not count
+
+
+def test_coarse_only_windows_leave_out_the_fine_figures(tmp_path, tokenizer, model_store):
+    """A coarse_only run (A6, A7) has no fine pass: its windows and validations carry no
+    loss_fine, loss_ratio, val_loss_fine or val_loss_ratio instead of NaN (platform/train/window.py)."""
+    from colour_shards import write_colour_shards
+
+    from fovea.model.build import build_model
+    from fovea.platform.config import load_config
+    from fovea.platform.train.gc_clock import GcClock
+    from fovea.platform.train.optim import build_optimizer
+    from fovea.platform.train.window import Window, validation_loss, window_metrics
+
+    t = StepTally(torch.device("cpu"))
+    nan = float("nan")
+    for loss in (2.0, 1.0):  # what a coarse_only forward returns: loss = coarse, fine NaN
+        t.add(torch.tensor([loss, nan, loss], dtype=torch.float64), torch.tensor(1.0), torch.zeros(()),
+              torch.zeros((), dtype=torch.bool), True)
+    globs = write_colour_shards(tmp_path, tokenizer, n_train=0, n_val=4, n_text=0)
+    cfg = load_config("tiny", ["model.coarse_only=true", f"data.val_shards=['{globs['val']}']"])
+    model = build_model(cfg.model)
+    m = window_metrics(Window.start(GcClock()), t.read(2, 5), 2, 4, build_optimizer(model, cfg.training),
+                       torch.device("cpu"))
+    assert m["loss"] == m["loss_coarse"] == pytest.approx(1.5)
+    assert not {"loss_fine", "loss_ratio"} & set(m) and all(math.isfinite(v) for v in m.values())
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        val = validation_loss(model, cfg, torch.device("cpu"), contextlib.nullcontext, "coarse_only")
+    finally:
+        torch.set_num_threads(n)
+    assert set(val) == {"val_loss", "val_loss_coarse"} and val["val_loss"] == val["val_loss_coarse"]
+    # coarse_fine keeps every figure
+    t.add(torch.tensor([2.0, 1.9, 2.1], dtype=torch.float64), torch.tensor(1.0), torch.zeros(()),
+          torch.zeros((), dtype=torch.bool), True)
+    m2 = window_metrics(Window.start(GcClock()), t.read(3, 5), 3, 6, build_optimizer(model, cfg.training),
+                        torch.device("cpu"))
+    assert m2["loss_ratio"] == pytest.approx(1.9 / 2.1)

@@ -33,7 +33,7 @@ def test_every_space_loads_and_validates():
         "A2": {"model.query_dim": 192},
         "A3": {"model.query_bias": True},
         "A4": {"model.query_init_std": 0.02},
-        "A5": {"model.freeze_dino": True},
+        "A5": {"training.lr_dino": 0.0},
         "A6": {"model.coarse_only": True},
         "A7": {"model.deep_query": False, "model.coarse_only": True},
     }
@@ -131,12 +131,48 @@ def test_every_ablation_builds_and_trains_one_step(model_store):
             assert model.q_static.shape[-1] == (192 if e.name == "A2" else enc.dim), e.name
             assert (enc.query_input_proj.bias is not None) is (e.name == "A3"), e.name
             assert (model.q_init.detach().std().item() < 0.1) is (e.name == "A4"), e.name
-            frozen = not any(p.requires_grad for p in enc.dino.parameters())
-            assert frozen is (e.name == "A5"), e.name
-            groups = {g["name"] for g in param_groups(model, cfg.training)}
-            assert ("dino" in groups) is (e.name != "A5"), e.name
+            # A5 is the reference's lr_dino = 0: DINOv2 trainable, its group kept at LR 0
+            assert any(p.requires_grad for p in enc.dino.parameters()), e.name
+            groups = {g["name"]: g["lr"] for g in param_groups(model, cfg.training)}
+            assert (groups["dino"] == 0) is (e.name == "A5"), e.name
     finally:
         torch.set_num_threads(n_threads)
+
+
+def test_a5_lr_dino_zero_keeps_dinov2_in_the_clip_norm(model_store):
+    """A5 as the reference runs it (lr_dino = 0, DESIGN.md 4.1, 5.1): DINOv2's weights do not
+    move, but its gradients are computed and count in the global clip norm, so with clipping
+    active the other groups' gradients are scaled by another factor than with a frozen DINOv2."""
+    import torch
+
+    from fovea.model.build import build_model
+    from fovea.pipelines.batch import dummy_batch, model_inputs
+    from fovea.platform.config import load_config
+    from fovea.platform.train.optim import build_optimizer
+
+    a5 = {e.name: e.overrides for e in load_space("ablations").experiments}["A5"]
+    batch = model_inputs(dummy_batch([2, 1], [9, 6], T=2, S=10))
+    moved, norms = {}, {}
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops on a shared 2-core machine
+    try:
+        for name, ov in (("A5", [f"{k}={v}" for k, v in a5.items()]), ("frozen", ["model.freeze_dino=true"])):
+            cfg = load_config("tiny", [*ov, "training.grad_clip=1e-3"])  # clipping active
+            torch.manual_seed(0)
+            model = build_model(cfg.model)
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            opt = build_optimizer(model, cfg.training)
+            model(**batch)["loss"].backward()
+            norms[name] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip))
+            opt.step()
+            moved[name] = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+            if name == "A5":
+                assert all(p.grad is not None for p in model.encoder.dino.parameters() if p.requires_grad)
+    finally:
+        torch.set_num_threads(n_threads)
+    assert not any(n.startswith("encoder.dino.") for n in moved["A5"] | moved["frozen"])
+    assert "dino_to_llm.weight" in moved["A5"] and "dino_to_llm.weight" in moved["frozen"]
+    assert norms["A5"] > norms["frozen"]  # DINOv2's gradients are in A5's norm
 
 
 # -- plans -----------------------------------------------------------------------------------
@@ -229,6 +265,9 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
     assert header.split(",")[:8] == ["experiment", "overrides", "status", "steps", "loss", "loss_fine",
                                      "loss_coarse", "loss_ratio"]
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and files["png"].stat().st_size > 10_000
+    # The parent also gets the loss overlay of its experiment's training runs (those logging loss_fine).
+    assert files["overlay"].name == "loss_overlay.png" and files["overlay"].stat().st_size > 10_000
+    assert "viewStateShareKey=fovea-sweep-t" in md and "workflowType=machine_learning" in md
     # The override params reach the child runs (logged by collect_results for any run without them).
     client = MlflowClient(uri)
     assert client.get_run(by["A6"]["run_id"]).data.params["override.model.coarse_only"] == "true"
@@ -366,7 +405,7 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_role"] == "parent"
     arts = {a.path for a in client.list_artifacts(parent_id, "results")}
-    assert arts == {"results/results.csv", "results/results.md", "results/results.png"}
+    assert arts == {"results/results.csv", "results/results.md", "results/results.png", "results/loss_overlay.png"}
     md = (tune_dir / "results" / "results.md").read_text()
     assert "| baseline | (none) | FINISHED | 6 |" in md and "| A6 | model.coarse_only=true | FINISHED | 6 |" in md
     assert "| baseline | (none) | FINISHED | 6 |" in out.stdout  # the table is printed

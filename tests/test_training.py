@@ -100,8 +100,10 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert len(fine) == len(rows)
     arts = {a.path for a in client.list_artifacts(s.mlflow_run_id)}
     assert "resolved_config.yaml" in arts
-    # train_stage's end-of-run hook: the generated captions, logged by rank 0 into the same run
+    # train_stage's end-of-run hook: the generated captions, logged by rank 0 into the same run,
+    # and the loss overlay of the experiment's runs
     assert "evaluation/captions.jsonl" in {a.path for a in client.list_artifacts(s.mlflow_run_id, "evaluation")}
+    assert [a.path for a in client.list_artifacts(s.mlflow_run_id, "plots")] == ["plots/loss_overlay.png"]
     assert run.data.tags["best_checkpoint"] == str(s.best_checkpoint)
 
 
@@ -208,8 +210,48 @@ def test_a_nonfinite_step_is_skipped_on_the_device_and_a_run_of_them_aborts(ray_
     # three in a row (steps 2..4, across two log windows) abort the run when the window is read
     monkeypatch.setenv("FOVEA_NAN_INJECT", "steps=2-4,rank=0")
     with pytest.raises(Exception, match="3 non-finite steps in a row by step 4"):
-        fit(tiny_cfg(tmp_path, shards, "nan-run", "training.max_steps=8", *common))
+        fit(tiny_cfg(tmp_path, shards, "nan-run", "training.max_steps=8", *common, "tracking.enabled=true"))
     assert [r["step"] for r in read_metrics(tmp_path, "nan-run")] == [2]
+    # the aborted run is marked FAILED in MLflow, not left RUNNING
+    from mlflow.tracking import MlflowClient
+
+    run_id = (tmp_path / "ray" / "nan-run" / "mlflow_run_id").read_text().strip()
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == "FAILED"
+
+
+@pytest.mark.timeout(300)  # a rank left in a collective would hang the run: fail instead
+def test_a_cuda_oom_on_one_rank_drops_the_window_on_both(ray_local, shards, tmp_path, monkeypatch):
+    """DESIGN.md 4.5: rank 1 runs out of memory in the backward of step 3's last micro-batch, after
+    DDP has all-reduced some buckets (tiny buckets; text batches, so DDP also looks for unused
+    parameters). Both ranks agree (platform/train/oom.py), drop the same window without an
+    optimizer or scheduler step, and the run goes on to its last step."""
+    from fovea.platform.runs import checkpoints as ck
+    from fovea.platform.train.batch_stream import Stream
+    from fovea.platform.train.ddp import find_unused
+    from fovea.platform.train.optim import lr_multiplier
+    from fovea.platform.train.trainer import fit
+
+    monkeypatch.setenv("FOVEA_OOM_INJECT", "step=3,rank=1,micro=1,at=backward")
+    cfg = tiny_cfg(tmp_path, shards, "oom", "training.max_steps=5", "training.grad_accum=2",
+                   "training.schedule=cosine",
+                   "training.checkpoint_every=5", "eval.every_steps=0", "tracking.enabled=false",
+                   "cluster.max_failures=0", "cluster.ddp_bucket_mb=0.05")
+    assert find_unused(cfg)
+    fit(cfg)
+    rows = read_metrics(tmp_path, "oom")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["oom_skipped"] for r in rows] == [0, 0, 1, 1, 1]  # the windows dropped, the same on both ranks
+    lr = lr_multiplier("cosine", 5, cfg.training.warmup_ratio)  # the scheduler did not step on the dropped window
+    assert [r["lr_connector"] for r in rows] == pytest.approx([cfg.training.lr_connector * lr(s) for s in range(1, 6)])
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    # each rank read 6 windows of 2 batches for its 5 steps: both dropped the same third window
+    state = ck.read_train_state(ck.latest_checkpoint(tmp_path / "ray" / "oom"))
+    assert state["step"] == 5
+    for rank in (0, 1):
+        stream = Stream(cfg, rank, 2)
+        for _ in range(6 * 2):
+            stream.next()
+        assert tuple(state["data_positions"][rank]) == stream.position(), rank
 
 
 def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
@@ -224,7 +266,8 @@ def test_stage2_starts_from_stage1_best(ray_local, shards, tmp_path):
     assert not find_unused(s1_cfg) and find_unused(tiny_cfg(tmp_path, shards, "x"))
     s1 = fit(s1_cfg)
     # Stage 2 with every LR at 0 must keep stage 1's best weights exactly.
-    s2 = fit(tiny_cfg(tmp_path, shards, "s2", "training.stage=2", "training.max_steps=1",
+    # (the colour shards are stage-1 shards: read as written, the reference's way, DESIGN.md 2.3)
+    s2 = fit(tiny_cfg(tmp_path, shards, "s2", "training.stage=2", "data.check_shard_stage=false", "training.max_steps=1",
                       f"training.init_from={tmp_path / 'ray' / 's1'}", "training.lr_connector=0",
                       "training.lr_dino=0", "training.lr_llm=0", "eval.every_steps=0",
                       "tracking.enabled=false"))

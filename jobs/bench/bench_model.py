@@ -36,7 +36,7 @@ from fovea.model.build import DTYPES, apply_training_flags, build_model
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.model.vlm import FoveatedVLM
 from fovea.platform.config import load_config
-from fovea.model.store import DINO_CONFIGS
+from fovea.model.store import DINO_CONFIGS, model_config
 
 # SmolLM2-135M-Instruct's published architecture (for --random-weights).
 SMOLLM2_135M_ARCH = dict(
@@ -48,13 +48,13 @@ SMOLLM2_135M_ARCH = dict(
 
 
 def random_model(model_cfg) -> FoveatedVLM:
-    from transformers import AutoModelForCausalLM, Dinov2Config, Dinov2Model, LlamaConfig
+    from transformers import AutoModelForCausalLM, Dinov2Model, LlamaConfig
 
     if "135M" not in model_cfg.llm or model_cfg.dino not in DINO_CONFIGS:
         raise SystemExit("--random-weights knows SmolLM2-135M and the store's DINOv2 configs only")
     llm = AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_135M_ARCH), dtype=DTYPES[model_cfg.llm_dtype],
                                            attn_implementation=model_cfg.attn_implementation)
-    dino = Dinov2Model(Dinov2Config(patch_size=14, image_size=224, **DINO_CONFIGS[model_cfg.dino]))
+    dino = Dinov2Model(model_config(model_cfg.dino))  # the published config (image_size 518)
     return apply_training_flags(FoveatedVLM(llm, dino, model_cfg))
 
 

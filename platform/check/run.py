@@ -114,7 +114,7 @@ def ensure_random_llm(config_dir: Path) -> None:
 
     if not (store_path(SMOLLM2_135M) / "config.json").exists():
         random_llm_from_config(config_dir)
-    prepare_store(include_base=False)
+    prepare_store()
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The end-of-training artifacts (``fit``'s ``on_train_end``, wired by ``fovea.platform.stages``):
-generated captions with their COCO metrics and the attention-heatmap grid, logged into the
-training run's MLflow run."""
+the loss overlay of the experiment's training runs (``fovea.platform.runs.loss_overlay``), and
+with val shards generated captions with their COCO metrics and the attention-heatmap grid,
+logged into the training run's MLflow run."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,26 +17,37 @@ from fovea.platform.config import RunConfig
 from fovea.platform.eval.batches import default_loader_factory, first_visual_batch
 from fovea.platform.eval.captions import generate_captions, records_jsonl, records_markdown, score_generations
 from fovea.platform.eval.report import attention_grid
+from fovea.platform.runs.loss_overlay import log_loss_overlay
+
+log = logging.getLogger("fovea.evaluation")
 
 
 def log_training_artifacts(model, cfg: RunConfig, tracker, device=None, autocast=None,
                            step: int | None = None) -> dict:
-    """End of a training run (rank 0): ``eval.caption_samples`` generated captions (table +
-    COCO metrics at ``step``) and the attention-heatmap grid, logged into the training run.
+    """End of a training run (rank 0): the loss overlay plot (``plots/loss_overlay.png``), and
+    with val shards and ``eval.caption_samples`` > 0 that many generated captions (table + COCO metrics at
+    ``step``) and the attention-heatmap grid, logged into the training run.
     ``autocast``: a zero-argument callable returning a context manager (the training loop's)."""
     from fovea.model.build import load_tokenizer
 
+    out: dict[str, Any] = {"records": []}
+    if tracker.run_id and tracker.tracking_uri:
+        try:
+            out["loss_overlay"] = log_loss_overlay(tracker.tracking_uri, tracker.run_id)
+        except Exception as e:  # noqa: BLE001 - a plot must not cost the captions
+            log.warning("loss overlay not logged: %s: %s", type(e).__name__, e)
+    if not cfg.data.val_shards or cfg.eval.caption_samples <= 0:
+        return out
     device = torch.device(device or next(model.parameters()).device)
     tokenizer = load_tokenizer(model.cfg)
     step = int(step if step is not None else (cfg.training.max_steps or 0))
     factory = default_loader_factory(cfg, list(cfg.data.val_shards))
     ctx = autocast() if autocast is not None else contextlib.nullcontext()
-    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fovea-artifacts-") as tmp, ctx:
         recs = generate_captions(model, factory(), tokenizer, cfg.eval.caption_samples, cfg.eval.max_new_tokens,
                                  device, precision="fp32", progress=False)
         if recs:
-            out = score_generations(recs, spice=False)
+            out.update(score_generations(recs, spice=False))
             _log_captions(tracker, recs, out, step)
         if cfg.eval.heatmap_videos > 0:
             _log_heatmap(model, factory(), cfg.eval.heatmap_videos, tracker, Path(tmp))

@@ -2,19 +2,23 @@
 
 Every reader turns the upstream annotation files into uniform ``MCQItem`` records; frames
 are decoded later, one item at a time (``fovea.platform.eval.benchmark_frames.load_item_frames``),
-so listing a benchmark is cheap.  Expected local layout (``--benchmarks data/benchmarks``):
+so listing a benchmark is cheap.  An annotation row that cannot become an item (an answer that
+matches none of its options, a missing field) is skipped and recorded as a ``MalformedItem``
+naming its file and row; the others are read.  Local layouts, each hub dataset as downloaded
+(``--benchmarks data/benchmarks``; ``huggingface-cli download --repo-type dataset <id>
+--local-dir data/benchmarks/<name>``):
 
     data/benchmarks/videomme/   hub dataset lmms-lab/Video-MME
         videomme/test-00000-of-00001.parquet   (any *.parquet / *.json / *.jsonl below)
-        data/<videoID>.mp4                     (videos_chunked_*.zip unpacked)
+        data/<videoID>.mp4                     (videos_chunked_*.zip unpacked in place)
     data/benchmarks/mlvu/       hub dataset MLVU/MVLU (github.com/JUNJIE99/MLVU), dev split
-        json/1_plotQA.json ... 7_topic_reasoning.json   (8_sub_scene/9_summary: not MCQ, skipped)
-        video/1_plotQA/<video> ...                      (video/plotQA/ also accepted)
+        MLVU/json/1_plotQA.json ... 7_topic_reasoning.json  (8_sub_scene/9_summary: not MCQ, skipped)
+        MLVU/video/1_plotQA/<video> ...                     (json/ and video/ without MLVU/ too)
     data/benchmarks/mvbench/    hub dataset OpenGVLab/MVBench
         json/<task>.json                       (action_sequence.json, ...)
-        video/<source>/<video>                 (star/Charades_v1_480/, clevrer/video_validation/, ...)
-    data/benchmarks/scienceqa/  hub dataset derek-thomas/ScienceQA (or lmms-lab/ScienceQA,
-                                ScienceQA-IMG config; or lupantech's problems.json + test/<id>/image.png)
+        video/<source>/<video>                 (video/*.zip unpacked in place: star/Charades_v1_480/, ...)
+    data/benchmarks/scienceqa/  hub dataset derek-thomas/ScienceQA (or lmms-lab/ScienceQA, whose
+                                ScienceQA-IMG folder is used; or lupantech's problems.json + test/<id>/image.png)
         data/test-*.parquet                    (image questions of the test split are used)
 """
 
@@ -33,6 +37,17 @@ VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".MP4", ".m4v")
 
 class BenchmarkNotFound(FileNotFoundError):
     """A benchmark's annotation files (or videos) are not on disk; the message says what to get."""
+
+
+@dataclass
+class MalformedItem:
+    """An annotation row that could not become an item: ``file[row]`` (0-based) and why."""
+    file: str
+    row: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}[{self.row}]: {self.reason}"
 
 
 @dataclass
@@ -63,7 +78,8 @@ class BenchmarkSpec:
     name: str
     hub_id: str
     layout: str
-    reader: Callable[[Path], list[MCQItem]]
+    reader: Callable[..., list[MCQItem]]  # reader(folder, malformed: list) -> items
+    media: str = ""  # where the videos / images go, for "no item could be scored"
 
     def missing(self, root: Path, what: str) -> BenchmarkNotFound:
         return BenchmarkNotFound(
@@ -87,6 +103,22 @@ def _index_media(root: Path, exts: tuple[str, ...]) -> dict[str, Path]:
                 idx.setdefault(p.name, p)
                 idx.setdefault(p.stem, p)
     return idx
+
+
+def _build_rows(f: Path, rows: list[dict[str, Any]], build: Callable[[int, dict], MCQItem | None],
+                malformed: list[MalformedItem]) -> list[MCQItem]:
+    """``build(row index, row)`` for every row of annotation file ``f``: None skips a row that is
+    not a question of this benchmark; a row that fails is recorded in ``malformed``."""
+    items = []
+    for j, r in enumerate(rows):
+        try:
+            item = build(j, r)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            malformed.append(MalformedItem(str(f), j, f"{type(e).__name__}: {e}"))
+            continue
+        if item is not None:
+            items.append(item)
+    return items
 
 
 def _read_table(path: Path) -> list[dict[str, Any]]:
@@ -128,44 +160,46 @@ def _strip_letter(opt: str, i: int) -> str:
 def _answer_letter(answer: Any, options: list[str]) -> str:
     """Upstream answers are a letter, an index, or the option text."""
     if isinstance(answer, (int, np.integer)) and not isinstance(answer, bool):
+        if not 0 <= int(answer) < len(options):
+            raise ValueError(f"answer index {int(answer)} is outside the {len(options)} options {options}")
         return LETTERS[int(answer)]
     a = str(answer).strip()
     if len(a) == 1 and a.upper() in LETTERS[: len(options)]:
         return a.upper()
-    if len(a) >= 2 and a[0] in LETTERS and a[1] in ".)":
+    if len(a) >= 2 and a[0] in LETTERS[: len(options)] and a[1] in ".)":
         return a[0]
-    if a.startswith("(") and len(a) >= 3 and a[2] == ")":
+    if a.startswith("(") and len(a) >= 3 and a[2] == ")" and a[1] in LETTERS[: len(options)]:
         return a[1]
     for i, o in enumerate(options):
         if a == str(o).strip():
             return LETTERS[i]
-    raise ValueError(f"answer {answer!r} matches no option of {options}")
+    raise ValueError(f"answer {answer!r} matches none of the options {options}")
 
 
 # -- Video-MME --------------------------------------------------------------------------
 
-def read_videomme(root: Path) -> list[MCQItem]:
+def read_videomme(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["videomme"]
     files = _find_files(root, ("*.parquet", "*.jsonl", "*.json"))
     if not files:
         raise spec.missing(root, "no annotation file (*.parquet/*.json)")
     videos = _index_media(root, VIDEO_EXTS)
-    items = []
-    for f in files:
-        for r in _read_table(f):
-            if "question" not in r or "options" not in r:
-                continue
-            vid = str(r.get("videoID") or r.get("video_id"))
-            opts = [_strip_letter(o, i) for i, o in enumerate(_as_list(r["options"]))]
-            items.append(MCQItem(
-                id=f"videomme/{r.get('question_id', len(items))}", benchmark="videomme",
-                frames_source=str(videos.get(vid, root / "data" / f"{vid}.mp4")), source_kind="video",
-                question=format_question(str(r["question"]), opts), options=opts,
-                answer_letter=_answer_letter(r["answer"], opts),
-                category=str(r.get("task_type") or r.get("domain") or "all"),
-                groups={k: str(r[k]) for k in ("domain", "duration", "sub_category") if r.get(k) is not None},
-            ))
-    return items
+    malformed = malformed if malformed is not None else []
+
+    def build(j: int, r: dict) -> MCQItem | None:
+        if "question" not in r or "options" not in r:
+            return None
+        vid = str(r.get("videoID") or r.get("video_id"))
+        opts = [_strip_letter(o, i) for i, o in enumerate(_as_list(r["options"]))]
+        return MCQItem(
+            id=f"videomme/{r.get('question_id', j)}", benchmark="videomme",
+            frames_source=str(videos.get(vid, root / "data" / f"{vid}.mp4")), source_kind="video",
+            question=format_question(str(r["question"]), opts), options=opts,
+            answer_letter=_answer_letter(r["answer"], opts),
+            category=str(r.get("task_type") or r.get("domain") or "all"),
+            groups={k: str(r[k]) for k in ("domain", "duration", "sub_category") if r.get(k) is not None})
+
+    return [it for f in files for it in _build_rows(f, _read_table(f), build, malformed)]
 
 
 # -- MLVU -------------------------------------------------------------------------------
@@ -179,28 +213,48 @@ def _task_json_files(root: Path, spec) -> list[Path]:
     return files
 
 
-def read_mlvu(root: Path) -> list[MCQItem]:
+def mlvu_root(root: Path) -> Path:
+    """The folder holding MLVU's json/ (and video/): the hub download's ``MLVU/`` inside
+    ``root``, or ``root`` itself."""
+    nested = sorted(p.parent for pat in ("*/json", "*/*/json") for p in root.glob(pat))
+    for cand in (root, root / "MLVU", *nested):
+        if (cand / "json").is_dir():
+            return cand
+    return root
+
+
+def read_mlvu(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["mlvu"]
+    root = mlvu_root(root)
     files = _task_json_files(root, spec)
     videos = _index_media(root / "video" if (root / "video").is_dir() else root, VIDEO_EXTS)
+    malformed = malformed if malformed is not None else []
     items = []
     for f in files:
         task = f.stem.split("_", 1)[1] if f.stem[:1].isdigit() and "_" in f.stem else f.stem
-        for j, r in enumerate(_read_table(f)):
+
+        def build(j: int, r: dict, f=f, task=task) -> MCQItem | None:
             if not r.get("candidates"):
-                continue  # generation tasks (sub-scene captioning, summary)
+                return None  # generation tasks (sub-scene captioning, summary)
             opts = [str(c) for c in _as_list(r["candidates"])]
             video = str(r["video"])
             path = next((p for p in (root / "video" / f.stem / video, root / "video" / task / video)
                          if p.exists()), videos.get(video, root / "video" / f.stem / video))
-            items.append(MCQItem(
+            return MCQItem(
                 id=f"mlvu/{f.stem}/{j}", benchmark="mlvu", frames_source=str(path), source_kind="video",
                 question=format_question(str(r["question"]), opts), options=opts,
                 answer_letter=_answer_letter(r["answer"], opts),
                 category=str(r.get("question_type") or task),
-                groups={"duration": str(r["duration"])} if r.get("duration") is not None else {},
-            ))
+                groups={"duration": _duration_bucket(r["duration"])} if r.get("duration") is not None else {})
+
+        items += _build_rows(f, _read_table(f), build, malformed)
     return items
+
+
+def _duration_bucket(seconds: Any) -> str:
+    """MLVU gives seconds; the table groups them (Video-MME's own short/medium/long are labels)."""
+    s = float(seconds)
+    return "< 3 min" if s < 180 else "3-10 min" if s < 600 else "10-30 min" if s < 1800 else ">= 30 min"
 
 
 # -- MVBench ----------------------------------------------------------------------------
@@ -231,30 +285,34 @@ MVBENCH_TASKS = {
 }
 
 
-def read_mvbench(root: Path) -> list[MCQItem]:
+def read_mvbench(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["mvbench"]
     files = _task_json_files(root, spec)
     vroot = root / "video" if (root / "video").is_dir() else root
-    videos: dict[str, Path] | None = None
+    index: dict[str, dict[str, Path]] = {}  # built on the first video not at its usual place
+    malformed = malformed if malformed is not None else []
     items = []
     for f in files:
         task, sub, kind, has_bound = MVBENCH_TASKS.get(f.stem, (f.stem, "", "video", True))
-        for j, r in enumerate(_read_table(f)):
+
+        def build(j: int, r: dict, f=f, task=task, sub=sub, kind=kind, has_bound=has_bound) -> MCQItem | None:
             opts = [str(c) for c in _as_list(r.get("candidates"))]
             if not opts:
-                continue
+                return None
             path = vroot / sub / str(r["video"])
             if kind == "video" and not path.exists():
-                videos = videos if videos is not None else _index_media(vroot, VIDEO_EXTS)
-                path = videos.get(str(r["video"]), path)
+                if "videos" not in index:
+                    index["videos"] = _index_media(vroot, VIDEO_EXTS)
+                path = index["videos"].get(str(r["video"]), path)
             bound = None
             if has_bound and r.get("start") is not None and r.get("end") is not None:
                 bound = (float(r["start"]), float(r["end"]))
-            items.append(MCQItem(
+            return MCQItem(
                 id=f"mvbench/{f.stem}/{j}", benchmark="mvbench", frames_source=str(path),
                 source_kind=kind, question=format_question(str(r["question"]), opts), options=opts,
-                answer_letter=_answer_letter(r["answer"], opts), category=task, bound=bound,
-            ))
+                answer_letter=_answer_letter(r["answer"], opts), category=task, bound=bound)
+
+        items += _build_rows(f, _read_table(f), build, malformed)
     return items
 
 
@@ -278,66 +336,93 @@ def _image_bytes(v: Any, base: Path) -> bytes | None:
     return None
 
 
-def read_scienceqa(root: Path) -> list[MCQItem]:
-    spec = BENCHMARKS["scienceqa"]
+def _scienceqa_files(root: Path) -> tuple[list[Path], bool]:
+    """(annotation files, lupantech layout?): lupantech's problems.json, else the test split's
+    files (of lmms-lab's ScienceQA-IMG folder when there, not its ScienceQA-FULL copy)."""
     files = _find_files(root, ("*.parquet", "*.jsonl", "*.json"))
-    tests = [f for f in files if "test" in f.name.lower()]
     problems = [f for f in files if f.name == "problems.json"]
-    files = problems or tests or files
+    if problems:
+        return problems, True
+    img = [f for f in files if "ScienceQA-IMG" in f.parts]
+    files = img or files
+    tests = [f for f in files if "test" in f.name.lower()]
+    return tests or files, False
+
+
+def read_scienceqa(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
+    spec = BENCHMARKS["scienceqa"]
+    files, lupantech = _scienceqa_files(root)
     if not files:
         raise spec.missing(root, "no annotation file (*.parquet/*.json)")
+    malformed = malformed if malformed is not None else []
     items = []
     for f in files:
-        for j, r in enumerate(_read_table(f)):
+
+        def build(j: int, r: dict, f=f) -> MCQItem | None:
             if "choices" not in r or "question" not in r:
-                continue
-            if problems and r.get("split", "test") != "test":
-                continue
+                return None
+            if lupantech and r.get("split", "test") != "test":
+                return None
             img_ref = r.get("image")
-            if problems and img_ref:  # lupantech layout: <root>/test/<id>/image.png
+            if lupantech and img_ref:  # lupantech layout: <root>/test/<id>/image.png
                 img_ref = root / "test" / str(r["_key"]) / str(img_ref)
             img = _image_bytes(img_ref, f.parent)
             if img is None:
-                continue  # text-only questions are not part of the image benchmark
+                return None  # text-only questions are not part of the image benchmark
             opts = [str(c) for c in _as_list(r["choices"])]
             hint = str(r.get("hint") or "").strip()
             q = f"Context: {hint}\n{r['question']}" if hint else str(r["question"])
-            items.append(MCQItem(
+            return MCQItem(
                 id=f"scienceqa/{r.get('_key', j)}", benchmark="scienceqa", frames_source=img,
                 source_kind="image", question=format_question(q, opts), options=opts,
                 answer_letter=_answer_letter(int(r["answer"]), opts),
                 category=str(r.get("subject") or r.get("category") or "all"),
-                groups={"category": str(r["category"])} if r.get("category") else {},
-            ))
+                groups={"category": str(r["category"])} if r.get("category") else {})
+
+        items += _build_rows(f, _read_table(f), build, malformed)
     return items
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "videomme": BenchmarkSpec("videomme", "lmms-lab/Video-MME",
                               "  data/benchmarks/videomme/videomme/test-00000-of-00001.parquet\n"
-                              "  data/benchmarks/videomme/data/<videoID>.mp4", read_videomme),
+                              "  data/benchmarks/videomme/data/<videoID>.mp4", read_videomme,
+                              "unzip videos_chunked_*.zip in data/benchmarks/videomme (-> data/<videoID>.mp4)"),
     "mlvu": BenchmarkSpec("mlvu", "MLVU/MVLU (dev split; github.com/JUNJIE99/MLVU)",
-                          "  data/benchmarks/mlvu/json/1_plotQA.json ... 7_topic_reasoning.json\n"
-                          "  data/benchmarks/mlvu/video/1_plotQA/<video>.mp4 ...", read_mlvu),
+                          "  data/benchmarks/mlvu/MLVU/json/1_plotQA.json ... 7_topic_reasoning.json\n"
+                          "  data/benchmarks/mlvu/MLVU/video/1_plotQA/<video>.mp4 ...", read_mlvu,
+                          "the videos belong in data/benchmarks/mlvu/MLVU/video/<task>/ (the hub download's)"),
     "mvbench": BenchmarkSpec("mvbench", "OpenGVLab/MVBench",
                              "  data/benchmarks/mvbench/json/<task>.json\n"
                              "  data/benchmarks/mvbench/video/<source>/<video> (e.g. video/clevrer/"
-                             "video_validation/)", read_mvbench),
+                             "video_validation/)", read_mvbench,
+                             "unzip each data/benchmarks/mvbench/video/*.zip in place (-> video/star/"
+                             "Charades_v1_480/..., video/clevrer/...)"),
     "scienceqa": BenchmarkSpec("scienceqa", "derek-thomas/ScienceQA (or lmms-lab/ScienceQA)",
                                "  data/benchmarks/scienceqa/data/test-00000-of-00001.parquet "
-                               "(images embedded)", read_scienceqa),
+                               "(images embedded)", read_scienceqa,
+                               "the images are embedded in the parquet files "
+                               "(lupantech's layout: test/<id>/image.png)"),
 }
 
 
-def load_benchmark(name: str, root: str | Path, max_items: int | None = None) -> list[MCQItem]:
-    """Items of one benchmark under ``<root>/<name>``; ``BenchmarkNotFound`` when absent."""
+def load_benchmark(name: str, root: str | Path, max_items: int | None = None,
+                   malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
+    """Items of one benchmark under ``<root>/<name>``; ``BenchmarkNotFound`` when absent.
+    Rows that cannot become items are appended to ``malformed`` (and left out)."""
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
     bdir = Path(root) / name
     if not bdir.is_dir():
         raise spec.missing(bdir, "folder missing")
-    items = spec.reader(bdir)
+    bad: list[MalformedItem] = []
+    items = spec.reader(bdir, bad)
+    if malformed is not None:
+        malformed.extend(bad)
+    if not items and bad:
+        raise BenchmarkNotFound(f"benchmark '{name}': none of the {len(bad)} multiple-choice rows under "
+                                f"{bdir} is well-formed (first: {bad[0]})")
     if not items:
         raise spec.missing(bdir, "annotation files hold no multiple-choice item")
     if max_items is not None:
@@ -363,3 +448,9 @@ def available_benchmarks(root: str | Path) -> dict[str, str | None]:
         except BenchmarkNotFound as e:
             out[name] = str(e)
     return out
+
+
+def missing_media(items: list[MCQItem]) -> list[str]:
+    """The items' video files / frame folders that are not on disk (images are embedded)."""
+    return [str(it.frames_source) for it in items
+            if it.source_kind in ("video", "frames") and not Path(str(it.frames_source)).exists()]

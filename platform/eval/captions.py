@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import torch
 
+from fovea.model.config import MAX_NEW_TOKENS
 from fovea.platform.eval.batches import autocast, first_rows, progress_bar, visual_only
 
 log = logging.getLogger("fovea.evaluation")
@@ -38,11 +39,12 @@ def _eos_id(tokenizer) -> int:
 
 
 @torch.no_grad()
-def generate_captions(model, loader: Iterable[dict], tokenizer, n: int, max_new_tokens: int = 48,
+def generate_captions(model, loader: Iterable[dict], tokenizer, n: int, max_new_tokens: int = MAX_NEW_TOKENS,
                       device: torch.device | str | None = None, precision: str = "auto",
                       progress: bool = True) -> list[dict]:
     """Greedy generations (autoregressive visual loop, DESIGN.md 1.4) for the first ``n`` visual
-    samples: system + user prompt + ``<|im_start|>assistant\\n``, stop at ``<|im_end|>``."""
+    samples: system + user prompt + ``<|im_start|>assistant\\n``, stop at ``<|im_end|>``; a record's
+    ``truncated`` says the generation ran to ``max_new_tokens`` without ending."""
     from fovea.platform.eval.mcq import chat_messages
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -71,8 +73,10 @@ def generate_captions(model, loader: Iterable[dict], tokenizer, n: int, max_new_
             new = model.generate(batch["frames"].to(device), batch["frame_mask"].to(device), ids,
                                  max_new_tokens=max_new_tokens, eos_token_id=eos)
         for i in range(B):
+            # no end-of-turn within the budget: the text was cut at max_new_tokens
             records.append({"key": keys[i], "source": sources[i], "prompt": prompts[i], "reference": refs[i],
-                            "generated": tokenizer.decode(new[i], skip_special_tokens=True).strip()})
+                            "generated": tokenizer.decode(new[i], skip_special_tokens=True).strip(),
+                            "truncated": len(new[i]) >= max_new_tokens})
         bar.update(B)
         if len(records) >= n:
             break
@@ -112,18 +116,40 @@ def records_jsonl(records: list[dict]) -> str:
 
 
 def records_markdown(records: list[dict]) -> str:
-    """The generations as a markdown table: key | generated | reference."""
+    """The generations as a markdown table: key | generated | reference (a generation cut at
+    max_new_tokens ends in ``[cut at max_new_tokens]``)."""
     return "| key | generated | reference |\n|---|---|---|\n" + "".join(
-        f"| {r['key']} | {r['generated'].replace('|', '/')} | {r['reference'].replace('|', '/')} |\n"
+        f"| {r['key']} | {_shown(r).replace('|', '/')} | {r['reference'].replace('|', '/')} |\n"
         for r in records)
+
+
+def _shown(r: dict) -> str:
+    return r["generated"] + (" ... [cut at max_new_tokens]" if r.get("truncated") else "")
+
+
+def records_text(records: list[dict], width: int = 100) -> str:
+    """The generations for a terminal: per sample its key, what was generated (flagged when cut
+    at max_new_tokens) and the reference, each on one line shortened to ``width``."""
+    def one(s: str) -> str:
+        s = " ".join(s.split())
+        return s if len(s) <= width else s[: width - 3] + "..."
+
+    cut = sum(bool(r.get("truncated")) for r in records)
+    lines = [f"generated captions ({len(records)}, {cut} cut at max_new_tokens):"]
+    for r in records:
+        flag = "  [cut at max_new_tokens]" if r.get("truncated") else ""
+        lines += [f"  {r['key']}{flag}", f"    generated: {one(r['generated'])}",
+                  f"    reference: {one(r['reference'])}"]
+    return "\n".join(lines)
 
 
 def generation_results(model, loader: Iterable[dict], tokenizer, n: int, max_new_tokens: int,
                        device: torch.device, precision: str, progress: bool, spice: bool,
                        out_dir: Path) -> dict[str, Any]:
-    """``n`` generations scored (+ their ``records``), written to ``out_dir/captions.jsonl``."""
+    """``n`` generations scored (+ the generations as ``samples``, and how many were cut at
+    ``max_new_tokens``), written to ``out_dir/captions.jsonl``."""
     recs = generate_captions(model, loader, tokenizer, n, max_new_tokens, device, precision, progress)
     out = score_generations(recs, spice=spice)
-    out["records"] = recs
+    out["samples"], out["truncated"] = recs, sum(bool(r.get("truncated")) for r in recs)
     (out_dir / "captions.jsonl").write_text(records_jsonl(recs))
     return out

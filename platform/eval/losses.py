@@ -4,9 +4,11 @@ train/inference gap between coarse_fine (how training sees the video) and autore
 
 Loss conventions.  ``loss`` is the reference's validation loss: the mean of per-batch losses
 weighted by batch size (DESIGN.md 4.7); ``loss_token`` is the token-weighted mean over all target
-tokens.  Every mode scores the same tokens (the model never scores the first text token),
-text-only samples are dropped (DESIGN.md 6.2: image-less samples skipped), and each mode gets a
-fresh, unshuffled loader, so the modes see identical samples and tokens.  The gap is
+tokens.  Each mode scores the tokens the reference's does (DESIGN.md 1.4): coarse_only and
+autoregressive also score each sample's first text token, from its last visual position, where
+its loss mask makes it a target (stage 1), coarse_fine does not (``model.score_first_text_token=
+false``: no mode does).  Text-only samples are dropped (DESIGN.md 6.2: image-less samples
+skipped), and each mode gets a fresh, unshuffled loader, so the modes see identical samples.  The gap is
 ``(L_autoregressive - L_coarse_fine) / L_coarse_fine`` (reference: |gap| < 0.6 %).
 """
 

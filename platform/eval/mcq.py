@@ -280,7 +280,8 @@ class HFVLMScorer:
 # -- running a benchmark -----------------------------------------------------------------
 
 def accuracy_table(records: Iterable[dict]) -> dict:
-    """records: dicts with ``correct``, ``category``, ``groups`` -> accuracy in percent."""
+    """records: dicts with ``correct``, ``category``, ``groups`` -> accuracy in percent (None
+    without records: nothing was scored, which is not 0 %)."""
     records = list(records)
     per_cat: dict[str, list[bool]] = {}
     per_group: dict[str, dict[str, list[bool]]] = {}
@@ -293,7 +294,7 @@ def accuracy_table(records: Iterable[dict]) -> dict:
         return 100.0 * sum(xs) / len(xs) if xs else 0.0
 
     return {
-        "accuracy": pct([r["correct"] for r in records]),
+        "accuracy": pct([r["correct"] for r in records]) if records else None,
         "n": len(records),
         "per_category": {k: pct(v) for k, v in sorted(per_cat.items())},
         "per_group": {g: {k: pct(v) for k, v in sorted(d.items())} for g, d in per_group.items()},
@@ -304,29 +305,40 @@ def run_mcq(items: list[MCQItem], scorer, progress: bool = True, desc: str | Non
             on_error: str = "skip") -> dict:
     """Score every item; accuracy overall, per category and per extra group.
 
-    Items whose media cannot be read are skipped (counted in ``skipped``) unless
-    ``on_error="raise"``.
+    Items whose media cannot be read are skipped (counted in ``skipped``, the first few reasons
+    in ``skipped_examples``) unless ``on_error="raise"``.
     """
     from tqdm.auto import tqdm
 
-    records, skipped, first_err = [], 0, None
+    records, why = [], []
     for item in tqdm(items, desc=desc or f"{scorer.name}", disable=not progress, leave=False):
         try:
             losses = scorer.score(item)
         except (FileNotFoundError, ValueError, OSError) as e:
             if on_error == "raise":
                 raise
-            skipped += 1
-            first_err = first_err or f"{item.id}: {e}"
+            why.append(f"{item.id}: {e}")
             continue
-        pred = LETTERS[min(range(len(losses)), key=losses.__getitem__)]
-        records.append({"id": item.id, "category": item.category, "groups": item.groups,
-                        "pred": pred, "answer": item.answer_letter, "losses": losses,
-                        "correct": pred == item.answer_letter})
-    if skipped:
-        log.warning("%d item(s) skipped (first: %s)", skipped, first_err)
+        records.append(_record(item, losses))
+    _warn_skipped(why)
+    return _table(records, why)
+
+
+def _warn_skipped(why: list[str]) -> None:
+    if why:
+        log.warning("%d item(s) skipped (first: %s)", len(why), why[0])
+
+
+def _record(item: MCQItem, losses: list[float]) -> dict:
+    pred = LETTERS[min(range(len(losses)), key=losses.__getitem__)]
+    return {"id": item.id, "category": item.category, "groups": item.groups, "pred": pred,
+            "answer": item.answer_letter, "losses": losses, "correct": pred == item.answer_letter}
+
+
+def _table(records: list[dict], why: list[str]) -> dict:
+    """``accuracy_table`` + the skipped items: their count and the first reasons."""
     out = accuracy_table(records)
-    out.update(skipped=skipped, records=records)
+    out.update(skipped=len(why), skipped_examples=why[:3], records=records)
     return out
 
 
@@ -337,24 +349,16 @@ def run_mcq_many(items: list[MCQItem], scorers: dict[str, TokenMCQScorer], progr
     from tqdm.auto import tqdm
 
     recs: dict[str, list[dict]] = {k: [] for k in scorers}
-    skipped, first_err = 0, None
+    why: list[str] = []
     any_scorer = next(iter(scorers.values()))
     for item in tqdm(items, desc=desc, disable=not progress, leave=False):
         try:
             frames = any_scorer.frames_for(item)
             per = {k: s.score(item, frames) for k, s in scorers.items()}
         except (FileNotFoundError, ValueError, OSError) as e:
-            skipped += 1
-            first_err = first_err or f"{item.id}: {e}"
+            why.append(f"{item.id}: {e}")
             continue
         for k, losses in per.items():
-            pred = LETTERS[min(range(len(losses)), key=losses.__getitem__)]
-            recs[k].append({"id": item.id, "category": item.category, "groups": item.groups, "pred": pred,
-                            "answer": item.answer_letter, "losses": losses, "correct": pred == item.answer_letter})
-    if skipped:
-        log.warning("%d item(s) skipped (first: %s)", skipped, first_err)
-    out = {}
-    for k, r in recs.items():
-        out[k] = accuracy_table(r)
-        out[k].update(skipped=skipped, records=r)
-    return out
+            recs[k].append(_record(item, losses))
+    _warn_skipped(why)
+    return {k: _table(r, why) for k, r in recs.items()}

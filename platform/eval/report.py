@@ -15,6 +15,7 @@ import torch
 
 from fovea.platform.config import RunConfig
 from fovea.platform.eval.batches import visual_only
+from fovea.platform.eval.captions import records_text
 from fovea.platform.eval.losses import MODES
 
 # What an evaluation writes to its out_dir (the last two only when captions / heatmaps ran).
@@ -45,6 +46,9 @@ def results_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                                           for m in modes] + ["-"] * len(ref_cols))
     for name, b in results.get("benchmarks", {}).items():
         n = next(iter(b.get("modes", {}).values()), {}).get("n", 0)
+        if not n:  # nothing scored is not 0 %
+            rows.append([f"{name}: no item scored"] + ["-"] * (len(modes) + len(ref_cols)))
+            continue
         rows.append([f"{name} (n={n})"] + [fmt(b.get("modes", {}).get(m, {}).get("accuracy"), True) for m in modes]
                     + [fmt(b.get("reference", {}).get(r, {}).get("accuracy"), True) for r in ref_cols])
     for k, v in (results.get("generation") or {}).get("captions", {}).items():
@@ -73,7 +77,8 @@ def results_csv(results: dict) -> str:
 
 
 def flat_metrics(results: dict) -> dict[str, float]:
-    """MLflow metric names: eval/<mode>/loss, eval/gap, eval/<bench>/<mode>/accuracy, ..."""
+    """MLflow metric names: eval/<mode>/loss, eval/gap, eval/<bench>/<mode>/accuracy, ...
+    (a benchmark with no item scored logs its counts, no accuracy)."""
     m: dict[str, float] = {}
     for mode, r in results.get("loss", {}).items():
         for k in ("loss", "loss_token", "samples_per_s"):
@@ -82,6 +87,8 @@ def flat_metrics(results: dict) -> dict[str, float]:
         m["eval/gap"] = results["gap"]
         m["eval/gap_token"] = results["gap_token"]
     for name, b in results.get("benchmarks", {}).items():
+        m[f"eval/{name}/items_scored"] = next(iter(b.get("modes", {}).values()), {}).get("n", 0)
+        m[f"eval/{name}/items_malformed"] = len(b.get("malformed", []))
         for mode, r in list(b.get("modes", {}).items()) + list(b.get("reference", {}).items()):
             m[f"eval/{name}/{mode}/accuracy"] = r["accuracy"]
             for cat, acc in r.get("per_category", {}).items():
@@ -125,32 +132,46 @@ def output_files(results: dict, out_dir: Path) -> dict[str, str]:
     return {name: str(out_dir / name) for name in EVAL_FILES if (out_dir / name).exists()}
 
 
-def log_to_mlflow(results: dict, cfg: RunConfig, tracker, run_id: str | None, out_dir: Path,
-                  model_dir: Path | None, tags: dict[str, str] | None = None) -> None:
-    """Metrics (``flat_metrics``) and ``EVAL_FILES`` into ``tracker``, else into a new MLflow
-    run in ``cfg.tracking`` (or the existing ``run_id``); sets ``results["mlflow_run_id"]``."""
-    if tracker is None and not cfg.tracking.enabled:
-        return
-    own = tracker is None
-    if own:
-        from fovea.platform.runs.tracking import Tracker
+class EvalRun:
+    """The evaluation's MLflow run, opened before anything is computed so that each result is
+    logged as it is computed (``log``): validation losses first, then captions, then each
+    benchmark.  ``tracker`` is used as it is (the caller finishes it); else a new run in
+    ``cfg.tracking`` (or the existing ``run_id``, left open) with extra ``tags``."""
 
-        tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=run_id,
-                          run_name=cfg.tracking.run_name or f"eval-{cfg.name}",
-                          tags={"job": "evaluate", "checkpoint": str(model_dir or ""), **(tags or {})})
-    step = int(cfg.training.max_steps or 0)
-    tracker.log_params({"eval.modes": ",".join(results["modes"]), "eval.checkpoint": results["checkpoint"],
-                        "eval.device": results["device"]} if own else {})
-    tracker.log_metrics(flat_metrics(results), step=step)
-    for name in EVAL_FILES:
-        if (out_dir / name).exists():
-            tracker.log_artifact(out_dir / name, "evaluation")
-    results["mlflow_run_id"] = tracker.run_id
-    if own and run_id is None:
-        tracker.finish()
+    def __init__(self, cfg: RunConfig, tracker=None, run_id: str | None = None, tags: dict[str, str] | None = None,
+                 params: dict[str, str] | None = None, model_dir: Path | None = None):
+        self.own, self.run_id_given = tracker is None, run_id is not None
+        self.step = int(cfg.training.max_steps or 0)
+        if tracker is None and cfg.tracking.enabled:
+            from fovea.platform.runs.tracking import Tracker
+
+            tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=run_id,
+                              run_name=cfg.tracking.run_name or f"eval-{cfg.name}",
+                              tags={"job": "evaluate", "checkpoint": str(model_dir or ""), **(tags or {})})
+            tracker.log_params(params or {})
+        self.tracker = tracker
+
+    def log(self, part: dict) -> None:
+        """The metrics of a part of the results (``flat_metrics``), now."""
+        if self.tracker is not None:
+            self.tracker.log_metrics(flat_metrics(part), step=self.step)
+
+    def finish(self, results: dict, out_dir: Path, status: str = "FINISHED") -> None:
+        """``EVAL_FILES`` as artifacts; sets ``results["mlflow_run_id"]``; ends a run it opened."""
+        if self.tracker is None:
+            return
+        for name in EVAL_FILES:
+            if (out_dir / name).exists():
+                self.tracker.log_artifact(out_dir / name, "evaluation")
+        results["mlflow_run_id"] = self.tracker.run_id
+        if self.own and not self.run_id_given:
+            self.tracker.finish(status)
 
 
 def summary_text(results: dict) -> str:
+    """What an evaluation prints: losses and gap, the generated captions (flagging those cut at
+    max_new_tokens), the results table, per benchmark what was scored, skipped or malformed and
+    its per-category / domain / duration tables, and the benchmarks missing or failed."""
     lines = ["", "== evaluation =="]
     for mode, r in results.get("loss", {}).items():
         lines.append(f"val loss [{mode:14s}] {r['loss']:.4f}  (token mean {r['loss_token']:.4f}, "
@@ -163,10 +184,55 @@ def summary_text(results: dict) -> str:
         lines.append("captions: " + ", ".join(f"{k} {v:.4f}" for k, v in gen["captions"].items()))
     if gen.get("vqa_accuracy") is not None:
         lines.append(f"VQA accuracy: {gen['vqa_accuracy']:.2f} % (n={gen['vqa_n']})")
+    if gen.get("samples"):
+        lines += ["", records_text(gen["samples"])]
     lines += ["", results_markdown(results)]
+    for name, b in results.get("benchmarks", {}).items():
+        lines += benchmark_lines(name, b)
+    for name, why in results.get("benchmarks_failed", {}).items():
+        lines.append(f"{name}: FAILED ({why}); the other benchmarks ran")
+    if results.get("benchmarks_missing"):
+        lines.append("benchmarks not found: " + ", ".join(results["benchmarks_missing"])
+                     + " (the download hints are printed above)")
     if results.get("mlflow_run_id"):
         lines.append(f"MLflow run: {results['mlflow_run_id']}")
     return "\n".join(lines)
+
+
+def benchmark_lines(name: str, b: dict) -> list[str]:
+    """One benchmark: items scored / skipped / malformed, then its breakdown tables."""
+    modes = b.get("modes", {})
+    first = next(iter(modes.values()), {})
+    malformed = b.get("malformed", [])
+    head = (f"{name}: {first.get('n', 0)} of {b.get('n_items', '?')} items scored, "
+            f"{first.get('skipped', 0)} skipped (media unreadable), {len(malformed)} malformed")
+    lines = ["", head]
+    if b.get("unscored"):
+        lines.append(f"  {b['unscored']}")
+    lines += [f"  malformed: {m}" for m in malformed[:5]]
+    if len(malformed) > 5:
+        lines.append(f"  ... and {len(malformed) - 5} more malformed")
+    lines += [f"  skipped: {w}" for w in first.get("skipped_examples", [])[:2]]
+    if first.get("n"):
+        cols = {**modes, **b.get("reference", {})}
+        lines += breakdown_table("category", {c: r.get("per_category", {}) for c, r in cols.items()})
+        groups = sorted({g for r in cols.values() for g in r.get("per_group", {})})
+        for g in groups:
+            lines += breakdown_table(g, {c: r.get("per_group", {}).get(g, {}) for c, r in cols.items()})
+    return lines
+
+
+def breakdown_table(what: str, per_col: dict[str, dict[str, float]]) -> list[str]:
+    """A markdown table: one row per value of ``what`` (category, domain, duration), one column
+    per mode / reference model, accuracy in percent."""
+    keys = sorted({k for d in per_col.values() for k in d})
+    if len(keys) < 2 and what == "category":
+        return []  # one category: the results table already says it
+    out = [f"  | {what} | " + " | ".join(per_col) + " |", "  |" + "---|" * (len(per_col) + 1)]
+    for k in keys:
+        cells = [f"{d[k]:.1f} %" if k in d else "-" for d in per_col.values()]
+        out.append(f"  | {k} | " + " | ".join(cells) + " |")
+    return out
 
 
 # -- attention heatmaps ---------------------------------------------------------------------

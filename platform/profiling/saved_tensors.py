@@ -21,27 +21,37 @@ import torch
 from fovea.pipelines.batch import model_inputs
 
 
+def storage_key(t: torch.Tensor) -> int:
+    """One number per storage: its address; on the meta device (no memory, every address 0) the
+    storage object's own, which stays unique while autograd keeps the tensor saved."""
+    s = t.untyped_storage()
+    return s._cdata if t.device.type == "meta" else s.data_ptr()
+
+
 class SavedTensorLedger:
-    """Bytes autograd saves for backward, by phase, once per storage, parameters excluded."""
+    """Bytes autograd saves for backward, by phase, once per storage, parameters excluded; on a
+    real device or on the meta device (step_memory.py: a model too big for this machine)."""
 
     def __init__(self, model):
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.params = {storage_key(p) for p in model.parameters()}
         self.seen: set[int] = set()
         self.bytes: dict[str, int] = defaultdict(int)
         self.phase: list[str] = ["other"]
 
     def record(self, t) -> None:
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        if not isinstance(t, torch.Tensor) or t.untyped_storage().nbytes() == 0:
             return
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in self.params or ptr in self.seen or ptr == 0:
+        key = storage_key(t)
+        if key in self.params or key in self.seen:
             return
-        self.seen.add(ptr)
+        self.seen.add(key)
         self.bytes[self.phase[-1]] += t.untyped_storage().nbytes()
 
     def pack(self, t):
         self.record(t)
-        return t
+        # detached: a node that saves its own output would otherwise hold that tensor, whose
+        # grad_fn is the node (a cycle no collector sees: every measured graph stayed alive)
+        return t.detach()
 
     @contextlib.contextmanager
     def in_phase(self, name: str):

@@ -3,7 +3,7 @@ rates over the timed and the steady windows, equal-work 1 -> 2 GPU scaling (matc
 whole epochs), and the FLOP model behind MFU and model FLOP/s.
 
 FLOP model (forward; training = 3x forward, backward ~ 2x), with D = DINO width, L = DINO
-layers, Np = 257 tokens, d = LLM width, nl = LLM layers, kv = K/V width, I = MLP width:
+layers, Np = 257 tokens at 224 px, d = LLM width, nl = LLM layers, kv = K/V width, I = MLP width:
 
     DINO patch pass / frame   L * (24 Np D^2 + 4 Np^2 D)        (QKV+O+MLP, attention)
     query passes / frame      2 * L * (24 D^2 + 4 Np D)          (coarse + fine)
@@ -22,6 +22,8 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
+from fovea.model.blocks import FRAME_SIZE
+
 H100_PEAK_BF16 = 989e12  # dense bf16, H100 SXM datasheet
 TEXT_TOKENS = 94  # chat template + ~64 caption tokens of the benchmark shards (bench_shards.py)
 # Loader readers of the stage1 runs, all ranks together (--readers): each GPU gets READERS / GPUs
@@ -32,9 +34,12 @@ TEXT_TOKENS = 94  # chat template + ~64 caption tokens of the benchmark shards (
 READERS = 16
 
 
-def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg) -> float:
-    """Training FLOPs (3x forward) of one sample with ``frames`` real frames and ``text`` tokens."""
-    D, L, Np = dino_cfg.hidden_size, dino_cfg.num_hidden_layers, 257
+def flops_per_sample(frames: float, text: float, dino_cfg, llm_cfg, frame_size: int = FRAME_SIZE) -> float:
+    """Training FLOPs (3x forward) of one sample with ``frames`` real frames of ``frame_size`` px
+    and ``text`` tokens; Np from the frame and patch size (257 at 224 px), never from the DINOv2
+    config's image_size."""
+    p = dino_cfg.patch_size if isinstance(dino_cfg.patch_size, int) else dino_cfg.patch_size[0]
+    D, L, Np = dino_cfg.hidden_size, dino_cfg.num_hidden_layers, 1 + (frame_size // p) ** 2
     patch = L * (24 * Np * D * D + 4 * Np * Np * D)
     query = 2 * L * (24 * D * D + 4 * Np * D)
     d, nl, V = llm_cfg.hidden_size, llm_cfg.num_hidden_layers, llm_cfg.vocab_size

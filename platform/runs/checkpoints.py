@@ -148,6 +148,9 @@ def resolve_init_from(ref: str, tracking_uri: str | None = None, metric: str = "
 def _checkpoint_from_mlflow(run_id: str, tracking_uri: str | None) -> Path:
     from mlflow.tracking import MlflowClient
 
+    db = tracking_uri.removeprefix("sqlite:///") if tracking_uri and tracking_uri.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():  # asking would create an empty store
+        raise FileNotFoundError(f"no such path, and no MLflow store at {db} to look the run id up in")
     run = MlflowClient(tracking_uri).get_run(run_id)
     tag = run.data.tags.get("best_checkpoint") or run.data.tags.get("latest_checkpoint")
     if not tag:

@@ -5,6 +5,9 @@ through this small wrapper.  Every call is guarded: if the tracking server is do
 or the store is unwritable, the run prints one warning per failure kind and keeps
 training; metrics are buffered and flushed on the next successful call.
 
+Every experiment it opens is marked for the MLflow UI as model training, with a chart layout
+that puts loss_fine / loss_coarse first (``fovea.platform.runs.ui_views``).
+
 Default store: ``sqlite:///<runs_dir>/mlflow.db`` (MLflow 3's default backend kind;
 a ``file://`` store is refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE is set).
 """
@@ -16,6 +19,8 @@ import os
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from fovea.platform.runs.ui_views import mark_training_experiment
 
 log = logging.getLogger("fovea.tracking")
 
@@ -56,10 +61,12 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, run_id: str | None = None,
                  run_name: str | None = None, tags: dict[str, str] | None = None, enabled: bool = True):
         self.enabled = enabled
+        self.tracking_uri = tracking_uri
         self.run_id: str | None = run_id
         self._pending: list[tuple[dict[str, float], int]] = []
         self._warned: set[str] = set()
         self._client = None
+        self.experiment_id: str | None = None
         if not enabled:
             return
         try:
@@ -73,6 +80,8 @@ class Tracker:
             exp = self._client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else self._client.create_experiment(
                 experiment, artifact_location=artifact_root(tracking_uri, experiment))
+            self.experiment_id = exp_id
+            mark_training_experiment(self._client, exp_id, exp.tags if exp else {})
             if self.run_id is None:
                 run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
                 self.run_id = run.info.run_id

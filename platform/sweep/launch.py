@@ -1,5 +1,6 @@
 """Sweeps from the command line (what ``jobs/sweep.py`` runs): plan a new sweep on the Ray
-cluster's resources and run it, or resume one; ``dry_run`` prints the plan instead; the
+cluster's resources and run it, or resume one; ``dry_run`` prints the plan and every point's
+model, parameters, step memory and steps instead (points.py); the
 outcome as an exit code (0 done, 1 failed trials, 2 bad arguments, 130 interrupted)."""
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import sys
 from fovea.platform.config import ConfigError, load_config
 from fovea.platform.sweep import plan as swp
 from fovea.platform.sweep import tune as sw
+from fovea.platform.sweep.points import describe_points
+from fovea.platform.sweep.spaces import load_space
+from fovea.platform.train.preflight import check_shards
 
 
 def sweep_command(*, space: str | None, only: list[str] | None, base_config: str, sets: list[str],
@@ -22,6 +26,8 @@ def sweep_command(*, space: str | None, only: list[str] | None, base_config: str
         if resume:
             s = _resume(space, base_config, sets, name, runs_dir, address, dry_run)
         else:
+            if not dry_run and space is not None:
+                _check_shards_early(space, base_config, sets)
             plan = _plan(space, only, base_config, sets, samples, scheduler, grace_steps, reduction_factor,
                          gpus_per_trial, max_concurrent, name, address, dry_run)
             s = None if dry_run else sw.run_sweep(plan, connect_ray=False)
@@ -29,6 +35,15 @@ def sweep_command(*, space: str | None, only: list[str] | None, base_config: str
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if s is None else exit_code(s)
+
+
+def _check_shards_early(space: str, base_config: str, sets: list[str]) -> None:
+    """Before Ray starts: the base config's shards, which every trial reads unless the space
+    names others (then each trial's own check in ``fit`` finds a missing set)."""
+    sp = load_space(space)
+    keys = set(sp.common).union(*(e.overrides for e in sp.experiments))
+    if not any(k.startswith("data.") and k.endswith("_shards") for k in keys):
+        check_shards(load_config(base_config, sets), base_config)
 
 
 def _resume(space: str | None, base_config: str, sets: list[str], name: str | None, runs_dir: str | None,
@@ -56,6 +71,7 @@ def _plan(space: str, only: list[str] | None, base_config: str, sets: list[str],
               "change those", file=sys.stderr)
     if dry_run:
         print(swp.describe_plan(plan))
+        print(describe_points(plan))  # every point's model built on the meta device
     return plan
 
 

@@ -1,4 +1,5 @@
-"""Results of a sweep: the table of child runs, its markdown/CSV, the plot, UI links.
+"""Results of a sweep: the table of child runs, its markdown/CSV, the plots (final losses per
+trial; the loss overlay of the experiment's training runs), its MLflow chart view and UI links.
 
 Used by ``fovea.platform.sweep.tune`` at the end of a sweep.  Everything here reads
 MLflow and never fails a sweep: MLflow trouble is logged and skipped (``best_effort``).
@@ -15,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fovea.platform.runs import ui_views
+from fovea.platform.runs.loss_overlay import OVERLAY_NAME, experiment_overlay
 from fovea.search_spaces.spaces import format_overrides
 
 log = logging.getLogger("fovea.sweep")
@@ -164,15 +167,39 @@ def max_overlap(rows: list[dict[str, Any]]) -> int:
 UI_DEFAULT = "http://127.0.0.1:5000"  # `make ui`
 
 
+def trials_filter(sweep: str) -> str:
+    return f"tags.sweep = '{sweep}' and tags.sweep_role = 'trial'"
+
+
+def sweep_view_id(sweep: str) -> str:
+    return f"fovea-sweep-{sweep}"
+
+
+def store_sweep_view(tracking_uri: str, experiment_id: str, sweep: str) -> str:
+    """Save the sweep's chart view with its experiment (loss_fine, loss_coarse, loss_ratio first,
+    every trial; ``fovea.platform.runs.ui_views``); returns the view's id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    tags = client.get_experiment(experiment_id).tags
+    vid = sweep_view_id(sweep)
+    ui_views.put_view(client, experiment_id, vid, f"fovea: sweep {sweep}, loss_fine / loss_coarse per trial",
+                      ui_views.view_state(trials_filter(sweep), "SHOW_ALL"), tags)
+    return vid
+
+
 def ui_links(experiment_id: str, run_ids: list[str], sweep: str, base: str = UI_DEFAULT) -> dict[str, str]:
-    """MLflow UI pages for a sweep: the runs view filtered to its trials, and the Compare page."""
+    """MLflow UI pages for a sweep: its chart view (``store_sweep_view``), the runs view filtered
+    to its trials, and the Compare page."""
     from urllib.parse import quote
 
-    filt = quote(f"tags.sweep = '{sweep}' and tags.sweep_role = 'trial'")
+    filt = quote(trials_filter(sweep))
     runs = quote(json.dumps(run_ids, separators=(",", ":")))
     exps = quote(json.dumps([str(experiment_id)], separators=(",", ":")))
-    return {"runs": f"{base}/#/experiments/{experiment_id}/runs?searchFilter={filt}",
-            "chart": f"{base}/#/experiments/{experiment_id}/runs?searchFilter={filt}&compareRunsMode=CHART",
+    ml = "workflowType=machine_learning"
+    return {"losses": ui_views.view_url(base, str(experiment_id), sweep_view_id(sweep)),
+            "runs": f"{base}/#/experiments/{experiment_id}/runs?searchFilter={filt}&{ml}",
+            "chart": f"{base}/#/experiments/{experiment_id}/runs?searchFilter={filt}&compareRunsMode=CHART&{ml}",
             "compare": f"{base}/#/compare-runs?runs={runs}&experiments={exps}"}
 
 
@@ -195,8 +222,9 @@ def results_markdown(rows: list[dict[str, Any]], plan: dict[str, Any] | None = N
         out.write(f"MLflow parent run {plan['parent_run_id']} in experiment {plan['mlflow_experiment']!r} "
                   f"({plan['tracking_uri']}).\n")
     if links:
-        out.write(f"\nCompare in the MLflow UI (`make ui`): [loss_fine vs loss_coarse per run]({links['compare']}) "
-                  f"· [the sweep's trials]({links['runs']}) (expand the parent row, then the chart view).\n")
+        out.write(f"\nCompare in the MLflow UI (`make ui`): [loss_fine, loss_coarse and their ratio, every "
+                  f"trial]({links['losses']}) · [final values side by side]({links['compare']}) "
+                  f"· [the sweep's trials]({links['runs']}).\n")
     return out.getvalue()
 
 
@@ -217,7 +245,20 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, plan: dict[st
                            "plotting the results")
     if png_path:
         files["png"] = png_path
+    if plan and plan.get("parent_run_id"):
+        overlay = best_effort(lambda: _overlay(plan, rows, out_dir / OVERLAY_NAME), "plotting the loss overlay")
+        if overlay:
+            files["overlay"] = overlay
     return files
+
+
+def _overlay(plan: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> Path:
+    """The loss overlay of the parent's experiment, the sweep's trials drawn thicker."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(plan["tracking_uri"])
+    exp_id = client.get_run(plan["parent_run_id"]).info.experiment_id
+    return experiment_overlay(client, exp_id, path, highlight=[r["run_id"] for r in rows if r.get("run_id")])
 
 
 def plot_results(rows: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:

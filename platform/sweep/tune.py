@@ -26,7 +26,9 @@ How a sweep runs
 * **MLflow.** One parent run per sweep (run name = sweep name); each trial's run is its child
   (tag ``mlflow.parentRunId``), tagged ``sweep``, ``experiment_id``, ``overrides``,
   ``trial_start``/``trial_end``, with ``override.<key>`` params and every training metric.
-  At the end: ``results/results.{csv,md,png}`` on the parent run, and the table printed.
+  At the end: ``results/results.{csv,md,png}`` and ``results/loss_overlay.png`` on the parent run, the
+  sweep's chart view saved with the experiment, and the table printed; for a scaling space
+  also the scaling report (``scaling/`` on the parent run, fovea.platform.sweep.scaling).
 * **Resume.** Tune state lives in ``<runs_dir>/tune/<sweep>`` with ``sweep_plan.json`` and
   ``parent_run_id``; ``resume_sweep`` calls ``Tuner.restore(..., resume_errored=True)``:
   finished trials are not rerun, an interrupted trial resumes from its Train checkpoint and
@@ -48,9 +50,11 @@ from fovea.platform.sweep.results import (
     best_effort,
     collect_results,
     log_override_params,
+    store_sweep_view,
     ui_links,
     write_results,
 )
+from fovea.platform.sweep.scaling import after_sweep
 from fovea.search_spaces.spaces import format_overrides
 
 log = logging.getLogger("fovea.sweep")
@@ -340,6 +344,7 @@ def finish_sweep(plan: dict[str, Any], statuses: dict[str, str], interrupted: bo
         for f in files.values():
             best_effort(lambda f=f: _log_parent_artifact(plan, f, "results"), f"logging {f.name}")
         print("\n" + md, flush=True)
+        after_sweep(plan)  # the scaling report, for a scaling space
     elif not plan.get("parent_run_id"):
         print("MLflow tracking is off: no results table (see the Tune folder for raw results)", flush=True)
     if interrupted:
@@ -359,6 +364,7 @@ def _links(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
     exp_id = MlflowClient(plan["tracking_uri"]).get_run(plan["parent_run_id"]).info.experiment_id
+    store_sweep_view(plan["tracking_uri"], exp_id, plan["sweep"])
     return ui_links(exp_id, [r["run_id"] for r in rows if r.get("run_id")], plan["sweep"])
 
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch import nn
 
 from fovea.platform.config import RunConfig
+from fovea.platform.train.oom import OomAgreement, agreeing_hook
 
 
 def find_unused(cfg: RunConfig) -> bool:
@@ -60,9 +62,11 @@ def bf16_allreduce_hook(process_group, bucket):
     return fut.then(back_to_fp32)
 
 
-def wrap_ddp(model: nn.Module, cfg: RunConfig) -> nn.Module:
+def wrap_ddp(model: nn.Module, cfg: RunConfig, agreement: OomAgreement | None = None) -> nn.Module:
     """The model (already on its device) wrapped in DDP, with the communication hook that
-    ``cluster.ddp_comm_dtype`` names.
+    ``cluster.ddp_comm_dtype`` names; with an ``agreement`` whose ranks talk (platform/train/oom.py)
+    that hook runs inside ``agreeing_hook``, so that no bucket is all-reduced once a rank ran out
+    of memory.
 
     ``device_ids=None``: DDP leaves the forward's inputs where they are. (With device ids, as
     Ray's ``prepare_model`` sets them, it would copy the host-side masks of the training loop
@@ -70,6 +74,10 @@ def wrap_ddp(model: nn.Module, cfg: RunConfig) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     net = DistributedDataParallel(model, device_ids=None, **ddp_kwargs(cfg))
-    if cfg.cluster.ddp_comm_dtype == "bf16":
-        net.register_comm_hook(None, bf16_allreduce_hook)
+    hook = bf16_allreduce_hook if cfg.cluster.ddp_comm_dtype == "bf16" else None
+    if agreement is not None and agreement.group is not None:
+        agreement.net = net
+        net.register_comm_hook((agreement, hook or allreduce_hook, None), agreeing_hook)
+    elif hook is not None:
+        net.register_comm_hook(None, hook)
     return net

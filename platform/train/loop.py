@@ -12,7 +12,10 @@ skipped on the device (fused AdamW's ``found_inf``: weights and moments stay as 
 the step still counts), and the run aborts once ``max_nonfinite_steps`` in a row were skipped,
 found when the window is read (platform/train/step_tally.py: no per-step read-back, so the host
 queues the next step while the GPU finishes this one).  A CUDA OOM drops the accumulation
-window on every rank (an all-reduce of the flag on the device) and empties the cache.
+window on every rank, as the reference restarts it: the ranks agree first (platform/train/oom.py),
+then every rank empties the cache, zeroes the gradients and rebuilds its DDP wrapper, and the
+loop goes on with the next batches without an optimizer or scheduler step (the step is not
+counted; ``training.max_oom_windows`` dropped windows in a row end the run).
 
 Every ``log_every`` steps the ranks average their metrics (platform/train/window.py) and report
 them (``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  Every
@@ -20,8 +23,9 @@ them (``ray.train.report``, which Tune also sees); rank 0 logs them to MLflow.  
 run name, or a restart after a worker dies, continues from exactly (platform/train/checkpointing.py).
 
 Read top to bottom: ``train_loop_per_worker`` (set-up, resume, the steps, the end of the run),
-then one optimizer step, ``train_step``: ``accumulate`` (the micro-batches), ``apply_step``
-(clip, guard, update), ``after_step``, and, when a log window ends, ``end_window``.
+then one optimizer step, ``train_step``: ``accumulate`` (the micro-batches, each a
+``micro_batch``), ``apply_step`` (clip, guard, update) or, after an OOM, ``drop_window``,
+``after_step``, and, when a log window ends, ``end_window``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from fovea.pipelines.batch import model_inputs
@@ -51,6 +54,7 @@ from fovea.platform.train.collectives import all_max, rank_cost_imbalance
 from fovea.platform.train.ddp import wrap_ddp
 from fovea.platform.train.failure_signatures import flag_failure_signatures
 from fovea.platform.train.gc_clock import GcClock, freeze_setup_objects
+from fovea.platform.train.oom import OomAgreement, oom_injection, release_ddp
 from fovea.platform.train.optim import build_optimizer, build_scheduler, total_optimizer_steps
 from fovea.platform.train.step_tally import StepTally
 from fovea.platform.train.window import Window, diagnostics, validation_loss, window_metrics
@@ -133,8 +137,10 @@ class Worker:
     total_steps: int
     mode: str  # coarse_fine, or coarse_only (A6/A7)
     run_dir: Path
-    fault_inject: str | None  # test hooks (maybe_inject_fault, nan_injected)
+    oom: OomAgreement  # the ranks' agreement on a CUDA OOM (platform/train/oom.py)
+    fault_inject: str | None  # test hooks (maybe_inject_fault, nan_injected, oom_injection)
     nan_inject: str | None
+    oom_inject: str | None
     on_train_end: Callable[..., Any] | None  # fit's end-of-run hook (final_artifacts)
     tracker: Any = None  # rank 0's MLflow run, opened after the resume
 
@@ -155,7 +161,9 @@ class LoopState:
     window: Window  # the log window under way
     tally: StepTally  # losses, norms and skips summed on the device, read once a window
     profiler: StepProfiler  # training.profile_steps
-    oom_skips: int = 0  # steps this rank dropped for a CUDA OOM
+    oom_skips: int = 0  # windows dropped for a CUDA OOM (on every rank alike)
+    oom_in_a_row: int = 0  # of them, in a row now
+    oom_injected: bool = False  # FOVEA_OOM_INJECT fired (once: a dropped step is run again)
     set_up_frozen: bool = False  # training.gc_freeze done
 
 
@@ -167,7 +175,7 @@ class MicroBatches:
     samples: int = 0
     frames: int = 0
     cost: float = 0.0  # batch cost (frames + LLM rows), for the ranks' cost imbalance
-    oom: bool = False  # a CUDA OOM ended the accumulation: the step is skipped on every rank
+    oom: bool = False  # a rank ran out of memory: every rank drops this window
     last_batch: dict[str, Any] | None = None  # the last batch that ran (the window's diagnostics)
 
 
@@ -182,6 +190,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     progress = resume(w)
     if w.rank == 0:
         w.tracker = open_tracker(w, loop_config.get("mlflow_run_id"))
+        if w.mode == "coarse_only":
+            log.info("coarse_only: no fine pass, so loss_fine, loss_ratio, val_loss_fine and val_loss_ratio "
+                     "are not logged (loss = loss_coarse)")
     gc_clock = GcClock().start()  # Python's collection pauses (platform/train/gc_clock.py)
     state = LoopState(Window.start(gc_clock), StepTally(w.device),
                       StepProfiler(w.cfg.training.profile_steps, w.run_dir / "profile", w.rank, w.device))
@@ -216,15 +227,17 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
     model.to(device)
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
         model.compile_blocks()
-    net = wrap_ddp(model, cfg) if world > 1 else model
+    oom = OomAgreement(world, cfg.cluster.oom_agreement)  # a gloo group: every rank builds it
+    net = wrap_ddp(model, cfg, oom) if world > 1 else model
     optimizer = build_optimizer(model, tc)
     total_steps = total_optimizer_steps(tc, cfg.data.batch_size, world)
     scheduler = build_scheduler(optimizer, tc, total_steps)
     return Worker(cfg=cfg, rank=rank, world=world, device=device, autocast=autocast, model=model, net=net,
                   optimizer=optimizer, scheduler=scheduler, total_steps=total_steps,
                   mode="coarse_only" if cfg.model.coarse_only else "coarse_fine",
-                  run_dir=Path(cfg.storage_path()) / cfg.name,
+                  run_dir=Path(cfg.storage_path()) / cfg.name, oom=oom,
                   fault_inject=loop_config.get("fault_inject"), nan_inject=loop_config.get("nan_inject"),
+                  oom_inject=loop_config.get("oom_inject"),
                   on_train_end=loop_config.get("on_train_end"))
 
 
@@ -255,8 +268,12 @@ def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
     state.profiler.before_step(progress.step)
     compute_coarse = cfg.model.lambda_coarse > 0 or (
         cfg.model.coarse_loss_every > 0 and (progress.step + 1) % cfg.model.coarse_loss_every == 0)
-    acc = accumulate(w, progress, state.window, compute_coarse)
-    skip, grad_norm, nonfinite = apply_step(w, acc, progress.step + 1, state)
+    acc = accumulate(w, progress, state, compute_coarse)
+    if acc.oom:
+        drop_window(w, progress.step + 1, state)
+        return
+    state.oom_in_a_row = 0
+    skip, grad_norm, nonfinite = apply_step(w, acc)
     progress.step += 1
     progress.samples_seen += acc.samples * w.world  # DESIGN.md 4.5: batch x world per micro-batch
     state.tally.add(acc.losses, grad_norm, skip, nonfinite, compute_coarse)
@@ -270,33 +287,55 @@ def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
         end_window(w, progress, state, acc.last_batch, do_eval, do_ckpt)
 
 
-def accumulate(w: Worker, progress: Progress, window: Window, compute_coarse: bool) -> MicroBatches:
+def accumulate(w: Worker, progress: Progress, state: LoopState, compute_coarse: bool) -> MicroBatches:
     """``grad_accum`` forward and backward passes; DDP all-reduces the gradients in the last
-    one's backward (the others run under ``no_sync``).  A CUDA OOM ends the accumulation."""
+    one's backward (the others run under ``no_sync``).  A CUDA OOM on any rank ends the
+    accumulation on every rank: after each micro-batch the ranks settle whether one ran out of
+    memory (platform/train/oom.py), so none enters a collective that another has left."""
     tc = w.cfg.training
     acc = MicroBatches(torch.zeros(3, dtype=torch.float64, device=w.device))  # on the device: no sync per micro-batch
+    w.oom.start_window()
     for micro in range(tc.grad_accum):
-        batch = next_batch(w, progress.stream, window, acc)
-        sync = w.net.no_sync() if (w.world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
-        try:
-            with sync:
-                with w.autocast(), phase("forward"):
-                    out = w.net(**model_inputs(batch), mode=w.mode, compute_coarse=compute_coarse,
-                                return_logits=False)  # the LM head at target positions only
-                if nan_injected(w.nan_inject, progress.step + 1, w.rank):
-                    out["loss"] = out["loss"] * float("nan")
-                with phase("backward"):
-                    (out["loss"] / tc.grad_accum).backward()
-        except torch.OutOfMemoryError:
-            if w.device.type != "cuda":
-                raise
+        batch = next_batch(w, progress.stream, state.window, acc)
+        out = micro_batch(w, batch, progress.step + 1, micro, compute_coarse, state)
+        if out is None:  # this rank ran out of memory: free what the failed pass held
+            w.oom.failed, batch = True, None
+            gc.collect()
+            if w.device.type == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            acc.losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
+            acc.last_batch = batch
+        if w.oom.settle():  # every rank: did any rank run out of memory?
             acc.oom = True
-            del batch
-            torch.cuda.empty_cache()
             break
-        acc.losses += torch.stack([out["loss"], out["loss_fine"], out["loss_coarse"]]).detach().double() / tc.grad_accum
-        acc.last_batch = batch
     return acc
+
+
+def micro_batch(w: Worker, batch: dict[str, Any], step: int, micro: int, compute_coarse: bool,
+                state: LoopState) -> dict[str, Any] | None:
+    """One forward and backward (DDP's gradient all-reduce in the window's last one) -> the
+    forward's output, or None where this rank ran out of memory."""
+    tc = w.cfg.training
+    sync = w.net.no_sync() if (w.world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
+    inject = None if state.oom_injected else oom_injection(w.oom_inject, w.model, step, w.rank, micro)
+    state.oom_injected |= inject is not None
+    try:
+        with sync, inject or contextlib.nullcontext():
+            with w.autocast(), phase("forward"):
+                out = w.net(**model_inputs(batch), mode=w.mode, compute_coarse=compute_coarse,
+                            return_logits=False)  # the LM head at target positions only
+            if nan_injected(w.nan_inject, step, w.rank):
+                out["loss"] = out["loss"] * float("nan")
+            with phase("backward"):
+                (out["loss"] / tc.grad_accum).backward()
+        return out
+    except torch.OutOfMemoryError as e:
+        if not w.oom.recovers:  # cluster.oom_agreement=false on several ranks: the run ends
+            raise
+        log.warning("rank %d: CUDA out of memory in micro-batch %d of step %d: %s", w.rank, micro, step,
+                    str(e).splitlines()[0] if str(e) else "")
+        return None
 
 
 def next_batch(w: Worker, stream: Stream, window: Window, acc: MicroBatches) -> dict[str, Any]:
@@ -314,26 +353,44 @@ def next_batch(w: Worker, stream: Stream, window: Window, acc: MicroBatches) -> 
         return to_device(host, w.device)
 
 
-def apply_step(w: Worker, acc: MicroBatches, step: int, state: LoopState):
-    """Clip, guard and update for optimizer step ``step`` -> (skip [], grad_norm [] pre-clip,
-    nonfinite [] bool), all on the device.  A step is skipped (``found_inf``) where any rank
-    ran out of memory or the loss or the gradient norm is not finite."""
+def apply_step(w: Worker, acc: MicroBatches):
+    """Clip, guard and update -> (skip [], grad_norm [] pre-clip, nonfinite [] bool), all on the
+    device.  A step is skipped (``found_inf``) where the loss or the gradient norm is not finite
+    (a NaN on one rank reaches every rank through the gradient all-reduce)."""
     with phase("step_end"):  # nothing is read back from the GPU here: the host moves on
-        skip = torch.full((), float(acc.oom), device=w.device)  # this rank ran out of memory
-        if w.world > 1:  # queued on the GPU like the gradient all-reduce: no wait here
-            dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # one rank's OOM skips the step on all
         grad_norm = torch.nn.utils.clip_grad_norm_(w.model.parameters(), w.cfg.training.grad_clip)  # [] pre-clip norm
         nonfinite = ~(torch.isfinite(grad_norm) & torch.isfinite(acc.losses[0]))
-        skip = torch.maximum(skip, nonfinite.float())
-    if acc.oom:
-        state.oom_skips += 1
-        log.warning("rank %d: CUDA OOM, step %d skipped (%d so far)", w.rank, step, state.oom_skips)
+        skip = nonfinite.float()
     with phase("optimizer"):
         w.optimizer.found_inf = skip  # fused AdamW: 1 leaves weights, moments and its step count as they were
         w.optimizer.step()
         w.scheduler.step()
         w.optimizer.zero_grad(set_to_none=True)
     return skip, grad_norm, nonfinite
+
+
+def drop_window(w: Worker, step: int, state: LoopState) -> None:
+    """Every rank, after a rank ran out of memory: no optimizer or scheduler step, the gradients
+    zeroed, the cache emptied, a new DDP wrapper (the old reducer may be mid-backward); the
+    same step runs again on the next batches (DESIGN.md 4.5)."""
+    state.oom_skips += 1
+    state.oom_in_a_row += 1
+    w.optimizer.zero_grad(set_to_none=True)
+    if w.world > 1:
+        release_ddp(w.net)
+        w.net = None
+        gc.collect()
+    if w.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if w.world > 1:
+        w.net = wrap_ddp(w.model, w.cfg, w.oom)  # every rank at once: DDP's set-up is a collective
+    if w.rank == 0:
+        log.warning("step %d: a rank ran out of CUDA memory; the accumulation window is dropped on every rank "
+                    "(no optimizer or scheduler step; %d dropped so far)", step, state.oom_skips)
+    if state.oom_in_a_row >= w.cfg.training.max_oom_windows:
+        raise RuntimeError(f"{state.oom_in_a_row} windows in a row dropped for a CUDA OOM by step {step} "
+                           f"(training.max_oom_windows={w.cfg.training.max_oom_windows}): lower data.batch_size "
+                           "or data.max_total_frames, or set model.gradient_checkpointing")
 
 
 def after_step(w: Worker, step: int, state: LoopState) -> None:
@@ -408,9 +465,9 @@ def finish(w: Worker, state: LoopState) -> None:
 
 
 def final_artifacts(hook, model, cfg: RunConfig, tracker, device, autocast) -> None:
-    """Rank 0, end of run: ``fit``'s ``on_train_end`` (the stages log generated captions for a
-    few val videos and an attention heatmap)."""
-    if hook is None or not cfg.data.val_shards or cfg.eval.caption_samples <= 0 or tracker is None:
+    """Rank 0, end of run: ``fit``'s ``on_train_end`` (the stages log the loss overlay of the
+    experiment's runs, and generated captions and an attention heatmap when there are val shards)."""
+    if hook is None or tracker is None:
         return
     try:
         hook(model, cfg, tracker, device=device, autocast=autocast)

@@ -10,7 +10,8 @@
   ``keep_last`` best checkpoints by the metric and, always, the most recent one.
 * ``FailureConfig(max_failures)``: a dead worker restarts the group from the latest checkpoint.
 
-The MLflow run is created here (params = the flattened resolved config, tags = stage,
+The run's inputs (shards, ``init_from``) are checked first (``preflight.check_run_inputs``),
+before Ray or MLflow start.  The MLflow run is created here (params = the flattened resolved config, tags = stage,
 model size, git commit) and its id handed to rank 0, which logs metrics.  The id is kept in
 ``<runs>/ray/<name>/mlflow_run_id`` so a resumed run keeps logging into the same run.
 """
@@ -28,6 +29,7 @@ from fovea.platform.runs import checkpoints as ck
 from fovea.platform.runs.cluster import cluster_cpus, connect, want_gpu
 from fovea.platform.config import RunConfig, absolute_paths, save_resolved
 from fovea.platform.runs.tracking import Tracker, git_commit
+from fovea.platform.train.preflight import RunInputError, check_run_inputs
 
 log = logging.getLogger("fovea.trainer")
 
@@ -114,9 +116,10 @@ def check_resources(cfg: RunConfig) -> None:
     need = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
     have = cluster_cpus()
     if need > have:
-        raise RuntimeError(
+        raise RunInputError(
             f"cluster.num_workers={cfg.cluster.num_workers} x cluster.cpus_per_worker="
-            f"{cfg.cluster.cpus_per_worker} needs {need} CPUs; the Ray cluster has {have}")
+            f"{cfg.cluster.cpus_per_worker} needs {need} CPUs; the Ray cluster has {have}: "
+            f"lower one of them, or join a bigger cluster (--address)")
 
 
 def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, str] | None = None,
@@ -129,6 +132,7 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
     travels to the workers by reference, so it must be a module-level function."""
     t0 = time.time()
     cfg = absolute_paths(cfg)
+    init_dir = check_run_inputs(cfg)  # before Ray and MLflow: a missing input starts nothing
     if connect_ray:
         connect(cfg.cluster.address)
         check_resources(cfg)
@@ -139,20 +143,19 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
     loop_config: dict[str, Any] = {"cfg": cfg.model_dump(mode="json"), "mlflow_run_id": tracker.run_id,
                                    "fault_inject": os.environ.get("FOVEA_FAULT_INJECT"),
                                    "nan_inject": os.environ.get("FOVEA_NAN_INJECT"),
+                                   "oom_inject": os.environ.get("FOVEA_OOM_INJECT"),
                                    "on_train_end": on_train_end}
-    if cfg.training.init_from:
-        model_dir = ck.resolve_init_from(cfg.training.init_from, cfg.tracking_uri(),
-                                         cfg.training.checkpoint_metric, cfg.training.checkpoint_mode)
-        loop_config["init_model_dir"] = str(model_dir)
-        tracker.set_tags({"init_from": str(model_dir)})
-    try:
+    try:  # from here on the MLflow run exists: whatever ends the run marks it, never left RUNNING
+        if init_dir is not None:
+            loop_config["init_model_dir"] = str(init_dir)
+            tracker.set_tags({"init_from": str(init_dir)})
         result = build_trainer(cfg, loop_config, callbacks).fit()
-    except Exception:
-        tracker.finish("FAILED")
+        best = ck.best_checkpoint(run_dir, cfg.training.checkpoint_metric, cfg.training.checkpoint_mode)
+        latest = ck.latest_checkpoint(run_dir)
+        tracker.set_tags({"best_checkpoint": str(best or ""), "latest_checkpoint": str(latest or "")})
+    except BaseException as e:
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    best = ck.best_checkpoint(run_dir, cfg.training.checkpoint_metric, cfg.training.checkpoint_mode)
-    latest = ck.latest_checkpoint(run_dir)
-    tracker.set_tags({"best_checkpoint": str(best or ""), "latest_checkpoint": str(latest or "")})
     tracker.finish("FINISHED")
     return FitSummary(cfg.name, run_dir, tracker.run_id, cfg.tracking_uri(), dict(result.metrics or {}),
                       best, latest, time.time() - t0)

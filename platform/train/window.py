@@ -2,6 +2,11 @@
 reports: the ranks' averaged losses and gradient norm, throughput, the worst rank's data wait,
 compile time and garbage-collection pauses, and, when due, the forward diagnostics and the
 validation loss.  Every function here that reads other ranks is a collective: every rank calls it.
+
+A figure that the training mode does not compute is left out, never reported as NaN: coarse_only
+runs (A6, A7) have no fine pass, so no ``loss_fine``, ``loss_ratio``, ``val_loss_fine`` or
+``val_loss_ratio``; a window without a coarse loss (``model.coarse_loss_every``) has no
+``loss_coarse`` or ``loss_ratio``.
 """
 
 from __future__ import annotations
@@ -65,7 +70,12 @@ def window_metrics(w: Window, sums: dict[str, float], step: int, samples_seen: i
     m.update(group_lrs(optimizer))
     if device.type == "cuda":
         m["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return m
+    return computed(m)
+
+
+def computed(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` without the figures that were not computed (NaN: coarse_only has no fine loss)."""
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 @torch.no_grad()
@@ -115,4 +125,4 @@ def validation_loss(model, cfg: RunConfig, device, autocast, mode: str) -> dict[
     n = max(tot[3], 1.0)
     res = {"val_loss": tot[0] / n, "val_loss_fine": tot[1] / n, "val_loss_coarse": tot[2] / n}
     res["val_loss_ratio"] = res["val_loss_fine"] / res["val_loss_coarse"] if res["val_loss_coarse"] > 0 else 0.0
-    return res
+    return computed(res)

@@ -1,0 +1,139 @@
+"""A run's inputs are checked in the driver before Ray or an MLflow run start: missing shards
+and a bad ``init_from`` end in one error that says what to run next, and leave no cluster and
+no run behind.  The README shows a preprocess command for every shard set a stage reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fovea.platform.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path: Path, *extra: str):
+    return load_config("tiny", [f"runs_dir={tmp_path / 'runs'}", *extra])
+
+
+def shard_set(folder: Path) -> str:
+    """A shard folder with one (empty) tar: the check is on names, the loader reads the bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train-00000.tar").write_bytes(b"")
+    return str(folder / "train-*.tar")
+
+
+def test_missing_shards_stop_fit_before_ray_and_mlflow(tmp_path, monkeypatch):
+    import ray
+
+    from fovea.platform.train.preflight import RunInputError
+    from fovea.platform.train.trainer import fit
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny(tmp_path, "data.train_shards=['data/shards/webvid/train-*.tar']",
+               "data.text_shards=['data/shards/smoltalk_s2/train-*.tar']", "training.stage=2")
+    with pytest.raises(RunInputError) as e:
+        fit(cfg)
+    msg = str(e.value)
+    assert "data.train_shards=['data/shards/webvid/train-*.tar'] matches no .tar file" in msg
+    assert "python jobs/preprocess.py webvid --input /path/to/raw/webvid --output data/shards/webvid --stage 2" in msg
+    # SmolTalk's folder carries its stage; the job appends it to --output itself
+    assert "python jobs/preprocess.py smoltalk --input data/demo/raw/smoltalk --output data/shards/smoltalk --stage 2" in msg
+    assert "make demo" in msg
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_a_bad_init_from_starts_nothing_and_leaves_no_running_run(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from fovea.platform.stages import main
+    from fovea.platform.train.preflight import RunInputError
+    from fovea.platform.train.trainer import fit
+
+    train = shard_set(tmp_path / "shards")
+    common = [f"data.train_shards=['{train}']", "data.text_ratio=0", "training.stage=2"]
+    with pytest.raises(RunInputError, match=r"training.init_from='.*nope' names no checkpoint: no such path"):
+        fit(tiny(tmp_path, *common, f"training.init_from={tmp_path / 'nope'}"))
+    assert not (tmp_path / "runs").exists()
+    run_id = "0123456789abcdef0123456789abcdef"  # looks like an MLflow run id; no such run
+    rc = main(2, ["--config", "tiny", f"runs_dir={tmp_path / 'runs'}", *common, f"training.init_from={run_id}",
+                  "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.startswith(f"error: training.init_from='{run_id}' names no checkpoint: ")
+    assert "train stage 1 first (python jobs/stage1.py)" in err
+    assert f"no MLflow store at {tmp_path / 'runs' / 'mlflow.db'}" in err and not (tmp_path / "runs").exists()
+    # with a store (an earlier run made it), MLflow's own "not found", and still no run opened
+    store = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    store.create_experiment("fovea")
+    with pytest.raises(RunInputError, match=f"training.init_from='{run_id}' names no checkpoint: .*{run_id}"):
+        fit(tiny(tmp_path, *common, f"training.init_from={run_id}"))
+    exps = [x.experiment_id for x in store.search_experiments()]
+    assert store.search_runs(exps) == []
+
+
+def test_the_readme_makes_every_shard_set_the_stage_configs_read():
+    from fovea.pipelines.preprocess import resolve_output
+    from fovea.pipelines.shard_sets import shard_folder
+
+    made = set()
+    for m in re.finditer(r"^python jobs/preprocess\.py (\w+)\s+--input \S+\s+--output (\S+)\s+--stage (\d)",
+                         (REPO / "README.md").read_text(), re.M):
+        made.add(str(resolve_output(m[1], m[2], int(m[3]))))
+    read = set()
+    for stage in (1, 2, 3):
+        d = load_config(f"stage{stage}_135m").data
+        read |= {str(shard_folder(p)) for p in d.train_shards + d.val_shards + d.text_shards}
+    assert {"data/shards/smoltalk_s2", "data/shards/smoltalk_s3", "data/shards/cauldron"} <= read
+    assert read <= made, f"no README command makes {sorted(read - made)}"
+
+
+def staged_set(folder: Path, stage: int, manifest: bool) -> str:
+    """A shard folder whose one sample says ``stage``, with or without a manifest that says it too."""
+    import json
+
+    from fovea.pipelines.shards import ShardWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w = ShardWriter(folder / "train-00000.tar")
+    w.add("v0", json.dumps({"user": "u", "assistant": "a", "source": "s", "frame_count": 0, "token_ids": [1, 2],
+                            "loss_mask": [1, 1], "is_text_only": True, "stage": stage}), [])
+    w.commit()
+    if manifest:
+        (folder / "manifest.json").write_text(json.dumps({"dataset": "webvid", "settings": {"stage": stage}}))
+    return str(folder / "train-*.tar")
+
+
+def test_shards_of_another_stage_stop_the_run_before_ray(tmp_path, monkeypatch):
+    """Shards are tokenized for one stage (DESIGN.md 2.3): stage-1 shards (loss on all text) in a
+    stage-2 run stop it in the driver, naming the folder, its stage and the preprocess command;
+    stages 2 and 3 share their rule; data.check_shard_stage=false reads them as the reference does."""
+    import ray
+
+    from fovea.platform.train.preflight import RunInputError, check_shards
+    from fovea.platform.train.trainer import fit
+
+    monkeypatch.chdir(tmp_path)
+    webvid = staged_set(Path("data/shards/webvid"), 1, manifest=True)
+    talk = staged_set(Path("data/shards/smoltalk_s1"), 1, manifest=False)  # the sample JSON says it
+    cfg = tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']", "training.stage=2")
+    with pytest.raises(RunInputError) as e:
+        fit(cfg)
+    msg = str(e.value)
+    assert msg.startswith("this is a stage-2 run (loss on the answer only), but some of its shards were tokenized")
+    assert "data.train_shards: data/shards/webvid holds stage-1 shards (loss on all text)" in msg
+    assert "data.text_shards: data/shards/smoltalk_s1 holds stage-1 shards (loss on all text)" in msg
+    assert "python jobs/preprocess.py webvid --input /path/to/raw/webvid --output data/shards/webvid_s2 --stage 2" in msg
+    assert "python jobs/preprocess.py smoltalk --input /path/to/raw/smoltalk --output data/shards/smoltalk --stage 2" in msg
+    assert "data.check_shard_stage=false" in msg
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+    check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']",
+                      "training.stage=2", "data.check_shard_stage=false"))  # the reference's behaviour
+    check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']"))  # stage 1
+    sft = staged_set(Path("data/shards/video_sft"), 2, manifest=True)
+    check_shards(tiny(tmp_path, f"data.train_shards=['{sft}']", "data.text_ratio=0", "training.stage=3"))
+    with pytest.raises(RunInputError, match="data.val_shards: data/shards/video_sft holds stage-2 shards"):
+        check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.val_shards=['{sft}']",
+                          "data.text_ratio=0"))
