@@ -109,12 +109,9 @@ def model_config(ref: str):
     for folder in (p, store_path(ref)):
         if (folder / "config.json").exists():
             return AutoConfig.from_pretrained(folder)
-    if ref in PUBLISHED:
-        return published_config(ref)
-    if ref == TINY_DINO:
-        return tiny_dino_config()
-    if ref in TINY_LLMS:
-        return tiny_llm_config(ref)
+    built_here = expected_config(ref)
+    if built_here is not None:
+        return built_here
     try:
         return AutoConfig.from_pretrained(ref)
     except OSError as e:

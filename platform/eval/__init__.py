@@ -5,4 +5,4 @@ checkpoint (``checkpoint``); generated captions and short answers (``captions``)
 pycocoevalcap (``caption_metrics``) and VQA accuracy (``vqa_metrics``); multiple-choice
 benchmarks (``benchmarks`` over ``benchmark_items``, ``benchmark_frames``, ``mcq``); the results
 table, files, MLflow run and heatmap grid (``report``).  ``artifacts`` is the end-of-training
-hook (captions + heatmap into the training run)."""
+hook (the loss overlay, captions + heatmap into the training run)."""
