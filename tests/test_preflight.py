@@ -32,6 +32,7 @@ def test_missing_shards_stop_fit_before_ray_and_mlflow(tmp_path, monkeypatch):
     from fovea.platform.train.trainer import fit
 
     monkeypatch.chdir(tmp_path)
+    ray_before = ray.is_initialized()  # an earlier test of the session may have started one
     cfg = tiny(tmp_path, "data.train_shards=['data/shards/webvid/train-*.tar']",
                "data.text_shards=['data/shards/smoltalk_s2/train-*.tar']", "training.stage=2")
     with pytest.raises(RunInputError) as e:
@@ -42,7 +43,7 @@ def test_missing_shards_stop_fit_before_ray_and_mlflow(tmp_path, monkeypatch):
     # SmolTalk's folder carries its stage; the job appends it to --output itself
     assert "python jobs/preprocess.py smoltalk --input data/demo/raw/smoltalk --output data/shards/smoltalk --stage 2" in msg
     assert "make demo" in msg
-    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+    assert ray.is_initialized() == ray_before and not (tmp_path / "runs").exists()
 
 
 def test_a_bad_init_from_starts_nothing_and_leaves_no_running_run(tmp_path, capsys):
@@ -116,6 +117,7 @@ def test_shards_of_another_stage_stop_the_run_before_ray(tmp_path, monkeypatch):
     from fovea.platform.train.trainer import fit
 
     monkeypatch.chdir(tmp_path)
+    ray_before = ray.is_initialized()  # an earlier test of the session may have started one
     webvid = staged_set(Path("data/shards/webvid"), 1, manifest=True)
     talk = staged_set(Path("data/shards/smoltalk_s1"), 1, manifest=False)  # the sample JSON says it
     cfg = tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']", "training.stage=2")
@@ -128,7 +130,7 @@ def test_shards_of_another_stage_stop_the_run_before_ray(tmp_path, monkeypatch):
     assert "python jobs/preprocess.py webvid --input /path/to/raw/webvid --output data/shards/webvid_s2 --stage 2" in msg
     assert "python jobs/preprocess.py smoltalk --input /path/to/raw/smoltalk --output data/shards/smoltalk --stage 2" in msg
     assert "data.check_shard_stage=false" in msg
-    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+    assert ray.is_initialized() == ray_before and not (tmp_path / "runs").exists()
     check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']",
                       "training.stage=2", "data.check_shard_stage=false"))  # the reference's behaviour
     check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.text_shards=['{talk}']"))  # stage 1
