@@ -40,13 +40,17 @@ def test_stage1_job_submitted_to_a_head_node(repo_root, tokenizer, model_store, 
                 break
             time.sleep(1)
         runs = tmp_path / "runs"
-        sub = _ray("job", "submit", f"--address={address}", "--working-dir", str(repo_root), "--",
-                   "python", "jobs/stage1.py", "--config", "tiny", "training.stage=1", "name=submitted",
-                   f"runs_dir={runs}", f"data.train_shards=['{shards['train']}']",
-                   f"data.val_shards=['{shards['val']}']", f"data.text_shards=['{shards['text']}']",
-                   "training.max_steps=4", "training.checkpoint_every=2", "eval.every_steps=2",
-                   env=env, timeout=600)
-        out = sub.stdout + sub.stderr
+        for _ in range(30):  # the job server answers before its agent is up: Ray says to try again later
+            sub = _ray("job", "submit", f"--address={address}", "--working-dir", str(repo_root), "--",
+                       "python", "jobs/stage1.py", "--config", "tiny", "training.stage=1", "name=submitted",
+                       f"runs_dir={runs}", f"data.train_shards=['{shards['train']}']",
+                       f"data.val_shards=['{shards['val']}']", f"data.text_shards=['{shards['text']}']",
+                       "training.max_steps=4", "training.checkpoint_every=2", "eval.every_steps=2",
+                       env=env, timeout=600)
+            out = sub.stdout + sub.stderr
+            if "No available agent to submit job" not in out:
+                break
+            time.sleep(2)
         assert sub.returncode == 0, out[-5000:]
         assert "succeeded" in out.lower()
         assert "== stage 1 done" in out
