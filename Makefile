@@ -20,7 +20,7 @@ demo: assets   ## preprocess -> stage-1 training on a local Ray cluster -> evalu
 	@$(PY) jobs/demo.py
 
 test: assets   ## the whole test suite (CPU)
-	@$(PY) -m pytest tests -q
+	@$(PY) -m pytest tests -q --durations=30
 
 ui: venv   ## MLflow UI on 127.0.0.1:5000 over the project's store; prints the links to the loss charts
 	@$(PY) jobs/mlflow_ui.py

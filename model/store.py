@@ -106,9 +106,11 @@ def model_config(ref: str):
     from transformers import AutoConfig
 
     p = Path(ref).expanduser()
-    for folder in (p, store_path(ref)):
-        if (folder / "config.json").exists():
-            return AutoConfig.from_pretrained(folder)
+    if (p / "config.json").exists():
+        return AutoConfig.from_pretrained(p)
+    sp = store_path(ref)
+    if (sp / "config.json").exists() and is_current(ref, sp):  # a stale random build is rebuilt on use
+        return AutoConfig.from_pretrained(sp)
     built_here = expected_config(ref)
     if built_here is not None:
         return built_here

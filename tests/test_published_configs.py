@@ -24,7 +24,8 @@ from fovea.model.encoder import FoveatedEncoder
 from fovea.model.published import (
     DINO_SMALL, PUBLISHED, PUBLISHED_PARAMS, SMOLLM2_1_7B, SMOLLM2_360M, published_config,
 )
-from fovea.model.store import RANDOM_MARKER, TINY_DINO, TINY_LLM, is_random, resolve_model_ref, store_path
+from fovea.model.store import (RANDOM_MARKER, TINY_DINO, TINY_LLM, is_random, model_config, resolve_model_ref,
+                               store_path)
 from fovea.pipelines.batch import dummy_batch, model_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -145,6 +146,7 @@ def test_store_builds_on_first_use_and_rebuilds_a_stale_random_build(tmp_path, m
 
     cfg.image_size = 224  # a build of the old 224-px config: stale, rebuilt at the next use
     cfg.save_pretrained(folder)
+    assert model_config(DINO_SMALL).image_size == 518  # a dry run sizes what the next use builds
     assert resolve_model_ref(DINO_SMALL) == path
     assert Dinov2Model.config_class.from_pretrained(folder).image_size == 518
     (folder / RANDOM_MARKER).unlink()  # real weights (no marker) are never touched
