@@ -23,6 +23,7 @@ export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 export RAY_TMPDIR=${RAY_TMPDIR:-$WORKSPACE/ray/tmp}
 export FOVEA_MODEL_STORE=${FOVEA_MODEL_STORE:-$WORKSPACE/models}
+export FOVEA_ROOT=${FOVEA_ROOT:-$WORKSPACE}   # data/ and runs/ (a shared volume, or s3://bucket/prefix)
 
 log() { echo "[fovea] $*" >&2; }
 
@@ -88,6 +89,9 @@ run_head() {
   prepare_workspace
   ensure_ray_token
   echo head > "$ROLE_FILE"
+  # Jobs this head runs inherit both (README, "Where paths point"): relative paths resolve on the
+  # volume, not in Ray's copy of the job's --working-dir; tracking goes to the server below.
+  export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:${MLFLOW_PORT:-5000}}
   local args=(--head --port="${RAY_PORT:-6379}"
     --dashboard-host="${RAY_DASHBOARD_HOST:-127.0.0.1}" --dashboard-port="${RAY_DASHBOARD_PORT:-8265}"
     --temp-dir="$RAY_TMPDIR" --disable-usage-stats)
@@ -99,7 +103,7 @@ run_head() {
   ray start "${args[@]}"
   local mlflow_args=(server
     --backend-store-uri "sqlite:///$WORKSPACE/mlflow/mlflow.db"
-    --artifacts-destination "$WORKSPACE/mlflow/artifacts"
+    --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$WORKSPACE/mlflow/artifacts}"  # or s3://bucket/prefix
     --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}"
     --workers "${MLFLOW_WORKERS:-1}")
   log "mlflow ${mlflow_args[*]}"

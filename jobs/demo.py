@@ -14,6 +14,7 @@ Options pass through to the stage-1 config: `python jobs/demo.py training.max_st
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t_all = time.time()
     py = sys.executable
+    os.environ["FOVEA_ROOT"] = str(REPO)  # the demo's data and runs live in the checkout, wherever it runs from
 
     t = step("1/5 sample data (real media, upstream formats)")
     run([py, "jobs/make_sample_data.py", "--out", RAW])

@@ -33,6 +33,7 @@ import sys
 
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.eval.launch import evaluate_checkpoint, training_config_of
+from fovea.platform.paths import RootError, resolve
 
 MODE_CHOICES = ("coarse_only", "coarse_fine", "autoregressive", "all")
 
@@ -76,10 +77,12 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, RunConfig]
                       (args.experiment, "tracking.experiment"), (args.address, "cluster.address")):
         if flag is not None:
             ov.append(f"{key}={flag}")
-    config = args.config or training_config_of(args.checkpoint)
     try:
+        if "/" in args.checkpoint:  # a path (else an MLflow run id), placed before anything reads it
+            args.checkpoint = resolve(args.checkpoint, "--checkpoint")
+        config = args.config or training_config_of(args.checkpoint)
         cfg = load_config(config, ov)
-    except ConfigError as e:
+    except (ConfigError, RootError) as e:
         ap.exit(2, f"error: {e}\n")
     if config and not args.config:
         logging.getLogger("fovea.evaluate").info("config: %s (the checkpoint's training run)", config)
@@ -88,8 +91,13 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, RunConfig]
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse(argv)
-    evaluate_checkpoint(cfg, args.checkpoint, local=args.local, out=args.out, out_dir=args.out_dir,
-                        run_id=args.run_id, reference=not args.no_reference, progress=not args.quiet)
+    try:
+        evaluate_checkpoint(cfg, args.checkpoint, local=args.local, out=args.out, out_dir=args.out_dir,
+                            run_id=args.run_id, reference=not args.no_reference, progress=not args.quiet,
+                            benchmarks_key="--benchmarks" if args.benchmarks else "eval.benchmarks_dir")
+    except ConfigError as e:  # an input checked before Ray and MLflow start (the benchmarks folder)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -18,6 +18,7 @@ import socket
 import sys
 from pathlib import Path
 
+from fovea.platform.paths import resolve
 from fovea.platform.runs.ui_views import ui_links
 
 
@@ -41,12 +42,12 @@ def port_free(host: str, port: int) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--runs-dir", default="runs", help="relative to FOVEA_ROOT if set, else to here")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--quiet", action="store_true", help="do not print the experiments and their links")
     a = ap.parse_args()
-    store = Path(a.runs_dir) / "mlflow.db"
+    store = Path(resolve(a.runs_dir, "--runs-dir")) / "mlflow.db"
     if not store.exists():
         sys.exit(f"no MLflow store at {store}: run `make demo` (or a training job) first")
     if not port_free(a.host, a.port):

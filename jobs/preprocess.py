@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     from fovea.pipelines.preprocess import DEFAULT_SAMPLES_PER_SHARD, DEFAULT_STAGE, DEFAULT_VAL_FRACTION
     from fovea.pipelines.readers import DATASETS
     from fovea.pipelines.tokenize import DEFAULT_TOKENIZER
+    from fovea.platform.paths import RootError, resolve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help=f"one of {', '.join(DATASETS)}")
     ap.add_argument("--input", required=True, help="raw dataset folder (upstream layout)")
-    ap.add_argument("--output", required=True, help="shard folder")
+    ap.add_argument("--output", required=True, help="shard folder: a path or a URL (s3://bucket/shards/webvid)")
     ap.add_argument("--stage", type=int, choices=(1, 2, 3), default=None,
                     help=f"loss-mask rule (default per dataset: {DEFAULT_STAGE})")
     ap.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
@@ -44,12 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
+    try:  # placed now: a job Ray started runs in a copy of its --working-dir (fovea.platform.paths)
+        args.input, args.output = resolve(args.input, "--input"), resolve(args.output, "--output")
+    except RootError as e:
+        ap.error(str(e))
     if args.dataset not in DATASETS:
         ap.error(f"unknown dataset {args.dataset!r}: expected one of {', '.join(DATASETS)}")
     if not os.path.isdir(args.input):
         ap.error(f"input folder {args.input!r} does not exist (for the demo: make sample-data)")
     if not 0.0 <= args.val_fraction < 1.0:
         ap.error("--val-fraction must be in [0, 1)")
+    from fovea.pipelines.readers import LayoutError, check_layout
+    from fovea.pipelines.storage import StorageError, check_bucket
+
+    try:
+        check_layout(args.dataset, args.input)  # before Ray starts: a wrong folder costs no cluster
+        check_bucket(args.output)  # an s3:// output's bucket and settings, likewise
+    except (LayoutError, StorageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import ray
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             samples_per_shard=args.samples_per_shard, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
             max_frames=args.max_frames, progress=not args.quiet,
         )
-    except (FileNotFoundError, ValueError) as e:  # the input folder is not in the upstream layout
+    except (FileNotFoundError, ValueError, StorageError) as e:  # the input changed since check_layout, a bad file, the store
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -2,6 +2,7 @@
 
     python jobs/validate_shards.py data/demo/shards/webvid [--max-shards 10] [--seed 0] [--images 3]
     python jobs/validate_shards.py "data/shards/cauldron/train-*.tar"
+    python jobs/validate_shards.py s3://bucket/fovea/data/shards/webvid     # AWS_* settings: README, Storage
 
 A folder is checked against its manifest.json (sha256, sample counts, unlisted or missing
 shards); every sample: contiguous files, unique key, JSON with the contract fields,
@@ -25,9 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from fovea.pipelines.shards import validate_shards
+    from fovea.pipelines.storage import StorageError
 
     target = args.target[0] if len(args.target) == 1 else args.target
-    report = validate_shards(target, max_shards=args.max_shards, seed=args.seed, check_images=args.images)
+    try:
+        report = validate_shards(target, max_shards=args.max_shards, seed=args.seed, check_images=args.images)
+    except StorageError as e:  # the store, not the shards: what to set
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.ok else 1
 

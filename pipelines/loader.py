@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from fovea.pipelines.batching import make_batches
-from fovea.pipelines.shards import expand_shards
+from fovea.pipelines.shards import expand_shards, open_shards
 from fovea.pipelines.video import uniform_indices
 
 log = logging.getLogger("fovea.pipelines.loader")
@@ -209,8 +209,12 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _raw(self, shards):
         import webdataset as wds
+        from webdataset.tariterators import group_by_keys, tar_file_expander
 
-        return iter(wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples(handler=wds.warn_and_continue)))
+        # webdataset's grouping of tar members into samples, over streams opened here
+        # (local files, or URLs through fsspec with retries: open_shards) rather than by its gopen
+        files = tar_file_expander(open_shards(shards), handler=wds.warn_and_continue)
+        return iter(group_by_keys(files, handler=wds.warn_and_continue))
 
     def __iter__(self):
         import webdataset as wds

@@ -17,7 +17,9 @@ Reruns are idempotent: complete shards are skipped (a rerun with unchanged input
 file), a shard whose plan changed is rewritten, stale ``*.tmp`` files and shards no longer in
 the plan are removed.  Shard names are ``train-NNNNN.tar`` / ``val-NNNNN.tar``.  Shards are
 written by the driver process (the workers do the decoding); that is ample for CPU clusters
-up to a few dozen cores, beyond that run one job per input subset.
+up to a few dozen cores, beyond that run one job per input subset.  The output may be a URL
+(``--output s3://bucket/shards/webvid``): the driver uploads each shard as it completes
+(``shards.ShardWriter``, ``fovea.pipelines.storage``); the raw input is read from local files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fovea.pipelines import shards as S
+from fovea.pipelines import storage
 from fovea.pipelines.errors import reject_record
 from fovea.pipelines.payload import Settings, process_batch
 from fovea.pipelines.readers import DATASETS, VISUAL, plan_dataset
@@ -84,11 +87,12 @@ def sample_key(dataset: str, sample_id: str) -> str:
     return f"{dataset}-{hashlib.sha1(sample_id.encode()).hexdigest()[:16]}"
 
 
-def resolve_output(dataset: str, output: str | Path, stage: int) -> Path:
-    """SmolTalk shards depend on the stage's loss rule: they go to ``<output>_s<stage>``."""
-    out = Path(output)
-    if dataset == "smoltalk" and not out.name.endswith(f"_s{stage}"):
-        out = out.with_name(f"{out.name}_s{stage}")
+def resolve_output(dataset: str, output: str | Path, stage: int) -> str | Path:
+    """SmolTalk shards depend on the stage's loss rule: they go to ``<output>_s<stage>``
+    (a ``Path``, or a URL string)."""
+    out = storage.location(output)
+    if dataset == "smoltalk" and not storage.name(out).endswith(f"_s{stage}"):
+        out = storage.join(storage.parent(out), f"{storage.name(out)}_s{stage}")
     return out
 
 
@@ -109,17 +113,17 @@ def plan_hash(items: list, settings: Settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _clean(out: Path, planned: set[str], summary: Summary) -> None:
-    for p in out.glob("*.tmp"):
-        p.unlink()
-    for p in (out / S.STATE_DIR).glob("*.tmp") if (out / S.STATE_DIR).exists() else []:
-        p.unlink()
-    for p in sorted(out.iterdir()):
-        if S.SHARD_RE.match(p.name) and p.name not in planned:
-            log.warning("removing stale shard %s (not in the current plan)", p)
-            p.unlink()
-            S.state_path(out, p.name).unlink(missing_ok=True)
-            summary.shards_removed.append(p.name)
+def _clean(out: str | Path, planned: set[str], summary: Summary) -> None:
+    for folder in (out, storage.join(out, S.STATE_DIR)):
+        for name in storage.listdir(folder):
+            if name.endswith(".tmp"):
+                storage.remove(storage.join(folder, name))
+    for name in storage.listdir(out):
+        if S.SHARD_RE.match(name) and name not in planned:
+            log.warning("removing stale shard %s (not in the current plan)", storage.join(out, name))
+            storage.remove(storage.join(out, name))
+            storage.remove(S.state_path(out, name))
+            summary.shards_removed.append(name)
 
 
 def run_preprocess(dataset: str, input_dir: str | Path, output_dir: str | Path, *, stage: int | None = None,
@@ -141,7 +145,7 @@ def run_preprocess(dataset: str, input_dir: str | Path, output_dir: str | Path, 
                         max_frames=max_frames or DataConfig().max_frames, tokenizer=tokenizer)
     out = resolve_output(dataset, output_dir, stage)
     plan = plan_dataset(dataset, input_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out)
     summary = Summary(dataset, str(out), read=plan.read)
     shard_plan = assign_shards(plan.refs, dataset, val_fraction, samples_per_shard)
     hashes = {name: plan_hash(items, settings) for name, items in shard_plan.items()}
@@ -161,14 +165,15 @@ def run_preprocess(dataset: str, input_dir: str | Path, output_dir: str | Path, 
     summary.written = sum(st["num_samples"] for _, st in states)
     summary.frames = sum(sum(st["frame_counts"]) for _, st in states)
     summary.rejected = Counter(r["reason"] for r in rejects)
+    summary.splits = {"train": 0, "val": 0}  # 0 for a split whose every row was rejected
     for n, st in states:
-        summary.splits[n.split("-")[0]] = summary.splits.get(n.split("-")[0], 0) + st["num_samples"]
+        summary.splits[n.split("-")[0]] += st["num_samples"]
     header = {"dataset": dataset, "settings": settings.to_dict(), "val_fraction": val_fraction,
               "samples_per_shard": samples_per_shard, "inputs": plan.inputs,
               "counts": {"read": summary.read, "written": summary.written, "rejected": sum(summary.rejected.values()),
                          "rejected_by_reason": dict(sorted(summary.rejected.items()))}}
-    S.write_if_changed(out / "manifest.json", S.dumps_manifest(S.build_manifest(out, states, header)))
-    S.write_if_changed(out / "rejects.jsonl",
+    S.write_if_changed(storage.join(out, "manifest.json"), S.dumps_manifest(S.build_manifest(out, states, header)))
+    S.write_if_changed(storage.join(out, "rejects.jsonl"),
                        "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejects).encode())
     summary.seconds = time.time() - t0
     return summary
@@ -193,7 +198,7 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
         for row in ds.iter_rows():
             name = S.shard_name(row["split"], row["shard"])
             if name not in writers:
-                writers[name] = S.ShardWriter(out / name)
+                writers[name] = S.ShardWriter(storage.join(out, name))
                 acc[name] = {"frame_counts": [], "token_counts": [], "keys": [], "rejects": []}
             a = acc[name]
             if row["ok"]:
@@ -209,10 +214,7 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
             bar.update(1)
             remaining[name] -= 1
             if remaining[name] == 0:
-                digest, size = writers.pop(name).commit()
-                S.write_state(out, name, {"plan_hash": hashes[name], "sha256": digest, "bytes": size,
-                                          "num_samples": len(a["keys"]), **acc.pop(name)})
-                summary.shards_written.append(name)
+                _finish_shard(out, name, writers.pop(name), hashes[name], acc.pop(name), summary)
     finally:
         ctx.execution_options.preserve_order = keep_order
         bar.close()
@@ -221,3 +223,19 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
     missing = [n for n, k in remaining.items() if k]
     if missing:
         raise RuntimeError(f"pipeline ended before shards {missing} were complete")
+
+
+def _finish_shard(out: str | Path, name: str, writer: S.ShardWriter, plan_hash: str, acc: dict, summary: Summary) -> None:
+    """Commit a shard once its last row has arrived; one whose every row was rejected is not
+    written (an empty tar would pass for data): its state keeps the rejects, the tar of an
+    earlier run is removed."""
+    if acc["keys"]:
+        digest, size = writer.commit()
+        summary.shards_written.append(name)
+    else:
+        writer.abort()
+        storage.remove(storage.join(out, name))
+        digest, size = None, 0
+        log.warning("%s: every row was rejected; no shard written", name)
+    S.write_state(out, name, {"plan_hash": plan_hash, "sha256": digest, "bytes": size,
+                              "num_samples": len(acc["keys"]), **acc})

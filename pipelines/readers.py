@@ -1,5 +1,9 @@
 """Readers for the upstream formats: a folder as downloaded -> a plan of sample references.
 
+``check_layout(dataset, root)`` comes first (``jobs/preprocess.py`` calls it before Ray starts):
+the annotation files and their columns (CSV header, parquet footer, a JSONL file's first line)
+or a ``LayoutError`` saying what was expected and the next step.
+
 Planning runs in the driver and touches only metadata (CSV/JSON rows, parquet footers, JSONL
 line offsets, a directory scan); heavy work (decoding, tokenizing) happens in Ray tasks via
 ``load_record``.  Each reference (``ref``) is a small JSON-able dict with a stable ``id``;
@@ -26,6 +30,7 @@ Layouts accepted (what the public downloads look like):
 from __future__ import annotations
 
 import csv
+import fnmatch
 import functools
 import json
 import math
@@ -59,13 +64,91 @@ class Plan:
         return len(self.refs) + len(self.rejects)
 
 
-def plan_dataset(dataset: str, root: str | Path) -> Plan:
-    """Dispatch by dataset name; clear errors for an unknown name or a missing folder."""
+class LayoutError(FileNotFoundError, ValueError):
+    """An input folder that is not in its dataset's upstream layout: what was expected, what is
+    there, and the next step."""
+
+
+LAYOUTS = {
+    "webvid": "results*.csv with columns videoid, contentUrl, duration, page_dir, name, and the videos in "
+              "videos/<page_dir>/<videoid>.mp4 (or where a local contentUrl points)",
+    "cauldron": "<subset>/*.parquet with columns images and texts (HuggingFaceM4/the_cauldron)",
+    "smoltalk": "*.parquet or *.jsonl (in any subfolder) with a messages column (HuggingFaceTB/smoltalk)",
+    "video_sft": "*.json lists of {id, video, conversations} with the videos beside them or in videos/ "
+                 "(lmms-lab/LLaVA-Video-178K)",
+}
+LAYOUT_FILES = {"webvid": ("results*.csv",), "cauldron": ("*.parquet",), "smoltalk": ("*.parquet", "*.jsonl"),
+                "video_sft": ("*.json",)}
+
+
+def _first_files(root: Path, patterns: tuple[str, ...], n: int = 64) -> list[Path]:
+    """Up to ``n`` files matching ``patterns`` (hidden ones skipped), top folders first: stops
+    early in a large download whose annotation files sit near its top."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if not f.startswith(".") and any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def _has_columns(path: Path, columns: tuple[str, ...]) -> bool:
+    """A CSV header, a parquet footer or a JSONL file's first record names ``columns``."""
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+                have = next(csv.reader(f), [])
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            have = pq.read_schema(path).names
+        else:
+            with open(path, "rb") as f:
+                line = next((ln for ln in f if ln.strip()), b"{}")
+            row = json.loads(line)
+            have = list(row) if isinstance(row, dict) else []
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return all(c in have for c in columns)
+
+
+def layout_problem(dataset: str, root: Path) -> str | None:
+    """What keeps ``root`` from being ``dataset``'s upstream layout, or None (files and their
+    columns only: rows, videos and images are checked, and rejected one by one, later)."""
+    files = _first_files(root, LAYOUT_FILES[dataset])
+    if not files:
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not p.name.startswith("."))
+        there = f"it has {', '.join(entries[:6])}{', ...' if len(entries) > 6 else ''}" if entries else "it is empty"
+        return f"no {' or '.join(LAYOUT_FILES[dataset])} file in it ({there})"
+    need = {"webvid": ("videoid", "name"), "cauldron": ("images", "texts"), "smoltalk": ("messages",)}.get(dataset)
+    if need and not any(_has_columns(f, need) for f in files if f.suffix != ".json"):
+        return f"none of its {' / '.join(LAYOUT_FILES[dataset])} files has the columns {', '.join(need)} (first: {files[0]})"
+    return None
+
+
+def check_layout(dataset: str, root: str | Path) -> None:
+    """Before any work (``jobs/preprocess.py`` calls it before Ray starts): ``LayoutError`` when
+    ``root`` is missing or not in ``dataset``'s upstream layout."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{dataset}: input folder {root} does not exist")
+    problem = "does not exist" if not root.exists() else "is not a folder" if not root.is_dir() else None
+    if problem is None:
+        problem = layout_problem(dataset, root)
+        problem = problem and f"is not in the upstream layout: {problem}"
+    if problem:
+        raise LayoutError(
+            f"{dataset} input folder {root} {problem}; expected {LAYOUTS[dataset]}. Point --input at the "
+            f"folder as downloaded (`make sample-data` writes an example of each layout under data/demo/raw/)")
+
+
+def plan_dataset(dataset: str, root: str | Path) -> Plan:
+    """Dispatch by dataset name; ``check_layout`` first (an unknown name, a missing folder or one
+    not in the upstream layout)."""
+    check_layout(dataset, root)
+    root = Path(root)
     plan = {"webvid": plan_webvid, "cauldron": plan_cauldron, "smoltalk": plan_smoltalk,
             "video_sft": plan_video_sft}[dataset](root)
     return _dedupe(plan)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fovea.pipelines import storage
 from fovea.pipelines.readers import DATASETS
 from fovea.pipelines.shards import expand_shards
 
@@ -25,7 +26,10 @@ _FOLDER = re.compile(r"^(?P<dataset>" + "|".join(DATASETS) + r")(?:_s(?P<stage>[
 
 
 def _shown(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it (what a user types)."""
+    """``path`` relative to the working directory when it lies below it (what a user types);
+    a URL as it is."""
+    if storage.is_url(path):
+        return str(path)
     p = Path(path)
     try:
         return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
@@ -33,22 +37,25 @@ def _shown(path: str | Path) -> str:
         return str(p)
 
 
-def shard_folder(pattern: str) -> Path:
-    """``data/shards/webvid/train-*.tar`` -> ``data/shards/webvid`` (a folder pattern is its own folder)."""
-    p = Path(pattern)
-    return p if not any(ch in p.name for ch in "*?[") and not p.name.endswith(".tar") else p.parent
+def shard_folder(pattern: str) -> str | Path:
+    """``data/shards/webvid/train-*.tar`` -> ``data/shards/webvid`` (a folder pattern is its own
+    folder); a ``Path``, or for a URL a string."""
+    name = storage.name(pattern)
+    if not any(ch in name for ch in "*?[") and not name.endswith(".tar"):
+        return storage.location(pattern)
+    return storage.parent(storage.location(pattern))
 
 
 def preprocess_commands(folder: str | Path, run_stage: int, raw: str | None = None) -> str:
     """The ``jobs/preprocess.py`` line that fills ``folder`` from the raw dataset folder ``raw``
     (a placeholder path when None)."""
-    folder = Path(_shown(folder))
-    m = _FOLDER.match(folder.name)
+    folder = storage.location(_shown(folder))
+    m = _FOLDER.match(storage.name(folder))
     if m is None:
         return f"python jobs/preprocess.py <{'|'.join(DATASETS)}> --input {raw or '/path/to/raw/data'} --output {folder}"
     dataset, stage = m["dataset"], int(m["stage"] or run_stage)
     # SmolTalk's job appends _s<stage> to --output itself
-    out = folder.with_name(dataset) if dataset == "smoltalk" else folder
+    out = storage.join(storage.parent(folder), dataset) if dataset == "smoltalk" else folder
     raw = f"{raw}/{dataset}" if raw else f"/path/to/raw/{dataset}"
     return f"python jobs/preprocess.py {dataset} --input {raw} --output {out} --stage {stage}"
 
@@ -75,7 +82,7 @@ def missing_shards_message(missing: list[MissingShards], run_stage: int) -> str:
         lines.append("make them from the raw downloads (README, \"Real data\"):")
         lines += [f"  {preprocess_commands(f, run_stage)}" for f in folders]
         sample = [preprocess_commands(f, run_stage, SAMPLE_RAW) for f in folders
-                  if _FOLDER.match(f.name)]
+                  if _FOLDER.match(storage.name(f))]
         if sample:
             lines.append("or from the embedded sample data:")
             lines += ["  make sample-data"] + [f"  {c}" for c in sample]

@@ -21,28 +21,31 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fovea.pipelines import storage
 from fovea.pipelines.shard_sets import preprocess_commands
 from fovea.pipelines.shards import expand_shards
 
 LOSS_RULE = {1: "loss on all text", 2: "loss on the answer only", 3: "loss on the answer only"}
 
 
-def recorded_stage(folder: Path, tars: list[str]) -> int | None:
+def recorded_stage(folder: str | Path, tars: list[str]) -> int | None:
     """The stage a shard folder was written for: its manifest's ``settings.stage``, else the
     ``stage`` of the first sample of its first tar; None when neither says (shards made
     elsewhere, or unreadable ones, which the loader reports)."""
     try:
-        stage = json.loads((folder / "manifest.json").read_text()).get("settings", {}).get("stage")
+        stage = json.loads(storage.read_text(storage.join(folder, "manifest.json"))).get("settings", {}).get("stage")
         if stage is not None:
             return int(stage)
     except (OSError, ValueError, AttributeError):
         pass
     try:
-        with tarfile.open(tars[0]) as tar:
+        with storage.open_read(tars[0]) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
             for member in tar:
                 if member.isfile() and member.name.endswith(".json"):
                     stage = json.loads(tar.extractfile(member).read()).get("stage")
                     return int(stage) if stage is not None else None
+    except storage.StorageError:
+        raise
     except (OSError, tarfile.TarError, ValueError, AttributeError):
         pass
     return None
@@ -53,7 +56,7 @@ class StageMismatch:
     """A shard folder of ``data.<key>`` written for a stage whose loss rule is not the run's."""
 
     key: str
-    folder: Path
+    folder: str | Path
     stage: int
 
 
@@ -66,9 +69,9 @@ def stage_mismatches(data, run_stage: int) -> list[StageMismatch]:
     for key, patterns, used in wanted:
         if not used:
             continue
-        by_folder: dict[Path, list[str]] = {}
+        by_folder: dict[str | Path, list[str]] = {}
         for tar in expand_shards([os.path.expanduser(p) for p in patterns]):
-            by_folder.setdefault(Path(tar).parent, []).append(tar)
+            by_folder.setdefault(storage.parent(tar), []).append(tar)
         for folder, tars in by_folder.items():
             stage = recorded_stage(folder, tars)
             if stage in LOSS_RULE and LOSS_RULE[stage] != LOSS_RULE[run_stage]:
@@ -76,18 +79,21 @@ def stage_mismatches(data, run_stage: int) -> list[StageMismatch]:
     return out
 
 
-def as_typed(folder: Path) -> Path:
-    """``folder`` relative to the working directory when it lies below it (what a user types)."""
+def as_typed(folder: str | Path) -> str | Path:
+    """``folder`` relative to the working directory when it lies below it (what a user types);
+    a URL as it is."""
+    if storage.is_url(folder):
+        return folder
     try:
         return folder.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
         return folder
 
 
-def restaged_folder(folder: Path, stage: int) -> Path:
+def restaged_folder(folder: str | Path, stage: int) -> str | Path:
     """Where shards of ``folder``'s dataset for ``stage`` go: ``webvid`` -> ``webvid_s2``,
     ``smoltalk_s1`` -> ``smoltalk_s2``."""
-    return folder.with_name(re.sub(r"_s[123]$", "", folder.name) + f"_s{stage}")
+    return storage.join(storage.parent(folder), re.sub(r"_s[123]$", "", storage.name(folder)) + f"_s{stage}")
 
 
 def stage_mismatch_message(mismatches: list[StageMismatch], run_stage: int) -> str:

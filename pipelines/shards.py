@@ -14,21 +14,30 @@ carry fixed mtime/owner/mode, so the same samples always give byte-identical tar
 written as ``<name>.tmp`` and renamed when complete; its ``_state`` file (plan hash, sha256,
 size, per-sample frame/token counts, rejects) is written after the rename, so a shard counts
 as done only when both exist and agree.
+
+The folder may be a URL (``s3://bucket/shards/webvid``; ``fovea.pipelines.storage``): a tar is
+then written to a local temporary file and uploaded by ``commit`` (an object appears whole when
+its upload completes, which stands in for the rename), and the JSON files are single PUTs.
 """
 
 from __future__ import annotations
 
-import glob as globlib
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import re
 import statistics
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fovea.pipelines import storage
+
+log = logging.getLogger("fovea.pipelines.shards")
 
 SHARD_RE = re.compile(r"^(train|val)-(\d{5})\.tar$")
 STATE_DIR = "_state"
@@ -47,27 +56,23 @@ def bucket_of(frames: int) -> str:
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    storage.write_bytes(path, data)
 
 
 def write_if_changed(path: str | Path, data: bytes) -> bool:
     """Atomic write unless the file already holds exactly ``data`` (keeps mtimes on reruns)."""
-    path = Path(path)
-    if path.exists() and path.read_bytes() == data:
-        return False
+    try:
+        if storage.read_bytes(path) == data:
+            return False
+    except FileNotFoundError:
+        pass
     atomic_write(path, data)
     return True
 
@@ -87,11 +92,15 @@ def dumps_manifest(m: dict) -> bytes:
 
 
 class ShardWriter:
-    """One tar, written to ``<path>.tmp`` and renamed by ``commit``.  Samples are contiguous."""
+    """One tar, written to ``<path>.tmp`` and renamed by ``commit``.  Samples are contiguous.
+    For a URL ``path`` the ``.tmp`` file is local and ``commit`` uploads it."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path = storage.location(path)
+        if storage.is_url(self.path):
+            self.tmp = Path(tempfile.mkdtemp(prefix="fovea-shard-")) / (storage.name(self.path) + ".tmp")
+        else:
+            self.tmp = self.path.with_name(self.path.name + ".tmp")
         self._tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
         self.num_samples = 0
 
@@ -116,48 +125,61 @@ class ShardWriter:
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest, size = sha256_file(self.tmp), self.tmp.stat().st_size
-        os.replace(self.tmp, self.path)
+        if storage.is_url(self.path):
+            storage.put_file(self.tmp, self.path)
+            self._drop_tmp()
+        else:
+            os.replace(self.tmp, self.path)
         return digest, size
 
     def abort(self) -> None:
         self._tar.close()
+        self._drop_tmp()
+
+    def _drop_tmp(self) -> None:
         self.tmp.unlink(missing_ok=True)
+        if storage.is_url(self.path):  # its own temporary folder
+            self.tmp.parent.rmdir()
 
 
 # -- per-shard state ------------------------------------------------------------------------
 
-def state_path(out_dir: str | Path, name: str) -> Path:
-    return Path(out_dir) / STATE_DIR / (name.removesuffix(".tar") + ".json")
+def state_path(out_dir: str | Path, name: str) -> str | Path:
+    return storage.join(out_dir, STATE_DIR, name.removesuffix(".tar") + ".json")
 
 
 def read_state(out_dir: str | Path, name: str) -> dict | None:
-    p = state_path(out_dir, name)
     try:
-        return json.loads(p.read_text())
+        return json.loads(storage.read_text(state_path(out_dir, name)))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
 def write_state(out_dir: str | Path, name: str, state: dict) -> None:
-    p = state_path(out_dir, name)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_if_changed(p, dumps(state))
+    write_if_changed(state_path(out_dir, name), dumps(state))
 
 
 def shard_is_complete(out_dir: str | Path, name: str, plan_hash: str) -> bool:
-    """The tar exists, its state matches this plan, and its size matches the state."""
+    """The state matches this plan, and the tar exists with the state's size; a shard whose
+    every row was rejected has a state (its rejects) and no tar (an empty shard is never written)."""
     st = read_state(out_dir, name)
-    p = Path(out_dir) / name
-    return bool(st and st.get("plan_hash") == plan_hash and p.exists() and p.stat().st_size == st.get("bytes"))
+    if not st or st.get("plan_hash") != plan_hash:
+        return False
+    size = storage.size(storage.join(out_dir, name))
+    if st.get("num_samples") == 0:
+        return size is None
+    return size is not None and size == st.get("bytes")
 
 
 # -- manifest ---------------------------------------------------------------------------------
 
 def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: dict) -> dict:
-    """DESIGN.md 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts."""
+    """DESIGN.md 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts.
+    Shards without samples (every row rejected) are not listed: they were not written; the
+    samples per split count train and val, 0 for a split that wrote nothing."""
     shards, dist, buckets = [], {}, {name: [] for name, _, _ in BUCKETS}
     total_tokens = total = 0
-    for i, (name, st) in enumerate(states):
+    for i, (name, st) in enumerate([(n, st) for n, st in states if st["num_samples"]]):
         frames = st["frame_counts"]
         for f in frames:
             dist[str(f)] = dist.get(str(f), 0) + 1
@@ -168,12 +190,12 @@ def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: 
                        "sha256": st["sha256"], "bytes": st["bytes"]})
         total += st["num_samples"]
         total_tokens += sum(st["token_counts"])
-    splits = {}
+    splits = {"train": 0, "val": 0}
     for s in shards:
         splits[s["split"]] = splits.get(s["split"], 0) + s["num_samples"]
     return {
         **header,
-        "data_dir": str(Path(out_dir).resolve()),
+        "data_dir": str(storage.location(out_dir) if storage.is_url(out_dir) else Path(out_dir).resolve()),
         "num_shards": len(shards), "total_samples": total, "samples_per_split": splits,
         "total_tokens": total_tokens, "avg_tokens_per_sample": round(total_tokens / max(1, total), 2),
         "frame_count_distribution": dict(sorted(dist.items(), key=lambda kv: int(kv[0]))),
@@ -215,16 +237,30 @@ class ValidationReport:
 
 
 def expand_shards(patterns: str | list[str]) -> list[str]:
-    """Globs / files / folders -> sorted unique .tar paths."""
+    """Globs / files / folders, local or URLs -> sorted unique .tar paths (URLs stay URLs)."""
     if isinstance(patterns, (str, Path)):
         patterns = [str(patterns)]
     out: set[str] = set()
-    for pat in patterns:
-        if os.path.isdir(pat):
-            out.update(str(p) for p in Path(pat).glob("*.tar"))
-        else:
-            out.update(p for p in globlib.glob(str(pat)) if p.endswith(".tar"))
+    for pat in map(str, patterns):
+        if not any(c in pat for c in "*?[") and storage.isdir(pat):
+            pat = str(storage.join(pat, "*.tar"))
+        out.update(str(p) for p in storage.glob(pat) if str(p).endswith(".tar"))
     return sorted(out)
+
+
+def open_shards(paths: list[str]):
+    """``{"url", "stream"}`` for each shard in turn (webdataset's tar expander reads them), each
+    stream closed once read. A shard gone since it was listed is skipped with a warning; a store
+    that cannot be reached raises ``storage.StorageError`` (skipping every shard would only end
+    the epoch early)."""
+    for path in paths:
+        try:
+            stream = storage.open_read(path)
+        except FileNotFoundError as e:
+            log.warning("skipping shard %s: %s", path, e)
+            continue
+        with stream:
+            yield {"url": path, "stream": stream}
 
 
 def _check_sample(where: str, files: dict[str, bytes], check_images: int, rep: ValidationReport) -> None:
@@ -267,37 +303,66 @@ def _check_sample(where: str, files: dict[str, bytes], check_images: int, rep: V
     rep.token_lengths.append(len(ids))
 
 
-def validate_tar(path: str, rep: ValidationReport, seen_keys: set[str], check_images: int = 3) -> int:
-    """Check one tar; returns its sample count.  Errors are appended to ``rep``."""
-    from webdataset.tariterators import base_plus_ext
+class HashingReader:
+    """A read stream that hashes what passes through it (one read of a shard checks and hashes it)."""
 
-    n0, done, cur, files = rep.samples, set(), None, {}
-    name = os.path.basename(path)
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.sha.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        for _ in iter(lambda: self.read(1 << 20), b""):  # the rest (tar padding) counts too
+            pass
+        return self.sha.hexdigest()
+
+
+def validate_tar(path: str, rep: ValidationReport, seen_keys: set[str], check_images: int = 3,
+                 digests: dict[str, str] | None = None) -> int:
+    """Check one tar (a path or URL, read once, front to back); returns its sample count.
+    Errors are appended to ``rep``; with ``digests``, the file's sha256 is stored under ``path``."""
+    n0, name = rep.samples, storage.name(path)
     try:
-        with tarfile.open(path, "r") as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                key, ext = base_plus_ext(m.name)
-                if key is None:
-                    rep.errors.append(f"{name}: member {m.name!r} has no KEY.ext name")
-                    continue
-                if key != cur:
-                    if cur is not None:
-                        _check_sample(f"{name}:{cur}", files, check_images, rep)
-                        done.add(cur)
-                    if key in done:
-                        rep.errors.append(f"{name}:{key}: files of this sample are not contiguous")
-                    if key in seen_keys:
-                        rep.errors.append(f"{name}:{key}: duplicate sample key")
-                    seen_keys.add(key)
-                    cur, files = key, {}
-                files[ext] = tar.extractfile(m).read()
-            if cur is not None:
-                _check_sample(f"{name}:{cur}", files, check_images, rep)
+        with storage.open_read(path) as raw:
+            stream = HashingReader(raw)
+            _read_members(stream, name, rep, seen_keys, check_images)
+            if digests is not None:
+                digests[path] = stream.hexdigest()
     except (tarfile.TarError, OSError, EOFError) as e:
+        if isinstance(e, storage.StorageError):
+            raise  # the store, not the tar: its own message says what to set
         rep.errors.append(f"{name}: tar does not open/read: {e}")
     return rep.samples - n0
+
+
+def _read_members(stream, name: str, rep: ValidationReport, seen_keys: set[str], check_images: int) -> None:
+    from webdataset.tariterators import base_plus_ext
+
+    done, cur, files = set(), None, {}
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, ext = base_plus_ext(m.name)
+            if key is None:
+                rep.errors.append(f"{name}: member {m.name!r} has no KEY.ext name")
+                continue
+            if key != cur:
+                if cur is not None:
+                    _check_sample(f"{name}:{cur}", files, check_images, rep)
+                    done.add(cur)
+                if key in done:
+                    rep.errors.append(f"{name}:{key}: files of this sample are not contiguous")
+                if key in seen_keys:
+                    rep.errors.append(f"{name}:{key}: duplicate sample key")
+                seen_keys.add(key)
+                cur, files = key, {}
+            files[ext] = tar.extractfile(m).read()
+        if cur is not None:
+            _check_sample(f"{name}:{cur}", files, check_images, rep)
 
 
 def validate_shards(target: str | list[str], *, max_shards: int | None = None, seed: int = 0,
@@ -311,12 +376,12 @@ def validate_shards(target: str | list[str], *, max_shards: int | None = None, s
     count and no unlisted shard is present.  ``max_shards`` checks a seeded random subset.
     """
     rep = ValidationReport()
-    folder = Path(target) if isinstance(target, (str, Path)) and Path(target).is_dir() else None
+    folder = target if isinstance(target, (str, Path)) and storage.isdir(target) else None
     paths = expand_shards(target)
     manifest = None
-    if folder is not None and (folder / "manifest.json").exists():
+    if folder is not None and storage.exists(storage.join(folder, "manifest.json")):
         try:
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = json.loads(storage.read_text(storage.join(folder, "manifest.json")))
         except json.JSONDecodeError as e:
             rep.errors.append(f"manifest.json does not parse: {e}")
     if not paths:
@@ -326,20 +391,21 @@ def validate_shards(target: str | list[str], *, max_shards: int | None = None, s
         paths = sorted(random.Random(seed).sample(paths, max_shards))
     listed = {s["path"]: s for s in manifest["shards"]} if manifest else {}
     if manifest:
-        on_disk = {os.path.basename(p) for p in expand_shards(str(folder))}
+        on_disk = {storage.name(p) for p in expand_shards(str(folder))}
         for extra in sorted(on_disk - set(listed)):
             rep.errors.append(f"{extra}: present but not in manifest.json")
         for gone in sorted(set(listed) - on_disk):
             rep.errors.append(f"{gone}: listed in manifest.json but missing")
     seen: set[str] = set()
+    digests: dict[str, str] = {}
     for p in paths:
-        name = os.path.basename(p)
+        name = storage.name(p)
         rep.shards.append(name)
-        n = validate_tar(p, rep, seen, check_images)
+        n = validate_tar(p, rep, seen, check_images, digests)
         if name in listed:
             ent = listed[name]
             if ent["num_samples"] != n:
                 rep.errors.append(f"{name}: {n} samples, manifest says {ent['num_samples']}")
-            if ent.get("sha256") and sha256_file(p) != ent["sha256"]:
+            if ent.get("sha256") and digests.get(p) != ent["sha256"]:
                 rep.errors.append(f"{name}: sha256 differs from manifest.json")
     return rep

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from fovea.model.config import MAX_NEW_TOKENS, ModelConfig
 from fovea.pipelines.config import DataConfig
+from fovea.platform.paths import RootError, is_url, resolve
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR_DEFAULT = "runs"
@@ -93,7 +95,9 @@ class EvalConfig(_Section):
     # jobs/evaluate.py (platform/eval/harness.py run_evaluation)
     batch_size: int | None = Field(None, ge=1)  # None -> data.batch_size
     image_frames: int = Field(8, ge=1)  # single images replicated to N frames at eval (DESIGN.md 6.2/6.3)
-    benchmarks_dir: str | None = None  # data/benchmarks: MCQ benchmarks present there are run
+    # data/benchmarks: the MCQ benchmarks there are run (jobs/evaluate.py, and at the end of training);
+    # checked before Ray starts (platform/eval/benchmarks.py check_benchmarks_dir)
+    benchmarks_dir: str | None = None
     benchmark_max_items: int | None = Field(None, ge=1)  # per benchmark, spread over its items
     reference_model: str | None = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"  # scored when local
     mcq_pad_quirk: bool = False  # True: old reference MCQ loss (pad-id <|im_end|> adds 0, counted)
@@ -103,6 +107,10 @@ class EvalConfig(_Section):
 
 class TrackingConfig(_Section):
     tracking_uri: str | None = None  # None -> sqlite:///<runs_dir>/mlflow.db
+    # where a NEW experiment keeps its artifacts (s3://bucket/mlartifacts, or a path); None: next
+    # to a SQLite store (<runs_dir>/mlartifacts/<experiment>), or the tracking server's choice
+    # (mlflow server --artifacts-destination). An existing experiment keeps its own.
+    artifact_location: str | None = Field(None, pattern=r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?\S+$")
     experiment: str = "fovea"
     run_name: str | None = None
     enabled: bool = True
@@ -164,35 +172,54 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def tracking_uri(self) -> str:
-        if self.tracking.tracking_uri:
-            return self.tracking.tracking_uri
+        """tracking.tracking_uri, else MLFLOW_TRACKING_URI (a cluster's MLflow server), else a
+        SQLite store in runs_dir."""
+        uri = self.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            return uri
+        if is_url(self.runs_dir):
+            raise ConfigError(f"runs_dir={self.runs_dir!r} is a URL, where MLflow's default SQLite store "
+                              f"cannot live: set tracking.tracking_uri or MLFLOW_TRACKING_URI to the "
+                              f"cluster's MLflow server (docker/README.md, Storage)")
         return f"sqlite:///{Path(self.runs_dir).resolve() / 'mlflow.db'}"
 
     def storage_path(self) -> str:
-        return self.cluster.storage_path or str(Path(self.runs_dir).resolve() / "ray")
+        if self.cluster.storage_path:
+            return self.cluster.storage_path
+        if is_url(self.runs_dir):
+            return f"{self.runs_dir.rstrip('/')}/ray"
+        return str(Path(self.runs_dir).resolve() / "ray")
 
 
-def absolute_paths(cfg: RunConfig, base: str | Path | None = None) -> RunConfig:
-    """Relative shard globs, runs_dir and init_from -> absolute (against ``base`` or the cwd).
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Relative shard globs, runs_dir, cluster.storage_path and init_from -> absolute, against
+    the project root (``fovea.platform.paths``: FOVEA_ROOT, else the current directory).
 
-    Ray Train workers run in their own working directory, so paths must be resolved on
-    the driver before the config travels to them.  Hub ids and URIs are left alone.
-    """
-    base = Path(base or Path.cwd())
-
-    def fix(p: str) -> str:
-        if "://" in p or Path(p).is_absolute():
-            return p
-        return str(base / p)
-
+    Ray Train workers, Tune trials and submitted jobs run in other directories, so paths are
+    resolved once, on the driver, before the config travels, and so is the tracking URI. Hub
+    ids and URLs are left alone; ``init_from`` is a path only where it has a slash (else an
+    MLflow run id)."""
     d = cfg.model_dump(mode="json")
-    for key in ("train_shards", "val_shards", "text_shards"):
-        d["data"][key] = [fix(p) for p in d["data"][key]]
-    d["runs_dir"] = fix(d["runs_dir"])
-    init = d["training"]["init_from"]
-    if init and (base / init).exists():
-        d["training"]["init_from"] = fix(init)
-    return RunConfig.model_validate(d)
+    try:
+        for key in ("train_shards", "val_shards", "text_shards"):
+            d["data"][key] = [resolve(p, f"data.{key}") for p in d["data"][key]]
+        d["runs_dir"] = resolve(d["runs_dir"], "runs_dir")
+        if d["cluster"]["storage_path"]:
+            d["cluster"]["storage_path"] = resolve(d["cluster"]["storage_path"], "cluster.storage_path")
+        if d["tracking"]["artifact_location"]:
+            d["tracking"]["artifact_location"] = resolve(d["tracking"]["artifact_location"],
+                                                         "tracking.artifact_location")
+        if d["eval"]["benchmarks_dir"]:
+            d["eval"]["benchmarks_dir"] = resolve(d["eval"]["benchmarks_dir"], "eval.benchmarks_dir")
+        init = d["training"]["init_from"]
+        if init and "/" in init:
+            d["training"]["init_from"] = resolve(init, "training.init_from")
+    except RootError as e:
+        raise ConfigError(str(e)) from None
+    out = RunConfig.model_validate(d)
+    if out.tracking.enabled:  # pinned: rank 0 may run on a node whose environment differs
+        out.tracking.tracking_uri = out.tracking_uri()
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

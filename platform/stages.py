@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from fovea.platform.config import ConfigError, RunConfig, load_config
+from fovea.platform.config import ConfigError, RunConfig, absolute_paths, load_config
 
 DEFAULT_CONFIGS = {1: "stage1_135m", 2: "stage2_135m", 3: "stage3_135m"}
 STAGE_NAMES = {1: "WebVid captioning, all-text loss", 2: "Cauldron + video SFT, answer-only loss",
@@ -83,11 +83,22 @@ def dry_run(cfg: RunConfig) -> dict:
     return {"loss": float(out["loss"]), "steps": steps, "params": total}
 
 
+def check_benchmarks(cfg: RunConfig) -> None:
+    """``eval.benchmarks_dir`` (scored at the end of the run) holds a benchmark: checked before
+    Ray or MLflow start, like the shards and ``init_from`` (``BenchmarksDirError``)."""
+    if cfg.eval.benchmarks_dir:
+        from fovea.platform.eval.benchmarks import check_benchmarks_dir
+
+        check_benchmarks_dir(absolute_paths(cfg).eval.benchmarks_dir, "eval.benchmarks_dir")
+
+
 def train_stage(cfg: RunConfig, **fit_kwargs):
-    """``fit`` with the evaluation's end-of-run artifacts; returns its ``FitSummary``."""
+    """``fit`` with the evaluation's end-of-run artifacts (and benchmarks, with
+    ``eval.benchmarks_dir``); returns its ``FitSummary``."""
     from fovea.platform.eval.artifacts import log_training_artifacts
     from fovea.platform.train.trainer import fit
 
+    check_benchmarks(cfg)
     return fit(cfg, on_train_end=log_training_artifacts, **fit_kwargs)
 
 
@@ -100,6 +111,7 @@ def main(stage: int, argv: list[str] | None = None) -> int:
     print(cfg.to_yaml())
     try:
         check_run_inputs(cfg, args.config)  # shards, init_from: before the model, Ray or MLflow
+        check_benchmarks(cfg)
         if args.dry_run:
             dry_run(cfg)
             return 0
@@ -107,6 +119,10 @@ def main(stage: int, argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # fit marked the MLflow run KILLED; Ray's shutdown ends the workers
+        print(f"\ninterrupted: run {cfg.name} stopped, its MLflow run marked KILLED; its checkpoints are "
+              f"kept (rerun with --name {cfg.name} to resume from the latest)", file=sys.stderr)
+        return 130
     print(f"\n== stage {stage} done in {s.wall_s:.0f}s: run {s.name} ==")
     for k in ("loss", "loss_fine", "loss_coarse", "val_loss"):
         if k in s.metrics:

@@ -42,3 +42,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible HTTP server on 127.0.0.1 (moto's: fovea.platform.runs.local_s3), for the session."""
+    from s3_server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request) -> str:
+    """A fresh bucket on ``s3_server``, with the AWS_* variables set the way a user sets them
+    for the code under test; returns ``s3://<bucket>``."""
+    import re
+    import uuid
+
+    for k, v in s3_server.environment().items():
+        monkeypatch.setenv(k, v)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    s3_server.create_bucket(name)
+    return f"s3://{name}"

@@ -154,25 +154,71 @@ def _preprocess(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+def test_a_folder_not_in_the_upstream_layout_stops_before_ray(tmp_path, capsys):
+    """The reader's layout check runs before Ray starts: exit 2 and one line naming the folder,
+    what was expected and the next step; folders in the upstream layouts pass it."""
+    import pandas as pd
+    import ray
+
+    from fovea.pipelines.readers import LayoutError, check_layout
+
+    ray_before = ray.is_initialized()
+    wrong = tmp_path / "wrong"
+    (wrong / "clips").mkdir(parents=True)
+    (wrong / "results_2m_train.csv").write_text("id,url,caption\n1,http://x/1.mp4,a cat\n")
+    cases = {"webvid": "none of its results*.csv files has the columns videoid, name",
+             "cauldron": "no *.parquet file in it (it has clips/, results_2m_train.csv)",
+             "smoltalk": "no *.parquet or *.jsonl file in it (it has clips/, results_2m_train.csv)",
+             "video_sft": "no *.json file in it"}
+    for dataset, why in cases.items():
+        rc, _, err = _preprocess([dataset, "--input", str(wrong), "--output", str(tmp_path / "out"), "-q"], capsys)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith(f"error: {dataset} input folder {wrong} is not in the upstream layout: {why}")
+        assert "; expected " in err and "make sample-data" in err
+    assert ray.is_initialized() == ray_before and not (tmp_path / "out").exists()
+
+    ok = tmp_path / "ok"
+    (ok / "webvid").mkdir(parents=True)
+    _webvid_csv(ok / "webvid", [])
+    (ok / "cauldron" / "vqav2").mkdir(parents=True)
+    pd.DataFrame({"images": [[{"bytes": b"x", "path": None}]], "texts": [[{"user": "u", "assistant": "a",
+                                                                             "source": "s"}]]}
+                 ).to_parquet(ok / "cauldron" / "vqav2" / "train-00000-of-00001.parquet")
+    (ok / "smoltalk" / "data" / "all").mkdir(parents=True)
+    (ok / "smoltalk" / "data" / "all" / "train.jsonl").write_text(json.dumps({"messages": []}) + "\n")
+    (ok / "video_sft").mkdir()
+    (ok / "video_sft" / "sft.json").write_text("[]")
+    for dataset in cases:
+        check_layout(dataset, ok / dataset)
+    with pytest.raises(LayoutError, match=r"no \*.parquet file in it \(it has data/\)"):
+        check_layout("cauldron", ok / "smoltalk")
+    with pytest.raises(LayoutError, match=f"smoltalk input folder {ok / 'cauldron'} is not in the upstream layout: "
+                                          "none of its \\*.parquet / \\*.jsonl files has the columns messages"):
+        check_layout("smoltalk", ok / "cauldron")
+
+
 @pytest.mark.slow
 def test_preprocess_exit_status_and_byte_stable_rejects(real_avi, tmp_path, capsys, model_store):
     """Real Ray Data runs: local contentUrls with a good and a truncated AVI write one sample
-    (exit 0) and the same rejects.jsonl bytes on a fresh run; a folder of only bad rows exits 1."""
+    (exit 0) and the same rejects.jsonl bytes on a fresh run; the val split, whose one row is
+    the truncated AVI, writes no shard and the manifest says 0 for it (a rerun skips it); a
+    folder of only bad rows writes no shard at all and exits 1."""
     import ray
 
     root = tmp_path / "webvid"
     cut(real_avi, root / "videos" / "vtest.avi", real_avi.stat().st_size)
     cut(real_avi, root / "videos" / "cut.avi", 6000)
-    _webvid_csv(root, [["1", "videos/vtest.avi", "PT00H01M19S", "", "Cyclists on a street."],
-                       ["2", "videos/cut.avi", "PT00H01M19S", "", "The same file, cut after its first frame."],
+    # at --val-fraction 0.5 ids 2 and 3 fall in train, 4 in val (preprocess.split_of)
+    _webvid_csv(root, [["2", "videos/vtest.avi", "PT00H01M19S", "", "Cyclists on a street."],
+                       ["4", "videos/cut.avi", "PT00H01M19S", "", "The same file, cut after its first frame."],
                        ["3", "videos/never.avi", "PT00H00M09S", "", "Never downloaded."]])
     own = not ray.is_initialized()  # another module's instance is shared, not shut down
     if own:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        common = ["--val-fraction", "0", "--num-cpus", "2", "-q"]
+        common = ["--val-fraction", "0.5", "--num-cpus", "2", "-q"]
         runs = [_preprocess(["webvid", "--input", str(root), "--output", str(tmp_path / o), *common], capsys)
-                for o in ("a", "b")]
+                for o in ("a", "b", "a")]
         bad = tmp_path / "bad"
         cut(real_avi, bad / "videos" / "cut.avi", 6000)
         _webvid_csv(bad, [["2", "videos/cut.avi", "PT00H01M19S", "", "Cut after its first frame."]])
@@ -181,12 +227,19 @@ def test_preprocess_exit_status_and_byte_stable_rejects(real_avi, tmp_path, caps
     finally:
         if own:
             ray.shutdown()
-    assert [rc for rc, _, _ in runs] == [0, 0]
-    assert "written 1" in runs[0][1] and "validation:" in runs[0][1] and "OK" in runs[0][1]
+    assert [rc for rc, _, _ in runs] == [0, 0, 0]
+    assert "written 1 (train 1, val 0)" in runs[0][1] and "validation:" in runs[0][1] and "OK" in runs[0][1]
+    assert "shards: 0 written, 2 already complete" in runs[2][1]  # the empty val shard is complete too
     a, b = ((tmp_path / o / "rejects.jsonl").read_bytes() for o in ("a", "b"))
     assert a == b
     rejects = {r["id"]: r for r in map(json.loads, a.decode().splitlines())}
-    assert {k: r["reason"] for k, r in rejects.items()} == {"2": "truncated_video", "3": "missing_file"}
-    assert "stream header frame count says 79.50 s" in rejects["2"]["detail"]
-    assert "listed 79.00 s" in rejects["2"]["detail"]
+    assert {k: r["reason"] for k, r in rejects.items()} == {"4": "truncated_video", "3": "missing_file"}
+    assert "stream header frame count says 79.50 s" in rejects["4"]["detail"]
+    assert "listed 79.00 s" in rejects["4"]["detail"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.tar")) == ["train-00000.tar"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["samples_per_split"] == {"train": 1, "val": 0}
+    assert [s["path"] for s in manifest["shards"]] == ["train-00000.tar"] and manifest["total_samples"] == 1
     assert rc_bad == 1 and "FAILED: no sample was written (1 read, 1 rejected)" in err_bad
+    assert not list((tmp_path / "c").glob("*.tar"))
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["samples_per_split"] == {"train": 0, "val": 0}

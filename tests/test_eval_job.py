@@ -243,7 +243,7 @@ def test_benchmarks_stand_alone(tiny_ckpt, tmp_path, capsys):
     (root / "mvbench" / "json" / "action_sequence.json").write_text(json.dumps([
         {"video": "AB12.mp4", "question": "What first?", "candidates": ["sat", "stood"], "answer": "stood",
          "start": 1.0, "end": 3.0},
-        {"video": "CD34.mp4", "question": "Did it?", "candidates": ["yes", "no"], "answer": "Yes."}]))
+        {"video": "CD34.mp4", "question": "Did it?", "candidates": ["yes", "no"], "answer": "Perhaps."}]))
     # Video-MME whose annotation file is not a parquet file at all: this benchmark fails
     (root / "videomme" / "videomme").mkdir(parents=True)
     (root / "videomme" / "videomme" / "test-00000-of-00001.parquet").write_text("not parquet")
@@ -258,7 +258,7 @@ def test_benchmarks_stand_alone(tiny_ckpt, tmp_path, capsys):
     assert sq["modes"]["coarse_fine"]["n"] == 3 and len(sq["malformed"]) == 1
     assert "test-00000-of-00001.parquet[3]" in sq["malformed"][0] and "outside the 3 options" in sq["malformed"][0]
     assert mv["n_items"] == 1 and "action_sequence.json[1]" in mv["malformed"][0]
-    assert "'Yes.' matches none of the options ['yes', 'no']" in mv["malformed"][0]
+    assert "'Perhaps.' matches none of the options ['yes', 'no']" in mv["malformed"][0]
     assert mv["modes"]["coarse_fine"]["accuracy"] is None
     assert "1 zip file(s) there (video/star.zip)" in mv["unscored"] and "unzip" in mv["unscored"]
     metrics = flat_metrics({"benchmarks": out["results"]})
@@ -272,3 +272,30 @@ def test_benchmarks_stand_alone(tiny_ckpt, tmp_path, capsys):
     assert "scienceqa: 3 of 3 items scored, 0 skipped (media unreadable), 1 malformed" in text
     assert "| category | coarse_fine |" in text and "| shades |" in text
     assert "videomme: FAILED" in text
+
+
+def test_the_end_of_training_scores_the_benchmarks(tiny_ckpt, tmp_path, capsys):
+    """``eval.benchmarks_dir`` in a training config: the end-of-run hook scores the benchmarks
+    there into the training run (metrics at the last step, the table printed)."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from fovea.platform.eval.artifacts import log_training_artifacts
+    from fovea.platform.runs.tracking import Tracker
+
+    root = tmp_path / "benchmarks"
+    (root / "ScienceQA" / "data").mkdir(parents=True)  # the hub's folder name
+    pd.DataFrame([{"image": {"bytes": _png(rgb), "path": None}, "question": "Which colour?", "choices": list(COLOURS),
+                   "answer": i, "hint": "", "subject": "colours"} for i, rgb in enumerate(COLOURS.values())]
+                 ).to_parquet(root / "ScienceQA" / "data" / "test-00000-of-00001.parquet")
+    model, _ = load_model_for_eval(tiny_ckpt / "model")
+    model.train()
+    cfg = load_config("tiny", [f"runs_dir={tmp_path / 'runs'}", f"eval.benchmarks_dir={root}", "eval.image_frames=2",
+                               "training.max_steps=3"])
+    tracker = Tracker(cfg.tracking_uri(), "fovea", run_name="train")
+    out = log_training_artifacts(model, cfg, tracker)
+    assert model.training  # handed back as it came
+    assert out["benchmarks"]["results"]["scienceqa"]["modes"]["coarse_fine"]["n"] == 3
+    (acc,) = MlflowClient(cfg.tracking_uri()).get_metric_history(tracker.run_id, "eval/scienceqa/coarse_fine/accuracy")
+    assert acc.step == 3 and 0 <= acc.value <= 100
+    assert "scienceqa: 3 of 3 items scored, 0 skipped (media unreadable), 0 malformed" in capsys.readouterr().out

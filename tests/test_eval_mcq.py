@@ -234,9 +234,55 @@ def test_readers_on_upstream_layouts(tmp_path):
     assert all(v is None for v in bm.available_benchmarks(root).values())
 
 
+def test_benchmarks_found_as_their_downloads_name_them(tmp_path):
+    """``git clone https://huggingface.co/datasets/MLVU/MVLU`` makes MVLU/MLVU/json + video;
+    sy1998/MLVU_dev (what lmms-eval reads) is one parquet whose questions list their options;
+    Video-MME and MVBench keep their hub names; MVBench's NTU videos come re-encoded (.avi -> .mp4)."""
+    import pandas as pd
+
+    root = tmp_path / "benchmarks"
+    clone = root / "MVLU" / "MLVU"
+    (clone / "json").mkdir(parents=True)
+    _write_video(clone / "video" / "3_ego" / "e1.mp4", seconds=2.0)
+    (clone / "json" / "3_ego.json").write_text(json.dumps([
+        {"video": "e1.mp4", "duration": 700, "question": "Where?", "candidates": ["home", "park"],
+         "answer": "park", "question_type": "ego"}]))
+    (root / "Video-MME" / "videomme").mkdir(parents=True)
+    pd.DataFrame([{"videoID": "v9", "question_id": "9-1", "task_type": "OCR", "question": "Text?",
+                   "options": ["A. a", "B. b"], "answer": "B", "duration": "long"}]
+                 ).to_parquet(root / "Video-MME" / "videomme" / "test-00000-of-00001.parquet")
+    (root / "MVBench" / "json").mkdir(parents=True)
+    _write_video(root / "MVBench" / "video" / "nturgbd_convert" / "S001C001.mp4", seconds=2.0)
+    (root / "MVBench" / "json" / "fine_grained_pose.json").write_text(json.dumps([
+        {"video": "S001C001.avi", "question": "Pose?", "candidates": ["sit", "jump"], "answer": "Jump."}]))
+
+    found = bm.find_benchmarks(root)
+    assert found == {"videomme": root / "Video-MME", "mlvu": root / "MVLU", "mvbench": root / "MVBench"}
+    (ego,) = bm.load_benchmark("mlvu", root)
+    assert ego.answer_letter == "B" and Path(ego.frames_source) == clone / "video" / "3_ego" / "e1.mp4"
+    assert ego.groups == {"duration": "10-30 min"} and ego.category == "ego"
+    (pose,) = bm.load_benchmark("mvbench", root)
+    assert pose.answer_letter == "B" and Path(pose.frames_source).name == "S001C001.mp4"
+    assert bm.load_benchmark("videomme", root)[0].groups["duration"] == "long"
+
+    dev = tmp_path / "dev" / "mlvu"
+    (dev / "mlvu").mkdir(parents=True)
+    _write_video(dev / "video_part_1" / "needle_7.mp4", seconds=2.0)
+    pd.DataFrame([{"video_name": "needle_7.mp4", "question": "What is hidden?\n(A) a cat\n(B) a key",
+                   "candidates": ["a cat", "a key"], "answer": "B", "task_type": "needle"},
+                  {"video_name": "gone.mp4", "question": "Q?\n(A) x\n(B) y", "candidates": ["x", "y"],
+                   "answer": "(C)", "task_type": "count"}]).to_parquet(dev / "mlvu" / "test-00000-of-00001.parquet")
+    bad: list = []
+    (needle,) = bm.load_benchmark("mlvu", tmp_path / "dev", malformed=bad)
+    assert needle.question == "What is hidden?\nA. a cat\nB. a key" and needle.answer_letter == "B"
+    assert Path(needle.frames_source) == dev / "video_part_1" / "needle_7.mp4" and needle.category == "needle"
+    assert len(bad) == 1 and str(bad[0]).startswith(f"{dev / 'mlvu' / 'test-00000-of-00001.parquet'}[1]: ")
+    assert tuple(bf.load_item_frames(needle).shape) == (2, 3, 224, 224)
+
+
 def test_malformed_rows_are_named_and_the_rest_read(tmp_path):
-    """An MVBench answer that matches no candidate, a row without its question: skipped, each
-    named by file and row; the well-formed rows are read.  lmms-lab's ScienceQA download holds
+    """An MVBench answer that matches no candidate (not even loosely), a row without its question:
+    skipped, each named by file and row; the well-formed rows are read ('Yes.' is 'yes').  lmms-lab's ScienceQA download holds
     the image questions twice (ScienceQA-FULL and ScienceQA-IMG): read once."""
     import pandas as pd
 
@@ -245,20 +291,41 @@ def test_malformed_rows_are_named_and_the_rest_read(tmp_path):
     (root / "mvbench" / "json" / "object_existence.json").write_text(json.dumps([
         {"video": "v0.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "yes"},
         {"video": "v1.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "Yes."},
-        {"video": "v2.mp4", "candidates": ["yes", "no"], "answer": "no"}]))
+        {"video": "v2.mp4", "question": "Is there a cube?", "candidates": ["yes", "no"], "answer": "maybe"},
+        {"video": "v3.mp4", "candidates": ["yes", "no"], "answer": "no"}]))
     bad: list = []
     items = bm.load_benchmark("mvbench", root, malformed=bad)
-    assert [i.id for i in items] == ["mvbench/object_existence/0"]
+    assert [(i.id, i.answer_letter) for i in items] == [("mvbench/object_existence/0", "A"),
+                                                         ("mvbench/object_existence/1", "A")]
     where = str(root / "mvbench" / "json" / "object_existence.json")
     assert [str(b) for b in bad] == [
-        f"{where}[1]: ValueError: answer 'Yes.' matches none of the options ['yes', 'no']",
-        f"{where}[2]: KeyError: 'question'"]
+        f"{where}[2]: ValueError: answer 'maybe' matches none of the options ['yes', 'no']",
+        f"{where}[3]: KeyError: 'question'"]
     for sub in ("ScienceQA-FULL", "ScienceQA-IMG"):
         (root / "scienceqa" / sub).mkdir(parents=True)
         pd.DataFrame([{"image": {"bytes": _image_bytes(), "path": None}, "question": "Which is a mammal?",
                        "choices": ["frog", "whale"], "answer": 1, "hint": "", "subject": "natural science"}]
                      ).to_parquet(root / "scienceqa" / sub / "test-00000-of-00001.parquet")
     assert len(bm.load_benchmark("scienceqa", root)) == 1
+
+
+def test_answers_match_their_option_loosely():
+    """Case, surrounding whitespace and quotes, trailing punctuation, a leading option letter:
+    the answer still names its option; an answer that names none, or names one by its letter
+    and another by its text, is refused (the reader then skips the row and names it)."""
+    yes_no = ["yes", "no"]
+    for answer, letter in [("Yes.", "A"), ("  no  ", "B"), ("NO!", "B"), ('"yes"', "A"), ("(A) yes", "A"),
+                           ("A.", "A"), ("(b)", "B"), ("B) No.", "B"), ("A", "A"), ("b", "B"), (1, "B")]:
+        assert bm.option_letter(answer, yes_no) == letter, answer
+    assert bm.option_letter("a dog", ["dog", "A dog."]) == "B"  # the text wins over a letter reading
+    assert bm.option_letter("2", ["1", "2", "3"]) == "B"  # an option text, not an index
+    assert bm.option_letter("The red  car", ["a blue car", "the red car."]) == "B"
+    for answer in ("maybe", "(A) no", "C", "yes no", "", 2):
+        with pytest.raises(ValueError):
+            bm.option_letter(answer, yes_no)
+    with pytest.raises(ValueError, match="matches several of the options"):
+        bm.option_letter("Yes", ["yes.", "YES"])
+    assert bm.loose(" 'Yes.' ") == "yes" and bm.loose("A  red\ncar!") == "a red car"
 
 
 def test_missing_benchmark_names_download(tmp_path):

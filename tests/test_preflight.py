@@ -1,6 +1,7 @@
-"""A run's inputs are checked in the driver before Ray or an MLflow run start: missing shards
-and a bad ``init_from`` end in one error that says what to run next, and leave no cluster and
-no run behind.  The README shows a preprocess command for every shard set a stage reads."""
+"""A run's inputs are checked in the driver before Ray or an MLflow run start: missing shards,
+a bad ``init_from`` and a benchmarks folder without benchmarks end in one error that says what
+to run next, and leave no cluster and no run behind; a run stopped with Ctrl-C is marked KILLED,
+never left RUNNING.  The README shows a preprocess command for every shard set a stage reads."""
 
 from __future__ import annotations
 
@@ -139,3 +140,127 @@ def test_shards_of_another_stage_stop_the_run_before_ray(tmp_path, monkeypatch):
     with pytest.raises(RunInputError, match="data.val_shards: data/shards/video_sft holds stage-2 shards"):
         check_shards(tiny(tmp_path, f"data.train_shards=['{webvid}']", f"data.val_shards=['{sft}']",
                           "data.text_ratio=0"))
+
+
+def test_a_bad_benchmarks_folder_stops_training_and_evaluation_before_ray(tmp_path, capsys):
+    """eval.benchmarks_dir (scored at the end of training) and jobs/evaluate.py --benchmarks: a
+    missing or empty folder, or one holding no benchmark in a known layout, ends in one line that
+    names the key and the folder and lists the layouts, exit 2, before Ray or MLflow start."""
+    import json
+    import subprocess
+    import sys
+
+    import ray
+
+    from fovea.platform.eval.benchmarks import BenchmarksDirError, check_benchmarks_dir
+    from fovea.platform.stages import main
+
+    ray_before = ray.is_initialized()
+    train = shard_set(tmp_path / "shards")
+    common = ["--config", "tiny", f"runs_dir={tmp_path / 'runs'}", f"data.train_shards=['{train}']",
+              "data.text_ratio=0"]
+    rc = main(1, [*common, f"eval.benchmarks_dir={tmp_path / 'nope'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: eval.benchmarks_dir={tmp_path / 'nope'} does not exist; expected at least one of: ")
+    assert "<folder>/mlvu/MLVU/json/<task>.json (MLVU/MVLU)" in err and "mvbench/json/<task>.json" in err
+    assert ray.is_initialized() == ray_before and not (tmp_path / "runs").exists()
+
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    with pytest.raises(BenchmarksDirError, match=f"^eval.benchmarks_dir={bench} is empty; expected"):
+        check_benchmarks_dir(bench)
+    (bench / "mlvu" / "MLVU" / "video").mkdir(parents=True)  # the videos, not the annotations
+    (bench / "notes.txt").write_text("x")
+    with pytest.raises(BenchmarksDirError, match=r"holds no benchmark in a known layout \(it has mlvu/, notes.txt\)"):
+        check_benchmarks_dir(bench, "--benchmarks")
+    (bench / "mlvu" / "MLVU" / "json").mkdir()
+    (bench / "mlvu" / "MLVU" / "json" / "4_count.json").write_text(json.dumps([]))
+    assert check_benchmarks_dir(bench) == {"mlvu": bench / "mlvu"}
+    (bench / "MVBench" / "json").mkdir(parents=True)
+    (bench / "MVBench" / "json" / "action_count.json").write_text(json.dumps([]))
+    assert check_benchmarks_dir(bench) == {"mlvu": bench / "mlvu", "mvbench": bench / "MVBench"}
+    with pytest.raises(BenchmarksDirError, match=rf"MVBench is the mvbench folder itself \(pass its parent, {bench}\)"):
+        check_benchmarks_dir(bench / "MVBench")
+
+    # jobs/evaluate.py, as a user runs it: exit 2 and one line, no Ray, no MLflow store
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), "--checkpoint", str(tmp_path / "ckpt"),
+                        "--config", "tiny", "--benchmarks", str(empty), f"runs_dir={tmp_path / 'runs'}"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [line for line in p.stderr.splitlines() if line.strip()][-1:] and "Traceback" not in p.stderr
+    assert lines[0].startswith(f"error: --benchmarks={empty} is empty; expected at least one of: ")
+    assert not (tmp_path / "runs").exists()
+
+
+def wait_for(what: str, cond, limit_s: float, proc, log: Path, every_s: float = 0.5):
+    """Poll ``cond()`` until it is truthy; fails naming ``what`` with the driver's last lines when
+    ``limit_s`` passes or the driver exits first."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        value = cond()
+        if value:
+            return value
+        if proc.poll() is not None:
+            break
+        time.sleep(every_s)
+    pytest.fail(f"{what}: not within {limit_s:.0f} s (driver rc {proc.poll()}); its log ends:\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_killed(tmp_path, tokenizer, model_store):
+    """jobs/stage1.py on a local Ray cluster, interrupted once training has logged a step (SIGINT
+    to the driver, as Ctrl-C sends it): exit 130, the MLflow run KILLED with an end time."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from colour_shards import write_colour_shards
+    from mlflow.tracking import MlflowClient
+
+    shards = write_colour_shards(tmp_path / "shards", tokenizer, n_train=16, n_val=0, n_text=8)
+    runs = tmp_path / "runs"
+    # its own local cluster, and the store under runs_dir
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, str(REPO / "jobs" / "stage1.py"), "--config", "tiny", "--name", "interrupted",
+           f"runs_dir={runs}", f"data.train_shards=['{shards['train']}']", f"data.text_shards=['{shards['text']}']",
+           "data.val_shards=[]", "training.max_steps=100000", "training.checkpoint_every=100000",
+           "cluster.num_workers=1", "cluster.cpus_per_worker=1"]
+    db = runs / "mlflow.db"
+
+    def losses_logged() -> int:
+        if not db.exists():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+                return c.execute("SELECT COUNT(*) FROM metrics WHERE key = 'loss'").fetchone()[0]
+        except sqlite3.OperationalError:  # the tables are not made yet
+            return 0
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env,
+                                start_new_session=True)
+    try:
+        wait_for("a logged training step", losses_logged, 240, proc, log)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:  # only what this test started: the driver's own process group
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert rc == 130, text[-3000:]
+    assert "interrupted: run interrupted stopped, its MLflow run marked KILLED" in text
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("fovea").experiment_id])
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.metrics["loss"] > 0

@@ -8,7 +8,8 @@
 #      the non-root user `fovea`: Ray head + MLflow, both on 127.0.0.1 (reach them via the tunnel).
 #
 # Secrets: HF_TOKEN comes from a RunPod secret ({{ RUNPOD_SECRET_hf_token }} in the pod's env);
-# it is never written to disk or printed here.
+# it is never written to disk or printed here. Storage (docker/README.md, Storage): FOVEA_ROOT and
+# the AWS_* settings of the pod's env reach the head and its jobs; only whether keys are set is shown.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "start.sh: must run as root (build with --target runpod)" >&2; exit 2; }
 log() { echo "[runpod] $*" >&2; }
@@ -34,5 +35,6 @@ mkdir -p "${WORKSPACE:-/workspace}/.ray"
 
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L || true; fi
 if [ -n "${HF_TOKEN:-}" ]; then log "HF_TOKEN is set (value not shown)"; else log "HF_TOKEN is not set: gated models will not download"; fi
+log "storage: FOVEA_ROOT=${FOVEA_ROOT:-/workspace} AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-(unset)} AWS keys $([ -n "${AWS_ACCESS_KEY_ID:-}" ] && echo set || echo unset)"
 
 exec /opt/fovea/docker/entrypoint.sh "${FOVEA_ROLE:-head}" "$@"

@@ -220,7 +220,8 @@ def open_parent_run(args: argparse.Namespace, base: RunConfig, task: GlyphTaskCo
 
     parent = Tracker(base.tracking_uri(), args.experiment, run_name=f"foveation-check {args.preset} bug={args.bug}",
                      tags={"foveation_check": "parent", "preset": args.preset, "bug": args.bug,
-                           "mode": "foveation_check"}, enabled=base.tracking.enabled)
+                           "mode": "foveation_check"}, enabled=base.tracking.enabled,
+                     artifact_location=base.tracking.artifact_location)
     parent.log_params({"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
                        "batch_size": base.data.batch_size, "model.llm": base.model.llm, "model.dino": base.model.dino,
                        "model.query_init_std": base.model.query_init_std, "model.query_bias": base.model.query_bias,

@@ -2,11 +2,13 @@
 
 Every reader turns the upstream annotation files into uniform ``MCQItem`` records; frames
 are decoded later, one item at a time (``fovea.platform.eval.benchmark_frames.load_item_frames``),
-so listing a benchmark is cheap.  An annotation row that cannot become an item (an answer that
-matches none of its options, a missing field) is skipped and recorded as a ``MalformedItem``
-naming its file and row; the others are read.  Local layouts, each hub dataset as downloaded
-(``--benchmarks data/benchmarks``; ``huggingface-cli download --repo-type dataset <id>
---local-dir data/benchmarks/<name>``):
+so listing a benchmark is cheap.  Answers are matched to their options loosely (``option_letter``:
+``'Yes.'`` is option ``yes``, ``(A) yes`` is A).  An annotation row that cannot become an item (an
+answer that still matches none of its options, a missing field) is skipped and recorded as a
+``MalformedItem`` naming its file and row; the others are read.  Local layouts, each hub dataset
+as downloaded (``--benchmarks data/benchmarks``; ``huggingface-cli download --repo-type dataset
+<id> --local-dir data/benchmarks/<name>``), in a folder named ``<name>`` or as the hub names it
+(``Video-MME``, ``MVLU`` from ``git clone``, ``MVBench``, ``ScienceQA``: ``benchmark_folder``):
 
     data/benchmarks/videomme/   hub dataset lmms-lab/Video-MME
         videomme/test-00000-of-00001.parquet   (any *.parquet / *.json / *.jsonl below)
@@ -14,6 +16,9 @@ naming its file and row; the others are read.  Local layouts, each hub dataset a
     data/benchmarks/mlvu/       hub dataset MLVU/MVLU (github.com/JUNJIE99/MLVU), dev split
         MLVU/json/1_plotQA.json ... 7_topic_reasoning.json  (8_sub_scene/9_summary: not MCQ, skipped)
         MLVU/video/1_plotQA/<video> ...                     (json/ and video/ without MLVU/ too)
+                                hub dataset sy1998/MLVU_dev (what lmms-eval reads), instead:
+        mlvu/test-00000-of-00001.parquet       (video_name, question + "(A) ..." lines, candidates,
+                                                answer letter, task_type); its video zips unpacked below
     data/benchmarks/mvbench/    hub dataset OpenGVLab/MVBench
         json/<task>.json                       (action_sequence.json, ...)
         video/<source>/<video>                 (video/*.zip unpacked in place: star/Charades_v1_480/, ...)
@@ -25,6 +30,7 @@ naming its file and row; the others are read.  Local layouts, each hub dataset a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,11 +86,44 @@ class BenchmarkSpec:
     layout: str
     reader: Callable[..., list[MCQItem]]  # reader(folder, malformed: list) -> items
     media: str = ""  # where the videos / images go, for "no item could be scored"
+    files: Callable[[Path], list[Path]] = lambda folder: []  # its annotation files, unread
+    aliases: tuple[str, ...] = ()  # other folder names it downloads as (compared by ``folder_key``)
+    short: str = ""  # the layout in one line, for the check before a run
 
     def missing(self, root: Path, what: str) -> BenchmarkNotFound:
         return BenchmarkNotFound(
             f"benchmark '{self.name}': {what} under {root}. Download the hub dataset "
             f"'{self.hub_id}' and lay it out as:\n{self.layout}")
+
+
+def folder_key(name: str) -> str:
+    """A folder name as matched against a benchmark's: ``Video-MME`` and ``videomme`` are one."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def benchmark_named(folder: Path) -> str | None:
+    """The benchmark whose download ``folder`` is (by its name and its annotation files), or None."""
+    return next((n for n, spec in BENCHMARKS.items()
+                 if folder_key(folder.name) in {folder_key(n), *map(folder_key, spec.aliases)} and spec.files(folder)),
+                None)
+
+
+def benchmark_folder(root: str | Path, name: str) -> Path:
+    """Where benchmark ``name`` is under ``root``: ``<root>/<name>``, or a folder named as its
+    download is (``Video-MME``, ``MVBench``, ``MVLU`` from ``git clone .../MLVU/MVLU``), the
+    first that holds its annotation files; ``<root>/<name>`` when none does."""
+    root, spec = Path(root), BENCHMARKS[name]
+    keys = {folder_key(name), *(folder_key(a) for a in spec.aliases)}
+    cands = [root / name] + (sorted(d for d in root.iterdir() if d.is_dir() and folder_key(d.name) in keys
+                                    and d.name != name) if root.is_dir() else [])
+    return next((d for d in cands if d.is_dir() and spec.files(d)), root / name)
+
+
+def find_benchmarks(root: str | Path) -> dict[str, Path]:
+    """name -> folder of every benchmark whose annotation files are under ``root`` (none is read:
+    cheap enough for the driver, before Ray starts)."""
+    found = {name: benchmark_folder(root, name) for name in BENCHMARKS}
+    return {name: d for name, d in found.items() if d.is_dir() and BENCHMARKS[name].files(d)}
 
 
 def _find_files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -157,30 +196,54 @@ def _strip_letter(opt: str, i: int) -> str:
     return s
 
 
-def _answer_letter(answer: Any, options: list[str]) -> str:
-    """Upstream answers are a letter, an index, or the option text."""
+_LOOSE_TRIM = " \"'`"
+_LOOSE_TAIL = " .,;:!?\"'`"
+# a leading option letter: "A", "A.", "A)", "A:", "(A)", "[A]", then the option text or nothing
+_LETTER_PREFIX = re.compile(r"^\s*(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Za-z])(?:[.):]|(?=\s|$)))\s*(.*)$", re.S)
+
+
+def loose(text: Any) -> str:
+    """An answer or option as compared loosely: case-folded, inner whitespace collapsed, without
+    surrounding whitespace, quotes and trailing punctuation (``' Yes. '`` -> ``'yes'``)."""
+    s = " ".join(str(text).split()).casefold()
+    return s.strip(_LOOSE_TRIM).rstrip(_LOOSE_TAIL).strip(_LOOSE_TRIM)
+
+
+def option_letter(answer: Any, options: list[str]) -> str:
+    """Upstream answers are a letter, an index, or the option text.  Text is matched exactly
+    first, then loosely (``loose``: ``'Yes.'`` is option ``'yes'``); then a leading letter
+    (``A``, ``A.``, ``(A) yes``) counts when the text after it is empty or is that option's.
+    Anything else matches no option: ValueError (the row is skipped and named)."""
     if isinstance(answer, (int, np.integer)) and not isinstance(answer, bool):
         if not 0 <= int(answer) < len(options):
             raise ValueError(f"answer index {int(answer)} is outside the {len(options)} options {options}")
         return LETTERS[int(answer)]
     a = str(answer).strip()
-    if len(a) == 1 and a.upper() in LETTERS[: len(options)]:
-        return a.upper()
-    if len(a) >= 2 and a[0] in LETTERS[: len(options)] and a[1] in ".)":
-        return a[0]
-    if a.startswith("(") and len(a) >= 3 and a[2] == ")" and a[1] in LETTERS[: len(options)]:
-        return a[1]
     for i, o in enumerate(options):
         if a == str(o).strip():
             return LETTERS[i]
-    raise ValueError(f"answer {answer!r} matches none of the options {options}")
+    hits = [i for i, o in enumerate(options) if loose(o) == loose(a)]
+    if len(hits) == 1:
+        return LETTERS[hits[0]]
+    m = _LETTER_PREFIX.match(a)
+    if m:
+        letter = next(g for g in m.groups()[:3] if g).upper()
+        i = LETTERS.find(letter)
+        if 0 <= i < len(options) and (not loose(m[4]) or loose(m[4]) == loose(options[i])):
+            return letter
+    raise ValueError(f"answer {answer!r} matches none of the options {options}" if not hits else
+                     f"answer {answer!r} matches several of the options {options}")
 
 
 # -- Video-MME --------------------------------------------------------------------------
 
+def videomme_files(root: Path) -> list[Path]:
+    return _find_files(root, ("*.parquet", "*.jsonl", "*.json"))
+
+
 def read_videomme(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["videomme"]
-    files = _find_files(root, ("*.parquet", "*.jsonl", "*.json"))
+    files = videomme_files(root)
     if not files:
         raise spec.missing(root, "no annotation file (*.parquet/*.json)")
     videos = _index_media(root, VIDEO_EXTS)
@@ -195,7 +258,7 @@ def read_videomme(root: Path, malformed: list[MalformedItem] | None = None) -> l
             id=f"videomme/{r.get('question_id', j)}", benchmark="videomme",
             frames_source=str(videos.get(vid, root / "data" / f"{vid}.mp4")), source_kind="video",
             question=format_question(str(r["question"]), opts), options=opts,
-            answer_letter=_answer_letter(r["answer"], opts),
+            answer_letter=option_letter(r["answer"], opts),
             category=str(r.get("task_type") or r.get("domain") or "all"),
             groups={k: str(r[k]) for k in ("domain", "duration", "sub_category") if r.get(k) is not None})
 
@@ -203,15 +266,6 @@ def read_videomme(root: Path, malformed: list[MalformedItem] | None = None) -> l
 
 
 # -- MLVU -------------------------------------------------------------------------------
-
-def _task_json_files(root: Path, spec) -> list[Path]:
-    """MLVU / MVBench: one annotation file per task, in json/ (or the root)."""
-    jdir = root / "json" if (root / "json").is_dir() else root
-    files = sorted(jdir.glob("*.json"))
-    if not files:
-        raise spec.missing(root, "no json/<task>.json annotation files")
-    return files
-
 
 def mlvu_root(root: Path) -> Path:
     """The folder holding MLVU's json/ (and video/): the hub download's ``MLVU/`` inside
@@ -223,12 +277,24 @@ def mlvu_root(root: Path) -> Path:
     return root
 
 
+def mlvu_files(root: Path) -> list[Path]:
+    """MLVU's annotation files: ``json/<task>.json`` of the MLVU/MVLU download (in ``MLVU/``),
+    else the parquet of sy1998/MLVU_dev (``mlvu/test-*.parquet``, what lmms-eval reads)."""
+    base = mlvu_root(root)
+    files = sorted((base / "json" if (base / "json").is_dir() else base).glob("*.json"))
+    return files or sorted(p for pat in ("*.parquet", "*/*.parquet") for p in root.glob(pat) if p.is_file())
+
+
 def read_mlvu(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["mlvu"]
-    root = mlvu_root(root)
-    files = _task_json_files(root, spec)
-    videos = _index_media(root / "video" if (root / "video").is_dir() else root, VIDEO_EXTS)
+    files = mlvu_files(root)
+    if not files:
+        raise spec.missing(root, "no MLVU/json/<task>.json nor mlvu/test-*.parquet annotation file")
     malformed = malformed if malformed is not None else []
+    if files[0].suffix == ".parquet":
+        return _mlvu_parquet_items(root, files, malformed)
+    base = mlvu_root(root)
+    videos = _index_media(base / "video" if (base / "video").is_dir() else base, VIDEO_EXTS)
     items = []
     for f in files:
         task = f.stem.split("_", 1)[1] if f.stem[:1].isdigit() and "_" in f.stem else f.stem
@@ -238,17 +304,57 @@ def read_mlvu(root: Path, malformed: list[MalformedItem] | None = None) -> list[
                 return None  # generation tasks (sub-scene captioning, summary)
             opts = [str(c) for c in _as_list(r["candidates"])]
             video = str(r["video"])
-            path = next((p for p in (root / "video" / f.stem / video, root / "video" / task / video)
-                         if p.exists()), videos.get(video, root / "video" / f.stem / video))
-            return MCQItem(
-                id=f"mlvu/{f.stem}/{j}", benchmark="mlvu", frames_source=str(path), source_kind="video",
-                question=format_question(str(r["question"]), opts), options=opts,
-                answer_letter=_answer_letter(r["answer"], opts),
-                category=str(r.get("question_type") or task),
-                groups={"duration": _duration_bucket(r["duration"])} if r.get("duration") is not None else {})
+            path = next((p for p in (base / "video" / f.stem / video, base / "video" / task / video)
+                         if p.exists()), videos.get(video, base / "video" / f.stem / video))
+            return _mlvu_item(f"mlvu/{f.stem}/{j}", path, str(r["question"]), opts, r["answer"],
+                              str(r.get("question_type") or task), r.get("duration"))
 
         items += _build_rows(f, _read_table(f), build, malformed)
     return items
+
+
+def _mlvu_parquet_items(root: Path, files: list[Path], malformed: list[MalformedItem]) -> list[MCQItem]:
+    """sy1998/MLVU_dev: one row per question (``video_name``, ``question`` with its options
+    appended as ``(A) ...`` lines, ``candidates``, ``answer`` as a letter, ``task_type``); the
+    videos where its zips were unpacked, found by their path or their file name."""
+    videos = _index_media(root, VIDEO_EXTS)
+
+    def build(j: int, r: dict) -> MCQItem | None:
+        opts = [str(c) for c in _as_list(r.get("candidates"))]
+        if not opts:
+            return None
+        name = str(r["video_name"])
+        path = next((p for p in (root / name, root / "video" / name) if p.exists()),
+                    videos.get(Path(name).name, root / name))
+        task = str(r.get("task_type") or "all")
+        return _mlvu_item(f"mlvu/{task}/{r.get('question_id', j)}", path, without_options(str(r["question"])),
+                          opts, r["answer"], task, r.get("duration"))
+
+    return [it for f in files for it in _build_rows(f, _read_table(f), build, malformed)]
+
+
+def _mlvu_item(item_id: str, video: Path, question: str, opts: list[str], answer: Any, category: str,
+               duration: Any) -> MCQItem:
+    return MCQItem(id=item_id, benchmark="mlvu", frames_source=str(video), source_kind="video",
+                   question=format_question(question, opts), options=opts,
+                   answer_letter=option_letter(answer, opts), category=category,
+                   groups={"duration": _duration_bucket(duration)} if _present(duration) else {})
+
+
+def _present(v: Any) -> bool:
+    """Not None and not NaN (pandas fills a parquet column's gaps with NaN)."""
+    return v is not None and v == v
+
+
+_OPTION_LINE = re.compile(r"^\s*(?:\([A-Z]\)|[A-Z][.)])\s")
+
+
+def without_options(question: str) -> str:
+    """A question whose text lists its options (``(A) ...`` / ``A. ...`` lines): the lines before
+    them (``format_question`` lists the options again)."""
+    lines = question.strip().splitlines()
+    first = next((i for i, line in enumerate(lines) if i and _OPTION_LINE.match(line)), len(lines))
+    return "\n".join(lines[:first]).strip()
 
 
 def _duration_bucket(seconds: Any) -> str:
@@ -285,9 +391,16 @@ MVBENCH_TASKS = {
 }
 
 
+def mvbench_files(root: Path) -> list[Path]:
+    """One annotation file per task, in json/ (or the folder itself)."""
+    return sorted((root / "json" if (root / "json").is_dir() else root).glob("*.json"))
+
+
 def read_mvbench(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["mvbench"]
-    files = _task_json_files(root, spec)
+    files = mvbench_files(root)
+    if not files:
+        raise spec.missing(root, "no json/<task>.json annotation files")
     vroot = root / "video" if (root / "video").is_dir() else root
     index: dict[str, dict[str, Path]] = {}  # built on the first video not at its usual place
     malformed = malformed if malformed is not None else []
@@ -303,14 +416,15 @@ def read_mvbench(root: Path, malformed: list[MalformedItem] | None = None) -> li
             if kind == "video" and not path.exists():
                 if "videos" not in index:
                     index["videos"] = _index_media(vroot, VIDEO_EXTS)
-                path = index["videos"].get(str(r["video"]), path)
+                # by name, then by stem (a source re-encoded since: nturgbd's .avi as .mp4)
+                path = index["videos"].get(str(r["video"])) or index["videos"].get(Path(str(r["video"])).stem, path)
             bound = None
             if has_bound and r.get("start") is not None and r.get("end") is not None:
                 bound = (float(r["start"]), float(r["end"]))
             return MCQItem(
                 id=f"mvbench/{f.stem}/{j}", benchmark="mvbench", frames_source=str(path),
                 source_kind=kind, question=format_question(str(r["question"]), opts), options=opts,
-                answer_letter=_answer_letter(r["answer"], opts), category=task, bound=bound)
+                answer_letter=option_letter(r["answer"], opts), category=task, bound=bound)
 
         items += _build_rows(f, _read_table(f), build, malformed)
     return items
@@ -349,6 +463,10 @@ def _scienceqa_files(root: Path) -> tuple[list[Path], bool]:
     return tests or files, False
 
 
+def scienceqa_files(root: Path) -> list[Path]:
+    return _scienceqa_files(root)[0]
+
+
 def read_scienceqa(root: Path, malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
     spec = BENCHMARKS["scienceqa"]
     files, lupantech = _scienceqa_files(root)
@@ -375,7 +493,7 @@ def read_scienceqa(root: Path, malformed: list[MalformedItem] | None = None) -> 
             return MCQItem(
                 id=f"scienceqa/{r.get('_key', j)}", benchmark="scienceqa", frames_source=img,
                 source_kind="image", question=format_question(q, opts), options=opts,
-                answer_letter=_answer_letter(int(r["answer"]), opts),
+                answer_letter=option_letter(int(r["answer"]), opts),
                 category=str(r.get("subject") or r.get("category") or "all"),
                 groups={"category": str(r["category"])} if r.get("category") else {})
 
@@ -387,33 +505,41 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "videomme": BenchmarkSpec("videomme", "lmms-lab/Video-MME",
                               "  data/benchmarks/videomme/videomme/test-00000-of-00001.parquet\n"
                               "  data/benchmarks/videomme/data/<videoID>.mp4", read_videomme,
-                              "unzip videos_chunked_*.zip in data/benchmarks/videomme (-> data/<videoID>.mp4)"),
+                              "unzip videos_chunked_*.zip in data/benchmarks/videomme (-> data/<videoID>.mp4)",
+                              videomme_files, ("Video-MME",), "videomme/videomme/test-*.parquet (lmms-lab/Video-MME)"),
     "mlvu": BenchmarkSpec("mlvu", "MLVU/MVLU (dev split; github.com/JUNJIE99/MLVU)",
                           "  data/benchmarks/mlvu/MLVU/json/1_plotQA.json ... 7_topic_reasoning.json\n"
-                          "  data/benchmarks/mlvu/MLVU/video/1_plotQA/<video>.mp4 ...", read_mlvu,
-                          "the videos belong in data/benchmarks/mlvu/MLVU/video/<task>/ (the hub download's)"),
+                          "  data/benchmarks/mlvu/MLVU/video/1_plotQA/<video>.mp4 ...\n"
+                          "  (or sy1998/MLVU_dev: data/benchmarks/mlvu/mlvu/test-00000-of-00001.parquet, "
+                          "its video zips unpacked there)", read_mlvu,
+                          "the videos belong in data/benchmarks/mlvu/MLVU/video/<task>/ (the hub download's)",
+                          mlvu_files, ("MVLU", "MLVU_dev"),
+                          "mlvu/MLVU/json/<task>.json (MLVU/MVLU) or mlvu/mlvu/test-*.parquet (sy1998/MLVU_dev)"),
     "mvbench": BenchmarkSpec("mvbench", "OpenGVLab/MVBench",
                              "  data/benchmarks/mvbench/json/<task>.json\n"
                              "  data/benchmarks/mvbench/video/<source>/<video> (e.g. video/clevrer/"
                              "video_validation/)", read_mvbench,
                              "unzip each data/benchmarks/mvbench/video/*.zip in place (-> video/star/"
-                             "Charades_v1_480/..., video/clevrer/...)"),
+                             "Charades_v1_480/..., video/clevrer/...)",
+                             mvbench_files, ("MVBench",), "mvbench/json/<task>.json (OpenGVLab/MVBench)"),
     "scienceqa": BenchmarkSpec("scienceqa", "derek-thomas/ScienceQA (or lmms-lab/ScienceQA)",
                                "  data/benchmarks/scienceqa/data/test-00000-of-00001.parquet "
                                "(images embedded)", read_scienceqa,
                                "the images are embedded in the parquet files "
-                               "(lupantech's layout: test/<id>/image.png)"),
+                               "(lupantech's layout: test/<id>/image.png)",
+                               scienceqa_files, ("ScienceQA",),
+                               "scienceqa/data/test-*.parquet (derek-thomas/ScienceQA)"),
 }
 
 
 def load_benchmark(name: str, root: str | Path, max_items: int | None = None,
                    malformed: list[MalformedItem] | None = None) -> list[MCQItem]:
-    """Items of one benchmark under ``<root>/<name>``; ``BenchmarkNotFound`` when absent.
+    """Items of one benchmark under ``<root>/<name>`` (``benchmark_folder``); ``BenchmarkNotFound`` when absent.
     Rows that cannot become items are appended to ``malformed`` (and left out)."""
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
-    bdir = Path(root) / name
+    bdir = benchmark_folder(root, name)
     if not bdir.is_dir():
         raise spec.missing(bdir, "folder missing")
     bad: list[MalformedItem] = []

@@ -11,12 +11,43 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fovea.platform.config import RunConfig
+from fovea.platform.config import ConfigError, RunConfig
 from fovea.platform.eval import benchmark_items as bm
 from fovea.platform.eval import mcq
 from fovea.platform.eval.batches import autocast
 
 log = logging.getLogger("fovea.evaluation")
+
+
+class BenchmarksDirError(ConfigError):
+    """The benchmarks folder of a run is missing, empty, or holds no benchmark in a known layout."""
+
+
+def check_benchmarks_dir(root: str | Path, key: str = "eval.benchmarks_dir") -> dict[str, Path]:
+    """Before Ray or MLflow start: the benchmarks under ``root`` (name -> folder, none read);
+    ``BenchmarksDirError``, one line naming ``key``, the folder and the layouts, when there is none."""
+    if "://" in str(root):
+        raise BenchmarksDirError(f"{key}={root} is a URL: benchmarks are read from a local folder (download "
+                                 f"them to one, as benchmark_items.py lays out)")
+    root = Path(root)
+    found = bm.find_benchmarks(root) if root.is_dir() else {}
+    if found:
+        return found
+    if not root.exists():
+        why = "does not exist"
+    elif not root.is_dir():
+        why = "is a file, not a folder"
+    elif not any(root.iterdir()):
+        why = "is empty"
+    else:
+        inside = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+        itself = bm.benchmark_named(root)
+        why = (f"is the {itself} folder itself (pass its parent, {root.parent})" if itself else
+               f"holds no benchmark in a known layout (it has {', '.join(inside[:6])}"
+               f"{', ...' if len(inside) > 6 else ''})")
+    layouts = "; ".join(f"<folder>/{spec.short}" for spec in bm.BENCHMARKS.values())
+    raise BenchmarksDirError(f"{key}={root} {why}; expected at least one of: {layouts} "
+                             f"(folder names as downloaded also work: Video-MME, MVLU, MVBench, ScienceQA)")
 
 
 def _option_losses(model, mode: str, pad: int | None, device: torch.device, precision: str):
@@ -77,7 +108,7 @@ def _one_benchmark(name: str, root, model, tokenizer, modes, cfg: RunConfig, dev
     entry: dict[str, Any] = {"modes": res, "reference": {}, "n_items": len(items),
                              "malformed": [str(m) for m in malformed]}
     if next(iter(res.values()))["n"] == 0:
-        entry["unscored"] = unscored_reason(name, Path(root) / name, items, next(iter(res.values())))
+        entry["unscored"] = unscored_reason(name, bm.benchmark_folder(root, name), items, next(iter(res.values())))
         print(f"[benchmark {name}] {entry['unscored']}", flush=True)
     else:
         ref.score(name, items, entry, progress)

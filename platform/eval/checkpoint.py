@@ -1,5 +1,6 @@
-"""The model under evaluation: ``--checkpoint`` (a path or an MLflow run id) resolved to a
-``save_pretrained`` model dir, and loaded with its tokenizer."""
+"""The model under evaluation: ``--checkpoint`` (a path, a URL such as ``s3://bucket/runs/ray/<name>``,
+or an MLflow run id) resolved to a ``save_pretrained`` model dir, and loaded with its tokenizer
+(a URL's folder is copied to a temporary local one for the loading)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import torch
 
+from fovea.pipelines import storage
 from fovea.platform.config import RunConfig
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def resolve_checkpoint(ref: str, tracking_uri: str | None = None) -> Path:
+def resolve_checkpoint(ref: str, tracking_uri: str | None = None) -> storage.Location:
     """``--checkpoint`` -> a ``save_pretrained`` model dir.
 
     Accepts a model dir, a Ray checkpoint dir holding ``model/``, a Ray run dir (its best
@@ -23,7 +25,7 @@ def resolve_checkpoint(ref: str, tracking_uri: str | None = None) -> Path:
     """
     from fovea.platform.runs.checkpoints import resolve_init_from
 
-    if Path(ref).expanduser().exists() or not _RUN_ID.match(ref):
+    if not _RUN_ID.match(ref) or storage.exists(ref):
         return resolve_init_from(ref, tracking_uri)
     from mlflow.tracking import MlflowClient
 
@@ -31,7 +33,7 @@ def resolve_checkpoint(ref: str, tracking_uri: str | None = None) -> Path:
     run = client.get_run(ref)
     for cand in (run.data.tags.get("best_checkpoint"), run.data.tags.get("checkpoint_path"),
                  run.data.params.get("checkpoint_path"), run.data.tags.get("latest_checkpoint")):
-        if cand and Path(cand).exists():
+        if cand and storage.exists(cand):
             return resolve_init_from(cand, tracking_uri)
     try:
         local = client.download_artifacts(ref, "best_checkpoint")
@@ -43,15 +45,16 @@ def resolve_checkpoint(ref: str, tracking_uri: str | None = None) -> Path:
 
 
 def load_model_for_eval(model_dir: str | Path, device: torch.device | str = "cpu"):
-    """(FoveatedVLM in eval mode, tokenizer) from a save_pretrained dir."""
+    """(FoveatedVLM in eval mode, tokenizer) from a save_pretrained dir (a path or a URL)."""
     from fovea.model.build import load_tokenizer
     from fovea.model.vlm import FoveatedVLM
 
-    model = FoveatedVLM.from_pretrained(model_dir, device=device).eval()
-    try:
-        tok = load_tokenizer(model_dir)
-    except Exception:  # noqa: BLE001 - no tokenizer/ folder: the LLM's own
-        tok = load_tokenizer(model.cfg)
+    with storage.local_dir(model_dir) as local:
+        model = FoveatedVLM.from_pretrained(local, device=device).eval()
+        try:
+            tok = load_tokenizer(local)
+        except Exception:  # noqa: BLE001 - no tokenizer/ folder: the LLM's own
+            tok = load_tokenizer(model.cfg)
     return model, tok
 
 

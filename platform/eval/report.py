@@ -147,7 +147,8 @@ class EvalRun:
 
             tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=run_id,
                               run_name=cfg.tracking.run_name or f"eval-{cfg.name}",
-                              tags={"job": "evaluate", "checkpoint": str(model_dir or ""), **(tags or {})})
+                              tags={"job": "evaluate", "checkpoint": str(model_dir or ""), **(tags or {})},
+                              artifact_location=cfg.tracking.artifact_location)
             tracker.log_params(params or {})
         self.tracker = tracker
 

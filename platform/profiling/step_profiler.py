@@ -29,10 +29,13 @@ import gzip
 import json
 import resource
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from fovea.pipelines import storage
 
 from fovea.platform.profiling.intervals import length, overlap, union
 
@@ -79,8 +82,11 @@ class StepProfiler:
     """Call ``before_step(step)`` before optimizer step ``step + 1`` and ``after_step(step)``
     once ``step`` steps are done; profiles steps first..last (1-based, inclusive)."""
 
-    def __init__(self, steps: tuple[int, int] | None, out_dir: Path, rank: int, device: torch.device):
-        self.steps, self.out_dir, self.rank, self.device = steps, out_dir, rank, device
+    def __init__(self, steps: tuple[int, int] | None, out_dir: storage.Location, rank: int, device: torch.device):
+        # a URL out_dir (the run dir on object storage): the files are written here, then uploaded
+        self.steps, self.dest, self.rank, self.device = steps, out_dir, rank, device
+        self.out_dir = Path(tempfile.mkdtemp(prefix="fovea-profile-")) if steps and storage.is_url(out_dir) \
+            else storage.location(out_dir)
         self._prof, self._t0, self._cpu0 = None, 0.0, 0.0
 
     def before_step(self, step: int) -> None:
@@ -93,7 +99,7 @@ class StepProfiler:
             self._prof.__enter__()
             self._t0, self._cpu0 = time.perf_counter(), _cpu_seconds()
 
-    def after_step(self, step: int) -> Path | None:
+    def after_step(self, step: int) -> storage.Location | None:
         if self._prof is None or step != self.steps[1]:
             return None
         if self.device.type == "cuda":
@@ -119,6 +125,9 @@ class StepProfiler:
         timeline = self._timeline(prof, n)
         path = self.out_dir / f"rank{self.rank}.txt"
         path.write_text(f"rank {self.rank}, steps {self.steps[0]}..{self.steps[1]}\n{summary}\n\n{timeline}\n\n{table}\n")
+        if storage.is_url(self.dest):
+            storage.put_dir(self.out_dir, self.dest)
+            return storage.join(self.dest, path.name)
         return path
 
     def _timeline(self, prof, steps: int) -> str:

@@ -13,10 +13,15 @@ checkpoint=Checkpoint.from_directory(d))``) under ``<storage>/<run name>/checkpo
 ``init_from`` (stage 2 from stage 1, stage 3 from stage 2) accepts a checkpoint dir, a
 ``model/`` dir, a Ray run dir (``runs/ray/stage1_135m``: its best checkpoint by the
 metric recorded in meta.json) or an MLflow run id (its ``best_checkpoint`` tag).
+
+Every folder here may be a URL (``s3://bucket/runs/ray/stage1_135m``: Ray Train's storage path
+on object storage, ``fovea.pipelines.storage``): a local folder comes back as a ``Path``, a URL
+as a string; whoever needs local files copies them (``storage.local_dir``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -26,6 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fovea.pipelines import storage
+from fovea.pipelines.storage import Location
 
 log = logging.getLogger("fovea.checkpoints")
 
@@ -68,20 +76,26 @@ def write_checkpoint(path: Path, model, optimizer, scheduler, state: dict[str, A
     return path
 
 
-def read_train_state(path: Path) -> dict[str, Any]:
-    return torch.load(Path(path) / TRAIN_STATE, map_location="cpu", weights_only=False)
+def read_train_state(path: Location) -> dict[str, Any]:
+    p = storage.join(path, TRAIN_STATE)
+    source = io.BytesIO(storage.read_bytes(p)) if storage.is_url(p) else p
+    return torch.load(source, map_location="cpu", weights_only=False)
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    p = Path(path) / META
-    return json.loads(p.read_text()) if p.exists() else {}
+def read_meta(path: Location) -> dict[str, Any]:
+    try:
+        return json.loads(storage.read_text(storage.join(path, META)))
+    except FileNotFoundError:
+        return {}
 
 
 # -- finding checkpoints ----------------------------------------------------------
 
-def is_complete(p: Path) -> bool:
-    """All files present, and (checkpoints that list them in meta.json) at their written size."""
-    if not ((p / META).exists() and (p / TRAIN_STATE).exists() and (p / MODEL_DIR / "model.safetensors").exists()):
+def is_complete(p: Location) -> bool:
+    """All files present, and (checkpoints that list them in meta.json) at their written size.
+    One listing of the folder gives every size (one request on object storage)."""
+    have = storage.file_sizes(p)
+    if not all(f in have for f in (META, TRAIN_STATE, f"{MODEL_DIR}/model.safetensors")):
         return False
     try:
         files = read_meta(p).get("files")
@@ -89,22 +103,22 @@ def is_complete(p: Path) -> bool:
         return False
     if not isinstance(files, dict):
         return True  # older checkpoints: presence only
-    return all((p / rel).is_file() and (p / rel).stat().st_size == size for rel, size in files.items())
+    return all(have.get(rel) == size for rel, size in files.items())
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint dirs of a Ray run dir that hold a complete checkpoint, oldest first."""
-    run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob("checkpoint_*") if is_complete(p)]
-    return sorted(found, key=lambda p: (read_meta(p).get("step", -1), p.name))
+def list_checkpoints(run_dir: Location) -> list[Location]:
+    """Checkpoint dirs of a Ray run dir (a path or URL) that hold a complete checkpoint, oldest first."""
+    found = [storage.join(run_dir, n) for n in storage.listdir(run_dir) if n.startswith("checkpoint_")]
+    steps = {str(p): read_meta(p).get("step", -1) for p in found if is_complete(p)}
+    return sorted((p for p in found if str(p) in steps), key=lambda p: (steps[str(p)], storage.name(p)))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def latest_checkpoint(run_dir: Location) -> Location | None:
     cks = list_checkpoints(run_dir)
     return cks[-1] if cks else None
 
 
-def best_checkpoint(run_dir: Path, metric: str = "val_loss", mode: str = "min") -> Path | None:
+def best_checkpoint(run_dir: Location, metric: str = "val_loss", mode: str = "min") -> Location | None:
     """Best by ``metric`` recorded in meta.json; checkpoints without it are skipped,
     and if none has it, the latest is returned."""
     scored = []
@@ -122,30 +136,31 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def resolve_init_from(ref: str, tracking_uri: str | None = None, metric: str = "val_loss",
-                      mode: str = "min") -> Path:
-    """``init_from`` -> a ``model/`` directory saved by save_pretrained.
+                      mode: str = "min") -> Location:
+    """``init_from`` (a path, a URL or an MLflow run id) -> a ``model/`` directory saved by
+    save_pretrained (a ``Path``, or a URL string).
 
     Errors name the reference and what was looked for.
     """
-    p = Path(ref).expanduser()
-    if not p.exists() and _RUN_ID.match(ref):
+    p = storage.location(ref)
+    if not storage.exists(p) and _RUN_ID.match(ref):
         p = _checkpoint_from_mlflow(ref, tracking_uri)
-    if not p.exists():
+    if not storage.exists(p):
         raise FileNotFoundError(
             f"init_from={ref!r}: no such path, and not an MLflow run id with a 'best_checkpoint' tag"
         )
-    if (p / MODEL_DIR).is_dir():  # a checkpoint dir
-        return p / MODEL_DIR
-    if (p / "config.json").exists() or (p / "fovea_config.json").exists():  # a model dir
+    if storage.isdir(storage.join(p, MODEL_DIR)):  # a checkpoint dir
+        return storage.join(p, MODEL_DIR)
+    if any(storage.exists(storage.join(p, f)) for f in ("config.json", "fovea_config.json")):  # a model dir
         return p
     best = best_checkpoint(p, metric, mode)  # a Ray run dir
     if best is None:
         raise FileNotFoundError(f"init_from={ref!r}: {p} holds no checkpoint_*/ with model/ and meta.json")
     log.info("init_from %s -> best checkpoint %s (by %s)", ref, best, metric)
-    return best / MODEL_DIR
+    return storage.join(best, MODEL_DIR)
 
 
-def _checkpoint_from_mlflow(run_id: str, tracking_uri: str | None) -> Path:
+def _checkpoint_from_mlflow(run_id: str, tracking_uri: str | None) -> Location:
     from mlflow.tracking import MlflowClient
 
     db = tracking_uri.removeprefix("sqlite:///") if tracking_uri and tracking_uri.startswith("sqlite:///") else None
@@ -155,4 +170,4 @@ def _checkpoint_from_mlflow(run_id: str, tracking_uri: str | None) -> Path:
     tag = run.data.tags.get("best_checkpoint") or run.data.tags.get("latest_checkpoint")
     if not tag:
         raise FileNotFoundError(f"MLflow run {run_id} has no 'best_checkpoint' tag")
-    return Path(tag)
+    return storage.location(tag)

@@ -17,8 +17,12 @@ log = logging.getLogger("fovea.cluster")
 # submit``: the workers do not inherit the submitting shell's environment). CUDA reads
 # CUDA_SCALE_LAUNCH_QUEUES when it starts: "4x" gives each stream a 4x longer launch queue, so a
 # host blocked on "Command Buffer Full" can run further ahead of the GPU.
+# Object storage (fovea.pipelines.storage): the endpoint and region go with the job, so that every
+# worker reaches the store its driver does; the keys do not (runtime_env shows in Ray's dashboard
+# and job list): each node holds its own (docker/README.md, Storage).
 PASSED_TO_WORKERS = ("FOVEA_MODEL_STORE", "HF_HOME", "HF_HUB_OFFLINE", "CUDA_SCALE_LAUNCH_QUEUES",
-                     "CUDA_DEVICE_MAX_CONNECTIONS")
+                     "CUDA_DEVICE_MAX_CONNECTIONS", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION",
+                     "MLFLOW_S3_ENDPOINT_URL")
 
 
 def worker_env(environ: dict[str, str]) -> dict[str, str]:
@@ -47,9 +51,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         ray.init(address=address, **kwargs)
     else:
         log.info("starting a local Ray cluster")
-        # The dashboard (started when ray[default] is installed) serves the state API that Ray
-        # Train's placement-group cleaner polls every second; without it each poll logs a warning.
-        ray.init(num_cpus=num_cpus, configure_logging=quiet, **kwargs)
+        # "local": a cluster of its own, never one a `ray start` left running on this machine
+        # (ray.init() with no address joins that one; --address auto does it on purpose).
+        ray.init(address="local", num_cpus=num_cpus, configure_logging=quiet, **kwargs)
     return ray
 
 

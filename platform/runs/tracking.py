@@ -47,8 +47,15 @@ def clean_params(params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def artifact_root(tracking_uri: str, experiment: str) -> str | None:
-    """Keep a SQLite store self-contained: artifacts in <store dir>/mlartifacts/<experiment>."""
+def artifact_root(tracking_uri: str, experiment: str, location: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts: ``location`` (``tracking.artifact_location``:
+    a URL such as s3://bucket/mlartifacts, which MLflow's clients write to directly, or a
+    path), in a folder per experiment; else next to a SQLite store, so that it is
+    self-contained (<store dir>/mlartifacts/<experiment>); else the tracking server's choice."""
+    if location:
+        if "://" in location:
+            return f"{location.rstrip('/')}/{experiment}"
+        return (Path(location) / experiment).resolve().as_uri()
     if tracking_uri.startswith("sqlite:///"):
         root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment
         return root.resolve().as_uri()
@@ -59,7 +66,8 @@ class Tracker:
     """Soft-failing MLflow run handle (one per process, rank 0 only)."""
 
     def __init__(self, tracking_uri: str, experiment: str, run_id: str | None = None,
-                 run_name: str | None = None, tags: dict[str, str] | None = None, enabled: bool = True):
+                 run_name: str | None = None, tags: dict[str, str] | None = None, enabled: bool = True,
+                 artifact_location: str | None = None):
         self.enabled = enabled
         self.tracking_uri = tracking_uri
         self.run_id: str | None = run_id
@@ -75,11 +83,17 @@ class Tracker:
 
             if tracking_uri.startswith("sqlite:///"):
                 Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            mlflow.set_tracking_uri(tracking_uri)
+            # A client of its own, never mlflow.set_tracking_uri: that exports MLFLOW_TRACKING_URI,
+            # which every later config of this process would then take for the cluster's server.
             self._client = MlflowClient(tracking_uri)
             exp = self._client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else self._client.create_experiment(
-                experiment, artifact_location=artifact_root(tracking_uri, experiment))
+                experiment, artifact_location=artifact_root(tracking_uri, experiment, artifact_location))
+            wanted = artifact_root(tracking_uri, experiment, artifact_location) if artifact_location else None
+            if exp and wanted and exp.artifact_location != wanted:
+                log.warning("MLflow experiment %r keeps its artifacts in %s; tracking.artifact_location=%s "
+                            "applies to new experiments (name another one)", experiment,
+                            exp.artifact_location, artifact_location)
             self.experiment_id = exp_id
             mark_training_experiment(self._client, exp_id, exp.tags if exp else {})
             if self.run_id is None:

@@ -30,6 +30,7 @@ from typing import Any
 from fovea.platform.config import (
     ConfigError,
     RunConfig,
+    absolute_paths,
     apply_overrides,
     load_config,
     resolve_config_path,
@@ -45,6 +46,11 @@ def default_sweep_name(space: str) -> str:
 
 
 def tune_root(runs_dir: str | Path) -> Path:
+    """``<runs_dir>/tune``: Ray Tune's state and the sweep plan, in a local or shared folder."""
+    if "://" in str(runs_dir):
+        raise ConfigError(f"runs_dir={runs_dir!r}: a sweep keeps its Tune state and plan in a folder (local, "
+                          f"or a volume every node mounts); keep runs_dir a path and put the trials' "
+                          f"checkpoints in the bucket with cluster.storage_path=s3://... (README, Storage)")
     return Path(runs_dir).resolve() / "tune"
 
 
@@ -63,12 +69,12 @@ def build_trial_config(base_config: str, common: dict[str, Any], sets: list[str]
     for k, v in overrides.items():
         set_dotted(raw, k, v)
     raw["name"] = name
-    raw["runs_dir"] = str(Path(raw.get("runs_dir") or "runs").resolve())  # trial drivers run elsewhere
     raw.setdefault("tracking", {})["run_name"] = None  # the MLflow child run is named like the trial
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except Exception as e:  # noqa: BLE001 - pydantic ValidationError -> ConfigError with the source
         raise ConfigError(f"trial {name!r} ({source}): {e}") from None
+    return absolute_paths(cfg)  # each trial runs in a working directory of its own
 
 
 def concurrency(cpus: float, gpus: int, n_trials: int, gpus_per_trial: int, num_workers: int,
@@ -127,6 +133,7 @@ def make_plan(space: str, *, only: list[str] | None = None, base_config: str = "
         "tracking_uri": first.tracking_uri(),
         "tracking_enabled": first.tracking.enabled,
         "mlflow_experiment": first.tracking.experiment,
+        "artifact_location": first.tracking.artifact_location,
         "experiments": [e.name for e in experiments],
         "descriptions": {e.name: e.description for e in experiments},
         "overrides": {e.name: e.overrides for e in experiments},

@@ -44,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fovea.pipelines import storage
 from fovea.platform.config import RunConfig
 from fovea.platform.sweep.plan import PLAN_FILE, describe_plan, load_plan, save_plan, trial_steps
 from fovea.platform.sweep.results import (
@@ -97,8 +98,7 @@ def trial_driver(config: dict[str, Any], plan: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     exp = config["experiment"]
     cfg = RunConfig.model_validate(plan["configs"][exp])
-    run_dir = Path(cfg.storage_path()) / cfg.name
-    resumed = (run_dir / "mlflow_run_id").exists()
+    resumed = storage.exists(storage.join(cfg.storage_path(), cfg.name, "mlflow_run_id"))
     start = _now()
     tags = {"sweep": plan["sweep"], "space": plan["space"], "sweep_role": "trial", "experiment_id": exp,
             "overrides": format_overrides(plan["overrides"][exp]), "trial_attempt_start": start}
@@ -150,7 +150,7 @@ def open_parent(plan: dict[str, Any]) -> str | None:
     tags = {"sweep": plan["sweep"], "space": plan["space"], "sweep_role": "parent",
             "base_config": plan["base_config"], "git_commit": git_commit()}
     tracker = Tracker(plan["tracking_uri"], plan["mlflow_experiment"], run_id=run_id, run_name=plan["sweep"],
-                      tags=tags)
+                      tags=tags, artifact_location=plan.get("artifact_location"))
     if not tracker.run_id:
         return None
     if run_id is None:
@@ -236,8 +236,8 @@ def check_fresh(plan: dict[str, Any]) -> None:
                               f"--name {plan['sweep']}, or pick another --name")
     for e in plan["experiments"]:
         cfg = RunConfig.model_validate(plan["configs"][e])
-        rd = Path(cfg.storage_path()) / cfg.name
-        if rd.exists() and any(rd.iterdir()):
+        rd = storage.join(cfg.storage_path(), cfg.name)  # a folder, or a URL (cluster.storage_path)
+        if storage.listdir(rd):
             raise FileExistsError(f"Train run folder {rd} already exists (an earlier sweep named "
                                   f"{plan['sweep']!r}?): pick another --name")
 

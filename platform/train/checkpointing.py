@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fovea.pipelines.storage import Location, is_url, join, read_bytes
 from fovea.platform.config import RunConfig
 from fovea.platform.runs import checkpoints as ck
 from fovea.platform.train.collectives import gather_objects
@@ -50,7 +51,7 @@ def report(metrics, step, do_ckpt, cfg: RunConfig, model, optimizer, scheduler, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(model, optimizer, scheduler, run_dir: Path, rank: int, world: int) -> tuple[int, int, int, int]:
+def restore(model, optimizer, scheduler, run_dir: Location, rank: int, world: int) -> tuple[int, int, int, int]:
     """Load the newest checkpoint into the model, optimizer and scheduler, and this rank's
     RNG state -> (step, samples_seen, epoch, batches consumed); all 0 with no checkpoint.
 
@@ -79,13 +80,13 @@ def restore(model, optimizer, scheduler, run_dir: Path, rank: int, world: int) -
     return step, samples_seen, epoch, consumed
 
 
-def resume_source(ray_checkpoint, run_dir: Path):
-    """The newest complete checkpoint: Ray's, or a newer one already persisted on disk.
+def resume_source(ray_checkpoint, run_dir: Location):
+    """The newest complete checkpoint: Ray's, or a newer one already persisted in the run dir.
 
     Ray registers a reported checkpoint when its controller next polls the worker; a
     worker killed right after ``report`` can leave a persisted but unregistered
-    checkpoint.  With local storage we scan the run dir too, so no finished checkpoint is
-    lost.  Returns an object with ``as_directory()`` or None.
+    checkpoint.  We scan the run dir too (a local folder or a URL), so no finished checkpoint
+    is lost.  Returns an object with ``as_directory()`` or None.
     """
     import ray.train
 
@@ -93,19 +94,24 @@ def resume_source(ray_checkpoint, run_dir: Path):
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as d:
             best_step = ck.read_meta(Path(d)).get("step", -1)
-    on_disk = ck.latest_checkpoint(run_dir) if run_dir.exists() else None
+    on_disk = ck.latest_checkpoint(run_dir)
     if on_disk is not None and ck.read_meta(on_disk).get("step", -1) > best_step:
         log.info("resuming from %s (newer than Ray's registered checkpoint)", on_disk)
-        best = ray.train.Checkpoint.from_directory(str(on_disk))
+        # a URL: Ray's Checkpoint builds its pyarrow filesystem from it and copies it on as_directory()
+        best = (ray.train.Checkpoint(str(on_disk)) if is_url(on_disk)
+                else ray.train.Checkpoint.from_directory(str(on_disk)))
     return best
 
 
-def load_weights(model, model_dir: Path) -> None:
-    """Load a save_pretrained dir into an already built model (any prefix, strict)."""
-    from safetensors.torch import load_file
+def load_weights(model, model_dir: Location) -> None:
+    """Load a save_pretrained dir (a path, or a URL: read into memory) into an already built
+    model (any prefix, strict)."""
+    from safetensors.torch import load, load_file
 
     from fovea.model import load_state_dict_flexible
     from fovea.model.io import WEIGHTS_FILE
 
-    load_state_dict_flexible(model, load_file(str(Path(model_dir) / WEIGHTS_FILE)), strict=True)
+    weights = join(model_dir, WEIGHTS_FILE)
+    state = load(read_bytes(weights)) if is_url(weights) else load_file(str(weights))
+    load_state_dict_flexible(model, state, strict=True)
     model.llm.tie_weights()

@@ -46,6 +46,7 @@ from torch import nn
 
 from fovea.pipelines.batch import model_inputs
 from fovea.pipelines.batching import batch_cost
+from fovea.pipelines.storage import AppendLog, Location, join, location, parent
 from fovea.platform.config import RunConfig
 from fovea.platform.profiling.step_profiler import StepProfiler, phase
 from fovea.platform.train.batch_stream import Stream, to_device
@@ -136,13 +137,14 @@ class Worker:
     scheduler: Any
     total_steps: int
     mode: str  # coarse_fine, or coarse_only (A6/A7)
-    run_dir: Path
+    run_dir: Location  # a local Path, or a URL (Ray Train's storage path on object storage)
     oom: OomAgreement  # the ranks' agreement on a CUDA OOM (platform/train/oom.py)
     fault_inject: str | None  # test hooks (maybe_inject_fault, nan_injected, oom_injection)
     nan_inject: str | None
     oom_inject: str | None
     on_train_end: Callable[..., Any] | None  # fit's end-of-run hook (final_artifacts)
     tracker: Any = None  # rank 0's MLflow run, opened after the resume
+    metrics_log: AppendLog | None = None  # rank 0's <run dir>/metrics.jsonl
 
 
 @dataclass
@@ -195,7 +197,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                      "are not logged (loss = loss_coarse)")
     gc_clock = GcClock().start()  # Python's collection pauses (platform/train/gc_clock.py)
     state = LoopState(Window.start(gc_clock), StepTally(w.device),
-                      StepProfiler(w.cfg.training.profile_steps, w.run_dir / "profile", w.rank, w.device))
+                      StepProfiler(w.cfg.training.profile_steps, join(w.run_dir, "profile"), w.rank, w.device))
     w.net.train()
     while progress.step < w.total_steps:
         train_step(w, progress, state)
@@ -222,7 +224,7 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model)
     if loop_config.get("init_model_dir"):
-        load_weights(model, Path(loop_config["init_model_dir"]))
+        load_weights(model, location(loop_config["init_model_dir"]))
         log.info("initialised from %s", loop_config["init_model_dir"])
     model.to(device)
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
@@ -235,7 +237,7 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
     return Worker(cfg=cfg, rank=rank, world=world, device=device, autocast=autocast, model=model, net=net,
                   optimizer=optimizer, scheduler=scheduler, total_steps=total_steps,
                   mode="coarse_only" if cfg.model.coarse_only else "coarse_fine",
-                  run_dir=Path(cfg.storage_path()) / cfg.name, oom=oom,
+                  run_dir=join(cfg.storage_path(), cfg.name), oom=oom,
                   fault_inject=loop_config.get("fault_inject"), nan_inject=loop_config.get("nan_inject"),
                   oom_inject=loop_config.get("oom_inject"),
                   on_train_end=loop_config.get("on_train_end"))
@@ -254,8 +256,8 @@ def open_tracker(w: Worker, mlflow_run_id: str | None):
     from fovea.platform.runs.tracking import Tracker
 
     tracker = Tracker(w.cfg.tracking_uri(), w.cfg.tracking.experiment, run_id=mlflow_run_id,
-                      enabled=w.cfg.tracking.enabled)
-    w.run_dir.mkdir(parents=True, exist_ok=True)
+                      enabled=w.cfg.tracking.enabled, artifact_location=w.cfg.tracking.artifact_location)
+    w.metrics_log = AppendLog(join(w.run_dir, "metrics.jsonl"))
     return tracker
 
 
@@ -400,7 +402,7 @@ def after_step(w: Worker, step: int, state: LoopState) -> None:
     if w.cfg.training.gc_freeze and not state.set_up_frozen:
         state.set_up_frozen = freeze_setup_objects() > 0
     if (written := state.profiler.after_step(step)) and w.rank == 0:
-        log.info("profile of steps %s written to %s", list(w.cfg.training.profile_steps), written.parent)
+        log.info("profile of steps %s written to %s", list(w.cfg.training.profile_steps), parent(written))
     maybe_inject_fault(w.fault_inject, step, w.rank)
 
 
@@ -440,6 +442,8 @@ def end_window(w: Worker, progress: Progress, state: LoopState, last_batch: dict
         if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
             metrics["epoch_s"], metrics["epoch_compile_s"] = stream.epoch_s, stream.epoch_compile_s
         log_window(w, step, metrics)
+        if do_ckpt:  # on object storage the file is uploaded with each checkpoint (and at the end)
+            w.metrics_log.sync()
     report(metrics, step, do_ckpt, cfg, w.model, w.optimizer, w.scheduler, progress.samples_seen,
            progress.stream, w.rank)
     state.window = Window.start(state.window.gc_clock)
@@ -448,8 +452,7 @@ def end_window(w: Worker, progress: Progress, state: LoopState, last_batch: dict
 def log_window(w: Worker, step: int, metrics: dict[str, float]) -> None:
     """Rank 0: the window's metrics to MLflow, ``<run dir>/metrics.jsonl`` and the log."""
     w.tracker.log_metrics(metrics, step)
-    with open(w.run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, **metrics}) + "\n")
+    w.metrics_log.write_line(json.dumps({"step": step, **metrics}))
     log.info("step %d/%d %s", step, w.total_steps,
              " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in SHOWN_METRICS))
 

@@ -4,17 +4,19 @@ costs seconds and leaves no cluster, no retried workers and no run stuck in RUNN
 
     init_dir = check_run_inputs(cfg)       # the init_from model dir, or None; RunInputError
 
+On object storage (``s3://``, README "Storage") the same checks say when the store does not
+answer or a bucket is missing, for the shards and for Ray Train's storage path.
+
 The error names the key, what was looked for and the next step (the ``jobs/preprocess.py``
 line that makes a shard set, the stage to train first).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fovea.pipelines.shard_sets import missing_shard_sets, missing_shards_message
 from fovea.pipelines.shard_stages import stage_mismatch_message, stage_mismatches
-from fovea.platform.config import ConfigError, RunConfig
+from fovea.pipelines.storage import Location, StorageError, check_bucket
+from fovea.platform.config import ConfigError, RunConfig, absolute_paths
 
 
 class RunInputError(ConfigError):
@@ -22,18 +24,20 @@ class RunInputError(ConfigError):
 
 
 def check_shards(cfg: RunConfig, source: str = "") -> None:
-    missing = missing_shard_sets(cfg.data)
+    where = f" (config {source})" if source else ""
+    try:  # shards on object storage: a store that cannot be reached or a missing bucket says so
+        missing = missing_shard_sets(cfg.data)
+        # shards tokenized for another stage's loss rule (pipelines/shard_stages.py, DESIGN.md 2.3)
+        wrong = stage_mismatches(cfg.data, cfg.training.stage) if cfg.data.check_shard_stage and not missing else []
+    except StorageError as e:
+        raise RunInputError(f"this run's shards cannot be read{where}: {e}") from None
     if missing:
-        where = f" (config {source})" if source else ""
         raise RunInputError(missing_shards_message(missing, cfg.training.stage).replace(":", where + ":", 1))
-    # shards tokenized for another stage's loss rule (pipelines/shard_stages.py, DESIGN.md 2.3)
-    wrong = stage_mismatches(cfg.data, cfg.training.stage) if cfg.data.check_shard_stage else []
     if wrong:
-        where = f" (config {source})" if source else ""
         raise RunInputError(stage_mismatch_message(wrong, cfg.training.stage).replace(":", where + ":", 1))
 
 
-def check_init_from(cfg: RunConfig) -> Path | None:
+def check_init_from(cfg: RunConfig) -> Location | None:
     """``training.init_from`` -> the ``model/`` folder it names (None when unset)."""
     ref = cfg.training.init_from
     if not ref:
@@ -55,7 +59,22 @@ def check_init_from(cfg: RunConfig) -> Path | None:
             f"from the pretrained models") from None
 
 
-def check_run_inputs(cfg: RunConfig, source: str = "") -> Path | None:
-    """Shards, then ``init_from``; returns the ``init_from`` model folder (or None)."""
+def check_storage(cfg: RunConfig) -> None:
+    """Ray Train's storage path on object storage: its bucket is there and the store answers."""
+    try:
+        check_bucket(cfg.storage_path())
+    except StorageError as e:
+        key = f"cluster.storage_path={cfg.cluster.storage_path!r}" if cfg.cluster.storage_path else \
+            f"runs_dir={cfg.runs_dir!r}"
+        raise RunInputError(f"this run's checkpoints cannot be written ({key}): {e}") from None
+
+
+def check_run_inputs(cfg: RunConfig, source: str = "") -> Location | None:
+    """Shards, then ``init_from``, where the run will read them (relative paths placed against
+    the project root: FOVEA_ROOT may be s3://...), then where its checkpoints go; returns the
+    ``init_from`` model folder (or None)."""
+    cfg = absolute_paths(cfg)
     check_shards(cfg, source)
-    return check_init_from(cfg)
+    init_dir = check_init_from(cfg)
+    check_storage(cfg)
+    return init_dir

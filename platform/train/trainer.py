@@ -5,7 +5,10 @@
 
 * ``ScalingConfig(num_workers=N, use_gpu=auto)``: DDP over NCCL on GPUs, gloo on CPUs.
 * ``RunConfig(name=cfg.name, storage_path=<runs>/ray)``: rerunning the same name resumes
-  from the latest checkpoint (Train V2 restores a run from its (storage_path, name)).
+  from the latest checkpoint (Train V2 restores a run from its (storage_path, name)). The storage
+  path may be a URL (``s3://bucket/runs/ray``): Ray builds its pyarrow filesystem from it, which
+  reads the AWS_* settings (``fovea.pipelines.storage``); the driver's files of the run
+  (``mlflow_run_id``, ``resolved_config.yaml``) and the workers' ``metrics.jsonl`` go there too.
 * ``CheckpointConfig(num_to_keep=keep_last, score=checkpoint_metric)``: Ray keeps the
   ``keep_last`` best checkpoints by the metric and, always, the most recent one.
 * ``FailureConfig(max_failures)``: a dead worker restarts the group from the latest checkpoint.
@@ -20,11 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fovea.pipelines import storage
+from fovea.pipelines.storage import Location
 from fovea.platform.runs import checkpoints as ck
 from fovea.platform.runs.cluster import cluster_cpus, connect, want_gpu
 from fovea.platform.config import RunConfig, absolute_paths, save_resolved
@@ -37,12 +44,12 @@ log = logging.getLogger("fovea.trainer")
 @dataclass
 class FitSummary:
     name: str
-    run_dir: Path
+    run_dir: Location  # a Path, or a URL string
     mlflow_run_id: str | None
     tracking_uri: str
     metrics: dict[str, Any]
-    best_checkpoint: Path | None
-    latest_checkpoint: Path | None
+    best_checkpoint: Location | None
+    latest_checkpoint: Location | None
     wall_s: float
 
 
@@ -64,36 +71,41 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
     }
 
 
-def open_tracker(cfg: RunConfig, run_dir: Path, extra_tags: dict[str, str] | None = None,
+def open_tracker(cfg: RunConfig, run_dir: Location, extra_tags: dict[str, str] | None = None,
                  parent_run_id: str | None = None) -> Tracker:
     """Create (or, for a resumed run, reopen) the run's MLflow run; log params and config."""
-    id_file = run_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else None
+    id_file = storage.join(run_dir, "mlflow_run_id")
+    try:
+        run_id = storage.read_text(id_file).strip() or None
+    except FileNotFoundError:
+        run_id = None
     tags = {**run_tags(cfg), **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     tracker = Tracker(cfg.tracking_uri(), cfg.tracking.experiment, run_id=run_id,
-                      run_name=cfg.tracking.run_name or cfg.name, tags=tags, enabled=cfg.tracking.enabled)
+                      run_name=cfg.tracking.run_name or cfg.name, tags=tags, enabled=cfg.tracking.enabled,
+                      artifact_location=cfg.tracking.artifact_location)
     if tracker.run_id and run_id is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(tracker.run_id)
+        storage.write_text(id_file, tracker.run_id)
         tracker.log_params(cfg.flat())
-    resolved = save_resolved(cfg, run_dir / "resolved_config.yaml")
-    tracker.log_artifact(resolved)
+    with tempfile.TemporaryDirectory(prefix="fovea-config-") as tmp:
+        resolved = save_resolved(cfg, Path(tmp) / "resolved_config.yaml")
+        storage.put_file(resolved, storage.join(run_dir, "resolved_config.yaml"))
+        tracker.log_artifact(resolved)
     return tracker
 
 
 def build_trainer(cfg: RunConfig, loop_config: dict[str, Any], callbacks: list | None = None):
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from fovea.platform.train.loop import train_loop_per_worker
+    from fovea.platform.train.ray_trainer import RunTrainer
 
     gpu = want_gpu(cfg.cluster.use_gpu)
     per_worker = {"CPU": cfg.cluster.cpus_per_worker}
     if gpu:
         per_worker["GPU"] = cfg.cluster.gpus_per_worker
-    return TorchTrainer(
+    return RunTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -122,6 +134,30 @@ def check_resources(cfg: RunConfig) -> None:
             f"lower one of them, or join a bigger cluster (--address)")
 
 
+def interruptible(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a thread of its own when called on the main thread, so that Ctrl-C reaches
+    ``fit`` as a KeyboardInterrupt and its MLflow run is marked KILLED.  On the main thread Ray
+    Train installs its own SIGINT handler, whose abort ends in a SystemExit or an actor error that
+    reads like any failure; off it (a Tune trial, this thread) Ray leaves SIGINT alone.  The
+    thread is a daemon: the process exits without it, and Ray's shutdown ends the workers."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=run, name="fovea-fit", daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
 def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, str] | None = None,
         parent_run_id: str | None = None, connect_ray: bool = True,
         on_train_end: Callable[..., Any] | None = None) -> FitSummary:
@@ -136,7 +172,7 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
     if connect_ray:
         connect(cfg.cluster.address)
         check_resources(cfg)
-    run_dir = Path(cfg.storage_path()) / cfg.name
+    run_dir = storage.join(cfg.storage_path(), cfg.name)
     if ck.latest_checkpoint(run_dir):
         log.info("run %r has checkpoints in %s: resuming from the latest", cfg.name, run_dir)
     tracker = open_tracker(cfg, run_dir, extra_tags, parent_run_id)
@@ -149,7 +185,7 @@ def fit(cfg: RunConfig, *, callbacks: list | None = None, extra_tags: dict[str, 
         if init_dir is not None:
             loop_config["init_model_dir"] = str(init_dir)
             tracker.set_tags({"init_from": str(init_dir)})
-        result = build_trainer(cfg, loop_config, callbacks).fit()
+        result = interruptible(build_trainer(cfg, loop_config, callbacks).fit)
         best = ck.best_checkpoint(run_dir, cfg.training.checkpoint_metric, cfg.training.checkpoint_mode)
         latest = ck.latest_checkpoint(run_dir)
         tracker.set_tags({"best_checkpoint": str(best or ""), "latest_checkpoint": str(latest or "")})
