@@ -42,15 +42,18 @@ use ``train_batches`` (moves to epoch + 1 on exhaustion) so that every rank step
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import multiprocessing
+import os
 import random
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fovea.pipelines import storage
 from fovea.pipelines.batching import make_batches
 from fovea.pipelines.shards import expand_shards, open_shards
 from fovea.pipelines.video import uniform_indices
@@ -287,13 +290,21 @@ def _dataloader(stream: ShardStream, num_workers: int):
     # epoch's new loader, measured), which a 24 GB machine with 2 ranks cannot absorb.
     # The fork server imports torch and this module once (preload), so a new epoch's workers
     # start in milliseconds instead of each importing them again (seconds per epoch).
+    # The fork server keeps the environment it started with, so the object-store settings
+    # (AWS_*) of this moment travel to the workers explicitly.
     ctx = None
     if num_workers:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", __name__])
+    env = {k: os.environ[k] for k in storage.CLIENT_VARS if k in os.environ}
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers,
                                        prefetch_factor=4 if num_workers else None, persistent_workers=False,
-                                       multiprocessing_context=ctx, pin_memory=torch.cuda.is_available())
+                                       multiprocessing_context=ctx, pin_memory=torch.cuda.is_available(),
+                                       worker_init_fn=functools.partial(set_environment, env) if num_workers else None)
+
+
+def set_environment(env: dict[str, str], worker_id: int) -> None:
+    os.environ.update(env)
 
 
 # -- public entry points -----------------------------------------------------------------------

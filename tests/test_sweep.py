@@ -336,13 +336,16 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
 
     from fovea.platform.runs.checkpoints import latest_checkpoint
 
-    shards = write_colour_shards(tmp_path / "shards", tokenizer, n_train=32, n_val=8, n_text=8)
-    runs = tmp_path / "runs"
+    # Run from a project directory with relative paths, as a user does: Tune runs each trial in
+    # a working directory of its own, so the sweep must resolve them first (platform/paths.py).
+    project = tmp_path / "project"
+    write_colour_shards(project / "data", tokenizer, n_train=32, n_val=8, n_text=8)
+    runs = project / "runs"
     sweep_args = [
         "--space", "ablations", "--only", "baseline,A6", "--base-config", "tiny", "--name", "e2e",
-        "--runs-dir", str(runs), "--samples", "64",
-        "--set", f"data.train_shards=['{shards['train']}']", "--set", f"data.val_shards=['{shards['val']}']",
-        "--set", f"data.text_shards=['{shards['text']}']", "--set", "data.shuffle_buffer=0",
+        "--runs-dir", "runs", "--samples", "64",
+        "--set", "data.train_shards=['data/colours/train-*.tar']", "--set", "data.val_shards=['data/colours/val-*.tar']",
+        "--set", "data.text_shards=['data/text/train-*.tar']", "--set", "data.shuffle_buffer=0",
         "--set", "training.max_steps=6", "--set", "training.checkpoint_every=3",
         "--set", "eval.every_steps=3", "--set", "eval.max_samples=4", "--set", "eval.caption_samples=0",
         "--set", "cluster.num_workers=1", "--set", "cluster.cpus_per_worker=0.5", "--set", "cluster.max_failures=0",
@@ -351,7 +354,7 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
     tune_dir = runs / "tune" / "e2e"
     log1 = tmp_path / "first.log"
     with open(log1, "w") as f:
-        proc = subprocess.Popen(_sweep_cmd(repo_root, *sweep_args), cwd=repo_root, env=env, stdout=f,
+        proc = subprocess.Popen(_sweep_cmd(repo_root, *sweep_args), cwd=project, env=env, stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
@@ -376,8 +379,8 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
     assert base_run.info.status == "FINISHED"
 
     t0 = time.time()
-    out = subprocess.run(_sweep_cmd(repo_root, "--resume", "--name", "e2e", "--runs-dir", str(runs)),
-                         cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(_sweep_cmd(repo_root, "--resume", "--name", "e2e", "--runs-dir", "runs"),
+                         cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     print(f"resume took {time.time() - t0:.0f}s; A6 had steps {a6_before} and checkpoint {a6_ckpt} at the kill")
 

@@ -171,30 +171,6 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
     assert timeline_summary({"traceEvents": []}) == {}
 
 
-def test_resume_continues_with_the_same_losses(ray_local, shards, tmp_path, monkeypatch):
-    from fovea.platform.train.trainer import fit
-
-    common = ("training.max_steps=8", "training.checkpoint_every=4", "eval.every_steps=0",
-              "cluster.max_failures=0", "tracking.enabled=false")
-    fit(tiny_cfg(tmp_path, shards, "straight", *common))
-    straight = {r["step"]: r["loss"] for r in read_metrics(tmp_path, "straight")}
-
-    # Interrupt the second run right after its step-4 checkpoint: rank 1 dies at step 5
-    # and no restart is allowed, so the run fails ...
-    monkeypatch.setenv("FOVEA_FAULT_INJECT", f"step=5,rank=1,marker={tmp_path / 'fired'}")
-    with pytest.raises(Exception):
-        fit(tiny_cfg(tmp_path, shards, "stopped", *common))
-    monkeypatch.delenv("FOVEA_FAULT_INJECT")
-    before = read_metrics(tmp_path, "stopped")
-    assert max(r["step"] for r in before) == 4
-    # ... and rerunning the same name resumes from step 4 with the same next losses.
-    fit(tiny_cfg(tmp_path, shards, "stopped", *common))
-    after = read_metrics(tmp_path, "stopped")[len(before):]
-    assert [r["step"] for r in after] == [5, 6, 7, 8]
-    for r in after:
-        assert r["loss"] == pytest.approx(straight[r["step"]], rel=1e-6, abs=1e-7), r["step"]
-
-
 def test_a_nonfinite_step_is_skipped_on_the_device_and_a_run_of_them_aborts(ray_local, shards, tmp_path,
                                                                             monkeypatch):
     from fovea.platform.train.trainer import fit
