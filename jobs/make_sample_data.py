@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = ap.parse_args(argv)
 
-    from fovea.pipelines.demo_datasets import is_current, make_sample_data
+    from fovea.pipelines.demo_datasets import SETS, is_current, make_sample_data
 
     t0 = time.time()
     out = Path(args.out)
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     n_bad = {k: len(v) for k, v in cat["expected_rejects"].items()}
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{'wrote' if fresh else 'up to date:'} {out}  ({size / 1e6:.1f} MB, {time.time() - t0:.1f} s)")
-    for ds in ("webvid", "video_sft", "cauldron", "smoltalk"):
-        print(f"  {ds:10s} {len(cat[ds]):3d} good + {n_bad[ds]} deliberately broken")
+    for ds in SETS:
+        print(f"  {ds:14s} {len(cat[ds]):3d} good + {n_bad[ds]} deliberately broken")
     return 0
 
 

@@ -5,6 +5,11 @@
            (SmolTalk goes to <output>_s<stage>, e.g. data/demo/shards/smoltalk_s1)
     python jobs/preprocess.py cauldron  --input data/demo/raw/cauldron  --output data/demo/shards/cauldron
     python jobs/preprocess.py video_sft --input data/demo/raw/video_sft --output data/demo/shards/video_sft
+    python jobs/preprocess.py openvid        --input data/demo/raw/openvid        --output data/demo/shards/openvid
+    python jobs/preprocess.py vript_long     --input data/demo/raw/vript          --output data/demo/shards/vript_long
+    python jobs/preprocess.py vript_short    --input data/demo/raw/vript          --output data/demo/shards/vript_short
+    python jobs/preprocess.py sharegpt4video --input data/demo/raw/sharegpt4video --output data/demo/shards/sharegpt4video
+           (videos read inside their zip archives; default --stage 1, --stage 2 for the stage-2 mix)
 
 Writes train-NNNNN.tar / val-NNNNN.tar, manifest.json and rejects.jsonl, then validates
 (a random subset of) the shards and prints read / written / rejected-by-reason counts.  Reruns are idempotent.

@@ -8,7 +8,8 @@ A folder is checked against its manifest.json (sha256, sample counts, unlisted o
 shards); every sample: contiguous files, unique key, JSON with the contract fields,
 len(token_ids) == len(loss_mask) with at least one target, frame_count == number of
 NNN.jpg files, is_text_only iff no frames, the first --images JPEGs decode at 224x224.
-Prints frame-count and token-length statistics.  Exit status 0 only with zero errors.
+Prints frame-count and token-length statistics, and one line per source (samples, frames,
+tokens).  Exit status 0 only with zero errors.
 """
 
 from __future__ import annotations

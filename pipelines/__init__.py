@@ -4,6 +4,8 @@ Modules (one component each; see docs/CONTRACTS.md for the shard layout and the 
 
     readers.py      upstream formats (WebVid CSV, The Cauldron parquet, SmolTalk parquet/JSONL,
                     LLaVA-Video-style JSON) -> a plan of sample references + malformed-row rejects
+    video_caption_sets.py  OpenVid-1M, Vript, ShareGPT4Video download layouts (videos in zips)
+    zip_members.py  videos read inside zip archives (split pieces joined on the fly)
     video.py        1 FPS frame sampling (cap 64, uniform spread), PyAV decode, resize/crop, JPEG
     tokenize.py     ChatML rendering with the explicit system prompt + per-stage loss masks
     process.py      one sample reference -> shard payload (JSON + JPEG frames) or a reject record

@@ -10,6 +10,9 @@ import torch
 # tensors of a collated batch; frames is [B,T,3,H,W] float, or the n real frames [n,3,H,W] uint8 when packed
 TENSOR_KEYS = ("frames", "frame_mask", "num_frames", "input_ids", "attention_mask", "loss_mask", "is_text_only")
 LIST_KEYS = ("keys", "sources", "users", "assistants")  # one entry per sample
+# training batches of a data.mixture run only: the source the batch was drawn from ("text" for
+# the interleave) and that source's pass (0-based) on the reader that made it (DESIGN.md 3.8)
+MIXTURE_KEYS = ("mixture_source", "mixture_epoch")
 MODEL_KEYS = ("frames", "frame_mask", "input_ids", "attention_mask", "loss_mask")  # FoveatedVLM.forward
 
 

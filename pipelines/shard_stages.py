@@ -63,8 +63,8 @@ class StageMismatch:
 def stage_mismatches(data, run_stage: int) -> list[StageMismatch]:
     """The shard folders of ``data`` (a ``DataConfig``) that a run would read and whose loss
     rule differs from ``run_stage``'s (stages 2 and 3 share theirs)."""
-    wanted = [("train_shards", data.train_shards, True), ("text_shards", data.text_shards, data.text_ratio > 0),
-              ("val_shards", data.val_shards, True)]
+    wanted = [(key, patterns, True) for key, patterns in data.training_sets().items()]
+    wanted += [("text_shards", data.text_shards, data.text_ratio > 0), ("val_shards", data.val_shards, True)]
     out = []
     for key, patterns, used in wanted:
         if not used:

@@ -174,10 +174,12 @@ def shard_is_complete(out_dir: str | Path, name: str, plan_hash: str) -> bool:
 # -- manifest ---------------------------------------------------------------------------------
 
 def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: dict) -> dict:
-    """DESIGN.md 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts.
-    Shards without samples (every row rejected) are not listed: they were not written; the
-    samples per split count train and val, 0 for a split that wrote nothing."""
-    shards, dist, buckets = [], {}, {name: [] for name, _, _ in BUCKETS}
+    """DESIGN.md 3.6 manifest: frame-count distribution, buckets, token totals, per-shard counts,
+    the mix of sources (samples per ``source``; a shard state written before sources were
+    recorded counts as ``unrecorded``).  Shards without samples (every row rejected) are not
+    listed: they were not written; the samples per split count train and val, 0 for a split
+    that wrote nothing."""
+    shards, dist, buckets, sources = [], {}, {name: [] for name, _, _ in BUCKETS}, {}
     total_tokens = total = 0
     for i, (name, st) in enumerate([(n, st) for n, st in states if st["num_samples"]]):
         frames = st["frame_counts"]
@@ -190,6 +192,8 @@ def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: 
                        "sha256": st["sha256"], "bytes": st["bytes"]})
         total += st["num_samples"]
         total_tokens += sum(st["token_counts"])
+        for src in st.get("sources") or ["unrecorded"] * st["num_samples"]:
+            sources[src] = sources.get(src, 0) + 1
     splits = {"train": 0, "val": 0}
     for s in shards:
         splits[s["split"]] = splits.get(s["split"], 0) + s["num_samples"]
@@ -197,6 +201,7 @@ def build_manifest(out_dir: str | Path, states: list[tuple[str, dict]], header: 
         **header,
         "data_dir": str(storage.location(out_dir) if storage.is_url(out_dir) else Path(out_dir).resolve()),
         "num_shards": len(shards), "total_samples": total, "samples_per_split": splits,
+        "samples_per_source": dict(sorted(sources.items())),
         "total_tokens": total_tokens, "avg_tokens_per_sample": round(total_tokens / max(1, total), 2),
         "frame_count_distribution": dict(sorted(dist.items(), key=lambda kv: int(kv[0]))),
         "bucket_ranges": [name for name, _, _ in BUCKETS],
@@ -214,6 +219,7 @@ class ValidationReport:
     errors: list[str] = field(default_factory=list)
     frame_counts: list[int] = field(default_factory=list)
     token_lengths: list[int] = field(default_factory=list)
+    by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [samples, frames, tokens]
 
     @property
     def ok(self) -> bool:
@@ -227,8 +233,11 @@ class ValidationReport:
 
         lines = [f"checked {len(self.shards)} shards, {self.samples} samples",
                  f"frames per sample: {stats(self.frame_counts)}",
-                 f"tokens per sample: {stats(self.token_lengths)}",
-                 f"errors: {len(self.errors)}"]
+                 f"tokens per sample: {stats(self.token_lengths)}"]
+        width = max((len(s) for s in self.by_source), default=0)
+        lines += [f"source {src:<{width}}  {n} samples, {f} frames, {t} tokens"
+                  for src, (n, f, t) in sorted(self.by_source.items())]
+        lines.append(f"errors: {len(self.errors)}")
         lines += [f"  ERROR {e}" for e in self.errors[:50]]
         if len(self.errors) > 50:
             lines.append(f"  ... and {len(self.errors) - 50} more")
@@ -301,6 +310,8 @@ def _check_sample(where: str, files: dict[str, bytes], check_images: int, rep: V
     rep.samples += 1
     rep.frame_counts.append(len(jpgs))
     rep.token_lengths.append(len(ids))
+    tally = rep.by_source.setdefault(str(meta["source"]), [0, 0, 0])
+    tally[0], tally[1], tally[2] = tally[0] + 1, tally[1] + len(jpgs), tally[2] + len(ids)
 
 
 class HashingReader:

@@ -16,6 +16,9 @@ A file is held against every source of its length (``LengthClaims``: the stream 
 frame count, the stream's and the container's durations, the dataset listing's duration): one
 that claims far more than the file decodes to makes it ``truncated_video``, with the figures.
 
+A video is a file, or a member of a zip archive (``zip_members.ZipMember``: copied out by the
+Ray task that decodes it, never extracted with its archive).
+
 Every frame is resized so that its short side is ``size`` (224), centre-cropped to
 size x size, and stored as a baseline JPEG (quality ``JPEG_QUALITY``).  Images (The Cauldron)
 get the same geometry: centre square crop, LANCZOS resize.
@@ -33,6 +36,7 @@ import numpy as np
 from fovea.pipelines.errors import (
     BAD_IMAGE, MISSING_FILE, NO_FRAMES, TRUNCATED_VIDEO, UNREADABLE_VIDEO, Reject, stable_detail,
 )
+from fovea.pipelines.zip_members import ZipMember, open_member
 
 FRAME_SIZE = 224
 JPEG_QUALITY = 90
@@ -131,9 +135,19 @@ def prepare_image(data: bytes, size: int = FRAME_SIZE) -> np.ndarray:
     return np.asarray(_square(img, size))
 
 
-def _open(path: str | Path):
+def _open(path: str | Path | ZipMember):
+    """An ``av`` input container for a file or a zip archive's member; ``Reject`` when it is
+    missing, empty or does not open."""
     import av
 
+    if isinstance(path, ZipMember):
+        f = open_member(path)  # a seekable copy of the member (why: zip_members.open_member)
+        try:
+            # mode="r": PyAV takes the mode from a file object, and the copy is open for writing too
+            return av.open(f, mode="r", metadata_errors="ignore")
+        except Exception as e:  # av.error.*: the bytes are no container PyAV reads
+            f.close()
+            raise Reject(UNREADABLE_VIDEO, f"{path}: {type(e).__name__}: {e}") from None
     p = Path(path)
     if not p.exists():
         raise Reject(MISSING_FILE, str(path))
@@ -194,7 +208,7 @@ def shortfall(claims: LengthClaims, decoded_s: float) -> tuple[str, float] | Non
     return None
 
 
-def _duration_by_demux(path: str | Path) -> float | None:
+def _duration_by_demux(path: str | Path | ZipMember) -> float | None:
     """Fallback when the header has no duration: scan packet timestamps (no decoding)."""
     with _open(path) as c:
         s = c.streams.video[0]
@@ -266,9 +280,10 @@ def _decode_pass(container, stream, targets: list[float], size: int) -> _Pass:
     return ps
 
 
-def decode_video(path: str | Path, *, max_frames: int, size: int = FRAME_SIZE,
+def decode_video(path: str | Path | ZipMember, *, max_frames: int, size: int = FRAME_SIZE,
                  fps: float = SAMPLE_FPS, threads: int = 1, listed_duration: float | None = None) -> DecodedVideo:
-    """Decode the 1 FPS (or uniformly spread) frames of one video file.
+    """Decode the 1 FPS (or uniformly spread) frames of one video file, or of a zip archive's
+    member (``zip_members.ZipMember``: the Ray task reads it from the archive itself).
 
     Sample times come from the stream's duration; the file is then held against every length
     source (``LengthClaims``: the stream header's frame count, the stream's and the container's

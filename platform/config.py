@@ -24,6 +24,7 @@ import ast
 import json
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     try:
         for key in ("train_shards", "val_shards", "text_shards"):
             d["data"][key] = [resolve(p, f"data.{key}") for p in d["data"][key]]
+        for name, src in (d["data"]["mixture"] or {}).items():
+            src["shards"] = [resolve(p, f"data.mixture.{name}.shards") for p in src["shards"]]
         d["runs_dir"] = resolve(d["runs_dir"], "runs_dir")
         if d["cluster"]["storage_path"]:
             d["cluster"]["storage_path"] = resolve(d["cluster"]["storage_path"], "cluster.storage_path")
@@ -255,15 +258,33 @@ def _section_model(field) -> type[BaseModel] | None:
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 
+def _named_sections(field) -> type[BaseModel] | None:
+    """The section type of a field that maps names to sections (``data.mixture``:
+    ``dict[str, MixtureSource] | None``), else None."""
+    for ann in (field.annotation, *typing.get_args(field.annotation)):
+        if typing.get_origin(ann) is dict:
+            value = typing.get_args(ann)[1]
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                return value
+    return None
+
+
 def _field_at(parts: list[str]):
-    """The ``RunConfig`` field that ``parts`` (``["training", "lr_llm"]``) names, or None."""
+    """The ``RunConfig`` field that ``parts`` (``["training", "lr_llm"]``) names, or None; in a
+    mapping of named sections the name is skipped (``data.mixture.openvid.weight``: ``weight``)."""
     model: Any = RunConfig
     field = None
+    named = False
     for part in parts:
+        if named:  # the name of a section in data.mixture
+            named = False
+            continue
         if model is None or part not in model.model_fields:
             return None
         field = model.model_fields[part]
         model = _section_model(field)
+        if model is None and (model := _named_sections(field)) is not None:
+            named = True
     return field
 
 
@@ -285,7 +306,7 @@ def _schema_leaf(parts: list[str]) -> str | None:
         field = _field_at(parts[:i])
         if field is None:
             return None  # unknown: validation names it
-        if _section_model(field) is None:
+        if _section_model(field) is None and _named_sections(field) is None:
             return ".".join(parts[:i])
     return None
 
@@ -324,9 +345,14 @@ def _error_key(loc: tuple) -> tuple[str, str]:
     model: Any = RunConfig
     parts: list[str] = []
     pos = ""
+    named = False
     for part in loc:
         if isinstance(part, int):
             pos += f"[{part}]"
+            continue
+        if named:  # a section's name in data.mixture
+            parts.append(str(part))
+            named = False
             continue
         fields = getattr(model, "model_fields", None)
         if fields is None or pos:
@@ -335,6 +361,8 @@ def _error_key(loc: tuple) -> tuple[str, str]:
         if part not in fields:
             break  # an unknown key
         model = _section_model(fields[part])
+        if model is None and (model := _named_sections(fields[part])) is not None:
+            named = True
     return ".".join(parts), pos
 
 
@@ -348,8 +376,13 @@ def _origin(key: str, origins: dict[str, str], fallback: str) -> str:
         return below[-1]
     parts = key.split(".")
     for n in range(len(parts) - 1, 0, -1):
-        if ".".join(parts[:n]) in origins:
-            return origins[".".join(parts[:n])]
+        above = ".".join(parts[:n])
+        if above in origins:
+            return origins[above]
+        # a section that no file names as such (data.mixture.<name>): where its keys were set
+        near = [where for k, where in origins.items() if k.startswith(above + ".")]
+        if near:
+            return near[-1]
     return fallback
 
 
@@ -365,6 +398,8 @@ def _format_errors(err: ValidationError, source: str, origins: dict[str, str] | 
         e = next(iter(by_pos.values()))[0]
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key '{key}' in {_origin(key, origins, source)}")
+        elif e["type"] == "missing":  # a required key of a named section (data.mixture.<name>.shards)
+            lines.append(f"missing key '{key}' in {_origin(key, origins, source)}")
         elif e["type"] == "value_error":  # a section's own check: keys may come from anywhere
             msg = "; ".join(x["msg"].removeprefix("Value error, ") for errs in by_pos.values() for x in errs)
             lines.append(f"invalid config ({source}): {msg}")

@@ -72,8 +72,12 @@ def dry_run(cfg: RunConfig) -> dict:
         out = model(**model_inputs(batch), mode=mode, compute_coarse=True)
     print(f"== dry run: {cfg.name} (stage {cfg.training.stage}, mode {mode}) ==")
     for k, v in batch.items():
-        desc = f"{tuple(v.shape)} {v.dtype}" if isinstance(v, torch.Tensor) else f"list[{len(v)}]"
+        desc = (f"{tuple(v.shape)} {v.dtype}" if isinstance(v, torch.Tensor)
+                else f"list[{len(v)}]" if isinstance(v, list) else repr(v))  # mixture_source / _epoch
         print(f"  batch[{k!r}]: {desc}")
+    if cfg.data.mixture:
+        print("  mixture (weights normalised): " + ", ".join(
+            f"{name} {w:.3f}" for name, w in cfg.data.mixture_weights().items()))
     print(f"  parameters: total {total:,}, trainable {trainable:,}; groups {groups}")
     print(f"  effective batch: {cfg.data.batch_size} x {cfg.training.grad_accum} accum x {world} workers"
           f" = {cfg.data.batch_size * cfg.training.grad_accum * world}")

@@ -158,8 +158,10 @@ def saved_bytes(model, batch: dict, autocast) -> int:
 
 
 def worst_frames(data) -> tuple[int, int]:
-    """(samples, frames each) of the largest micro-batch the loader can make."""
-    f = data.max_frames
+    """(samples, frames each) of the largest micro-batch the loader can make (in a mixture, of
+    its source with the most frames a sample; a single image counts its replicated frames)."""
+    sections = [data.source_config(name) for name in data.mixture] if data.mixture else [data]
+    f = max(max(c.max_frames, c.replicate_image_frames) for c in sections)
     if data.max_total_frames:
         f = max(1, min(f, data.max_total_frames // data.batch_size))
     return data.batch_size, f

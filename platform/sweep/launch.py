@@ -42,7 +42,7 @@ def _check_shards_early(space: str, base_config: str, sets: list[str]) -> None:
     names others (then each trial's own check in ``fit`` finds a missing set)."""
     sp = load_space(space)
     keys = set(sp.common).union(*(e.overrides for e in sp.experiments))
-    if not any(k.startswith("data.") and k.endswith("_shards") for k in keys):
+    if not any(k.startswith("data.") and k.endswith(("_shards", ".shards")) or k == "data.mixture" for k in keys):
         check_shards(load_config(base_config, sets), base_config)
 
 

@@ -21,7 +21,9 @@ class Stream:
     the workers' buffers and prefetch queue), later ``lookahead`` batches before the end (the
     length is known from the previous epoch), so the first batch of an epoch does not wait for
     the loader's workers to start.  The batches are unchanged: each epoch's stream is a
-    function of (epoch, seed, rank) alone.
+    function of (epoch, seed, rank) alone.  A ``data.mixture`` stream never ends (its sources
+    restart, pipelines/loader.py): it stays in its first epoch, and its position is the batch
+    index, which a resume skips to.
     """
 
     def __init__(self, cfg: RunConfig, rank: int, world: int, epoch: int = 0, consumed: int = 0):
@@ -69,7 +71,8 @@ class Stream:
                 batch = next(self._it)
             except StopIteration:
                 raise RuntimeError(
-                    f"rank {self.rank}: no training batches in data.train_shards={self.cfg.data.train_shards}"
+                    f"rank {self.rank}: no training batches in "
+                    + ", ".join(f"data.{k}={v}" for k, v in self.cfg.data.training_sets().items())
                 ) from None
         self.consumed += 1
         return batch

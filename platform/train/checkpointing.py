@@ -23,9 +23,10 @@ log = logging.getLogger("fovea.train")
 
 
 def report(metrics, step, do_ckpt, cfg: RunConfig, model, optimizer, scheduler, samples_seen, stream,
-           rank) -> None:
+           rank, mixture: dict | None = None) -> None:
     """``ray.train.report`` of this window's metrics on every rank; with ``do_ckpt`` rank 0
-    writes a checkpoint and reports it (a collective: every rank calls it)."""
+    writes a checkpoint and reports it (a collective: every rank calls it).  ``mixture``: the
+    per-source counts of a data.mixture run (platform/train/mixture_counts.py), kept with it."""
     import ray.train
 
     metric = cfg.training.checkpoint_metric
@@ -44,16 +45,18 @@ def report(metrics, step, do_ckpt, cfg: RunConfig, model, optimizer, scheduler, 
     with tempfile.TemporaryDirectory(prefix="fovea-ckpt-") as tmp:
         ck.write_checkpoint(
             Path(tmp), model, optimizer, scheduler,
-            state={"step": step, "samples_seen": samples_seen, "data_positions": positions, "rng": rngs},
+            state={"step": step, "samples_seen": samples_seen, "data_positions": positions, "rng": rngs,
+                   "mixture": mixture},
             meta={"step": step, "samples_seen": samples_seen, "metrics": metrics, "run_name": cfg.name,
                   "stage": cfg.training.stage, "time": time.time()},
         )
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(model, optimizer, scheduler, run_dir: Location, rank: int, world: int) -> tuple[int, int, int, int]:
+def restore(model, optimizer, scheduler, run_dir: Location, rank: int, world: int):
     """Load the newest checkpoint into the model, optimizer and scheduler, and this rank's
-    RNG state -> (step, samples_seen, epoch, batches consumed); all 0 with no checkpoint.
+    RNG state -> (step, samples_seen, epoch, batches consumed, the mixture counts); 0s and None
+    with no checkpoint.
 
     With another world size the ranks' data positions do not carry over: the data restarts at
     the epoch after the checkpoint's furthest."""
@@ -61,7 +64,7 @@ def restore(model, optimizer, scheduler, run_dir: Location, rank: int, world: in
 
     source = resume_source(ray.train.get_checkpoint(), run_dir)
     if not source:
-        return 0, 0, 0, 0
+        return 0, 0, 0, 0, None
     epoch, consumed = 0, 0
     with source.as_directory() as d:
         load_weights(model, Path(d) / ck.MODEL_DIR)
@@ -77,7 +80,7 @@ def restore(model, optimizer, scheduler, run_dir: Location, rank: int, world: in
                     len(state["data_positions"]), world)
         epoch = max(e for e, _ in state["data_positions"]) + 1
     log.info("rank %d resumed at step %d (epoch %d, batch %d)", rank, step, epoch, consumed)
-    return step, samples_seen, epoch, consumed
+    return step, samples_seen, epoch, consumed, state.get("mixture")
 
 
 def resume_source(ray_checkpoint, run_dir: Location):

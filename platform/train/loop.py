@@ -37,7 +37,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +55,7 @@ from fovea.platform.train.collectives import all_max, rank_cost_imbalance
 from fovea.platform.train.ddp import wrap_ddp
 from fovea.platform.train.failure_signatures import flag_failure_signatures
 from fovea.platform.train.gc_clock import GcClock, freeze_setup_objects
+from fovea.platform.train.mixture_counts import MixtureCounts
 from fovea.platform.train.oom import OomAgreement, oom_injection, release_ddp
 from fovea.platform.train.optim import build_optimizer, build_scheduler, total_optimizer_steps
 from fovea.platform.train.step_tally import StepTally
@@ -154,6 +155,7 @@ class Progress:
     step: int
     samples_seen: int
     stream: Stream
+    mixture: MixtureCounts | None = None  # data.mixture: samples and passes per source
 
 
 @dataclass
@@ -179,6 +181,7 @@ class MicroBatches:
     cost: float = 0.0  # batch cost (frames + LLM rows), for the ranks' cost imbalance
     oom: bool = False  # a rank ran out of memory: every rank drops this window
     last_batch: dict[str, Any] | None = None  # the last batch that ran (the window's diagnostics)
+    mixture: list[tuple[str, int, int]] = field(default_factory=list)  # (source, samples, its pass) a batch
 
 
 # -- the loop --------------------------------------------------------------------------
@@ -247,8 +250,10 @@ def resume(w: Worker) -> Progress:
     """This rank's RNG seeded, then the newest checkpoint restored if there is one, and the
     batch stream opened where this rank's data stood."""
     torch.manual_seed(w.cfg.training.seed + 1000 * w.rank)
-    step, samples_seen, epoch, consumed = restore(w.model, w.optimizer, w.scheduler, w.run_dir, w.rank, w.world)
-    return Progress(step, samples_seen, Stream(w.cfg, w.rank, w.world, epoch, consumed))
+    step, samples_seen, epoch, consumed, mixture = restore(w.model, w.optimizer, w.scheduler, w.run_dir, w.rank,
+                                                           w.world)
+    return Progress(step, samples_seen, Stream(w.cfg, w.rank, w.world, epoch, consumed),
+                    MixtureCounts.for_run(w.cfg.data, mixture))
 
 
 def open_tracker(w: Worker, mlflow_run_id: str | None):
@@ -278,6 +283,8 @@ def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
     skip, grad_norm, nonfinite = apply_step(w, acc)
     progress.step += 1
     progress.samples_seen += acc.samples * w.world  # DESIGN.md 4.5: batch x world per micro-batch
+    if progress.mixture is not None:
+        progress.mixture.count(acc.mixture)
     state.tally.add(acc.losses, grad_norm, skip, nonfinite, compute_coarse)
     state.window.samples += acc.samples
     state.window.frames += acc.frames
@@ -350,6 +357,8 @@ def next_batch(w: Worker, stream: Stream, window: Window, acc: MicroBatches) -> 
         n, frames = int(host["input_ids"].shape[0]), int(host["num_frames"].sum())
         acc.samples += n
         acc.frames += frames
+        if "mixture_source" in host:  # data.mixture (platform/train/mixture_counts.py)
+            acc.mixture.append((host["mixture_source"], n, host["mixture_epoch"]))
         acc.cost += batch_cost(frames, n, int(host["num_frames"].max()), int(host["input_ids"].shape[1]),
                                w.cfg.data.llm_tokens_per_frame)
         return to_device(host, w.device)
@@ -437,6 +446,8 @@ def end_window(w: Worker, progress: Progress, state: LoopState, last_batch: dict
     metrics["oom_skipped"] = all_max([float(state.oom_skips)], w.device)[0]
     metrics["nonfinite_skipped"] = sums["nonfinite_skipped"]
     metrics["epoch"] = float(progress.stream.epoch)
+    if progress.mixture is not None:  # a collective: every rank
+        metrics.update(progress.mixture.metrics(w.device))
     if w.rank == 0:
         stream = progress.stream
         if stream.epoch_s is not None:  # rank 0's: DDP keeps the ranks in step
@@ -445,7 +456,7 @@ def end_window(w: Worker, progress: Progress, state: LoopState, last_batch: dict
         if do_ckpt:  # on object storage the file is uploaded with each checkpoint (and at the end)
             w.metrics_log.sync()
     report(metrics, step, do_ckpt, cfg, w.model, w.optimizer, w.scheduler, progress.samples_seen,
-           progress.stream, w.rank)
+           progress.stream, w.rank, mixture=progress.mixture.state() if progress.mixture is not None else None)
     state.window = Window.start(state.window.gc_clock)
 
 
