@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)  # never a `ray start` left running
     try:
         summary = run_preprocess(
             args.dataset, args.input, args.output, stage=args.stage, val_fraction=args.val_fraction,

@@ -214,7 +214,7 @@ def test_preprocess_exit_status_and_byte_stable_rejects(real_avi, tmp_path, caps
                        ["3", "videos/never.avi", "PT00H00M09S", "", "Never downloaded."]])
     own = not ray.is_initialized()  # another module's instance is shared, not shut down
     if own:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         common = ["--val-fraction", "0.5", "--num-cpus", "2", "-q"]
         runs = [_preprocess(["webvid", "--input", str(root), "--output", str(tmp_path / o), *common], capsys)

@@ -26,7 +26,7 @@ def ray_session():
     if ray.is_initialized():  # another module's Ray instance: share it
         yield
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -62,7 +62,7 @@ def bench_ray(inp: Path, work: Path, cpus: int, runs: int) -> tuple[float, int, 
 
     from fovea.pipelines.preprocess import run_preprocess
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
