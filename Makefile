@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export RAY_AUTH_MODE ?= token
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets sample-data demo test test-fast ui bench docker-test lint clean
+.PHONY: venv assets sample-data demo test test-extended ui bench docker-test lint clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -19,8 +19,11 @@ sample-data: assets   ## embedded raw sample datasets (real media) under data/de
 demo: assets   ## preprocess -> stage-1 training on a local Ray cluster -> evaluation, tracked in MLflow
 	@$(PY) jobs/demo.py
 
-test: assets   ## the whole test suite (CPU)
-	@$(PY) -m pytest tests -q --durations=30
+test: assets   ## every unit test and the README's end-to-end paths (submit, sweep, S3, two nodes); < 15 min on 2 cores
+	@$(PY) -m pytest tests -q -m "not extended" --durations=20
+
+test-extended: assets   ## the longer Ray scenarios (fault injection, stage chaining, UI in a browser, bench checks); CI runs it too
+	@$(PY) -m pytest tests -q -m extended --durations=20
 
 ui: venv   ## MLflow UI on 127.0.0.1:5000 over the project's store; prints the links to the loss charts
 	@$(PY) jobs/mlflow_ui.py

@@ -58,6 +58,7 @@ def test_plain_and_optimised_paths_give_the_same_loss(models, batch):
         assert float(low[k]) == pytest.approx(float(ref[k]), rel=1e-2), k
 
 
+@pytest.mark.extended
 def test_compiled_packed_path_gives_the_same_loss_and_gradients(model_store):
     """The throughput path (regional torch.compile, packed uint8 frames normalised on the
     device) against the plain eager path with padded float frames, on one fixed batch:
@@ -92,6 +93,7 @@ def test_compiled_packed_path_gives_the_same_loss_and_gradients(model_store):
     assert float(low["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-2)
 
 
+@pytest.mark.extended
 def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store):
     """model.fused_llm_projections (model/fused_llm.py): the training passes' LLM layers with
     q/k/v and gate/up each one matmul. Compiled and checkpointed, against the plain eager HF

@@ -176,6 +176,7 @@ def test_ddp_kwargs_follow_the_cluster_section():
         RunConfig.model_validate({"cluster": {"ddp_comm_dtype": "fp16"}})
 
 
+@pytest.mark.extended
 def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
     """jobs/bench/bench_allreduce.py's code path (gloo on the CPU here; NCCL between GPUs there)."""
     import json
@@ -198,6 +199,7 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
     assert bad.returncode == 2 and "NOVALUE" in bad.stderr
 
 
+@pytest.mark.extended
 def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp_path):
     """jobs/bench/bench_host.py's code path on the CPU: one process, two together, two pinned."""
     import json
@@ -221,6 +223,7 @@ def test_host_benchmark_times_processes_alone_together_and_pinned(repo_root, tmp
             assert 0 < p["python_ns"] < 1e5 and 0 < p["launch_us"] < 1e4, p
 
 
+@pytest.mark.extended
 def test_host_benchmark_reports_a_dead_worker_at_once(repo_root):
     """A worker that cannot start (here: a GPU this machine lacks) fails the run with its rank,
     instead of leaving the parent waiting on the queue."""

@@ -136,6 +136,7 @@ def test_mcq_benchmarks_in_each_mode(tiny_ckpt, tmp_path, capsys):
     assert "not-in-the-store" in printed and "skipped" in printed  # the reference model hint
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_cli_runs_as_ray_job_on_shards(tiny_ckpt, tokenizer, tmp_path, repo_root):
     """jobs/evaluate.py end to end: shards -> pipelines eval loader -> a Ray task -> MLflow + JSON."""

@@ -191,6 +191,7 @@ def test_frame_signal_measures_what_a_token_carries_of_its_frame(model_store):
     assert any(x.startswith("NOTE the fine query looks at the glyph, but its token hardly changes") for x in lines)
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
     """cpu-tiny preset with BUG-001 + BUG-002 reintroduced: report, verdict lines, MLflow parent

@@ -5,14 +5,13 @@ against the weights; the real loader, on tiny real shards through real DataLoade
 at a few hundred batches: the per-reader sequences are the same for 1 rank x 4 workers and
 2 ranks x 2 workers, each reader's sources are exactly that draw function's, every source
 keeps its own passes over disjoint reader shares, and a resumed loader continues the same
-batches.  Then the config's checks, and one short CPU stage-2 run whose per-source counts
-reach MLflow.
+batches.  Then the config's checks.  (A CPU stage-2 run on a three-source mixture, its
+per-source counts in MLflow: tests/test_training.py, the stage-2 test.)
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from fovea.pipelines.batch import LIST_KEYS, MIXTURE_KEYS, TENSOR_KEYS
 from fovea.pipelines.config import DataConfig
 from fovea.pipelines.loader import build_train_loader, source_draws
 from fovea.platform.config import ConfigError, load_config
+from mixture_shards import write_source
 
 WEIGHTS = {"openvid": 0.55, "vript_long": 0.30, "sharegpt4video": 0.15}  # the reference's D1
 
@@ -35,37 +35,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def write_source(folder: Path, n: int, per_shard: int, frames, tokenizer=None, text: bool = False) -> set[str]:
-    """``n`` samples of ``frames(i)`` grey 224 x 224 JPEG frames (0: text-only) in shards of
-    ``per_shard``; stage-2 tokens from the real chat template when a tokenizer is given, else a
-    few synthetic ids.  Keys are unique across sources (the folder's name is their prefix)."""
-    from fovea.pipelines.shards import ShardWriter
-    from fovea.pipelines.tokenize import tokenize_chat
-    from fovea.pipelines.video import encode_jpeg
-
-    folder.mkdir(parents=True, exist_ok=True)
-    jpg = encode_jpeg(np.full((224, 224, 3), 90, np.uint8))
-    keys = set()
-    for s in range(0, n, per_shard):
-        w = ShardWriter(folder / f"train-{s // per_shard:05d}.tar")
-        for i in range(s, min(n, s + per_shard)):
-            f = 0 if text else frames(i)
-            user, answer = f"What is in clip {i}?", f"Clip {i} of {folder.name}."
-            if tokenizer is not None:
-                tok = tokenize_chat(tokenizer, user, answer, stage=2, max_tokens=64)
-                ids, mask = tok.token_ids, tok.loss_mask
-            else:
-                ids = list(range(3, 6 + i % 5))
-                mask = [0, 0] + [1] * (len(ids) - 2)
-            meta = {"user": user, "assistant": answer, "source": folder.name, "frame_count": f,
-                    "token_ids": ids, "loss_mask": mask, "is_text_only": f == 0, "stage": 2, "pad_id": 2}
-            key = f"{folder.name}{i:04d}"
-            w.add(key, json.dumps(meta), [jpg] * f)
-            keys.add(key)
-        w.commit()
-    return keys
 
 
 def binomial_bound(n: int, p: float, sds: float = 5.0) -> float:
@@ -313,52 +282,3 @@ def test_preflight_names_mixture_sources(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'data.mixture.openvid.weight'" in err and "Traceback" not in err
-
-
-# -- a short CPU stage-2 run ----------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_stage2_run_logs_per_source_counts(tmp_path, tokenizer, model_store):
-    """Ray Train, 1 worker, 8 steps on a three-source mixture (images repeated x 4, short
-    clips, 4-frame clips) with the text interleave: mix/<source>/samples and /epoch reach MLflow,
-    the samples add up to samples_seen, and the small image source has restarted.  (Seed 42's
-    draws over these 8 batches: long, images, text, clips, images x 3, long.)"""
-    import ray
-    from mlflow.tracking import MlflowClient
-
-    from fovea.platform.runs.cluster import connect
-    from fovea.platform.train.trainer import fit
-
-    write_source(tmp_path / "images", 6, 3, lambda i: 1, tokenizer)
-    write_source(tmp_path / "clips", 24, 6, lambda i: 2 + i % 2, tokenizer)
-    write_source(tmp_path / "long", 6, 3, lambda i: 4, tokenizer)
-    write_source(tmp_path / "talk", 12, 6, None, tokenizer, text=True)
-    def src(name, w, extra=""):
-        return f"{name}: {{shards: ['{tmp_path}/{name}/train-*.tar'], weight: {w}{extra}}}"
-
-    mixture = "{" + ", ".join([src("images", 0.4, ", replicate_image_frames: 4"), src("clips", 0.4),
-                               src("long", 0.2)]) + "}"
-    cfg = load_config("tiny", [
-        "name=mix", f"runs_dir={tmp_path / 'runs'}", f"data.mixture={mixture}",
-        f"data.text_shards=['{tmp_path}/talk/train-*.tar']", "data.text_ratio=0.3", "training.stage=2",
-        "cluster.num_workers=1", "training.max_steps=8", "training.log_every=4", "training.checkpoint_every=8",
-        "training.diagnostics_every=100"])
-    connect(num_cpus=2)
-    try:
-        s = fit(cfg)
-    finally:
-        ray.shutdown()
-    client = MlflowClient(cfg.tracking_uri())
-    metrics = client.get_run(s.mlflow_run_id).data.metrics
-    names = ("images", "clips", "long", "text")
-    counts = {n: metrics[f"mix/{n}/samples"] for n in names}
-    epochs = {n: metrics[f"mix/{n}/epoch"] for n in names}
-    print("MLflow:", {f"mix/{n}/samples": counts[n] for n in names}, {f"mix/{n}/epoch": epochs[n] for n in names},
-          "samples_seen", metrics["samples_seen"])
-    assert sum(counts.values()) == metrics["samples_seen"] == 8 * 2  # 1 worker x batch 2 x 8 steps
-    assert all(counts[n] > 0 for n in names)
-    # every log window: the counts grow, and add up to that window's samples_seen
-    history = {n: [m.value for m in client.get_metric_history(s.mlflow_run_id, f"mix/{n}/samples")] for n in names}
-    seen = [m.value for m in client.get_metric_history(s.mlflow_run_id, "samples_seen")]
-    assert len(seen) == 2 and [sum(v) for v in zip(*history.values())] == seen
-    assert epochs["images"] >= 1  # 6 samples = 3 batches a pass, drawn 4 times of 8: it has restarted

@@ -201,6 +201,7 @@ def first_screen(context, url: str, wait_for: str, settle_ms: int = 1500):
     return page
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_make_ui_opens_on_loss_fine_and_loss_coarse(store, repo_root, tmp_path):
     if not Path(CHROMIUM).exists():

@@ -23,7 +23,11 @@ def two_nodes(s3_bucket):
 
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    from ports import free_port
+
+    # a dashboard port of its own (the State API below needs the dashboard): the default 8265
+    # may be held by another Ray instance on the machine, and the head then starts without one
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": free_port()})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)

@@ -213,6 +213,7 @@ def wait_for(what: str, cond, limit_s: float, proc, log: Path, every_s: float = 
                 + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed(tmp_path, tokenizer, model_store):
     """jobs/stage1.py on a local Ray cluster, interrupted once training has logged a step (SIGINT

@@ -207,6 +207,7 @@ def _tree(folder: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_preprocess_job_on_the_sample_sets(sets, tmp_path, capsys, model_store):
     """jobs/preprocess.py on each set (one Ray instance): exit 0, rejects.jsonl holds exactly the
