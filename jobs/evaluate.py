@@ -33,7 +33,7 @@ import sys
 
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.eval.launch import evaluate_checkpoint, training_config_of
-from fovea.platform.paths import RootError, resolve
+from fovea.platform.paths import RootError, resolve_checkpoint_ref
 
 MODE_CHOICES = ("coarse_only", "coarse_fine", "autoregressive", "all")
 
@@ -78,8 +78,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, RunConfig]
         if flag is not None:
             ov.append(f"{key}={flag}")
     try:
-        if "/" in args.checkpoint:  # a path (else an MLflow run id), placed before anything reads it
-            args.checkpoint = resolve(args.checkpoint, "--checkpoint")
+        args.checkpoint = resolve_checkpoint_ref(args.checkpoint, "--checkpoint")  # before anything reads it
         config = args.config or training_config_of(args.checkpoint)
         cfg = load_config(config, ov)
     except (ConfigError, RootError) as e:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from fovea.model.config import MAX_NEW_TOKENS, ModelConfig
 from fovea.pipelines.config import DataConfig
-from fovea.platform.paths import RootError, is_url, resolve
+from fovea.platform.paths import RootError, is_url, resolve, resolve_checkpoint_ref
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RUNS_DIR_DEFAULT = "runs"
@@ -214,9 +214,7 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
                                                          "tracking.artifact_location")
         if d["eval"]["benchmarks_dir"]:
             d["eval"]["benchmarks_dir"] = resolve(d["eval"]["benchmarks_dir"], "eval.benchmarks_dir")
-        init = d["training"]["init_from"]
-        if init and "/" in init:
-            d["training"]["init_from"] = resolve(init, "training.init_from")
+        d["training"]["init_from"] = resolve_checkpoint_ref(d["training"]["init_from"], "training.init_from")
     except RootError as e:
         raise ConfigError(str(e)) from None
     out = RunConfig.model_validate(d)

@@ -72,3 +72,9 @@ def resolve(path: str, key: str = "a relative path", root: str | None = None) ->
         return str(p)
     base = root if root is not None else project_root(key, path)
     return f"{base}/{path}" if is_url(base) else str(Path(base) / p)
+
+
+def resolve_checkpoint_ref(ref: str | None, key: str) -> str | None:
+    """A checkpoint reference (``training.init_from``, ``--checkpoint``): one with a slash is a
+    path or URL, resolved like any path; one without is an MLflow run id, kept as it is."""
+    return resolve(ref, key) if ref and "/" in ref else ref

@@ -20,7 +20,7 @@ from typing import Any
 from fovea.pipelines import storage
 from fovea.platform.config import ConfigError, RunConfig, absolute_paths
 from fovea.platform.eval.report import jsonable, summary_text
-from fovea.platform.paths import RootError, resolve
+from fovea.platform.paths import RootError, resolve, resolve_checkpoint_ref
 
 log = logging.getLogger("fovea.evaluate")
 
@@ -97,7 +97,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str, *, local: bool = False,
 
         check_benchmarks_dir(cfg.eval.benchmarks_dir, benchmarks_key)
     try:
-        checkpoint = resolve(checkpoint, "--checkpoint") if "/" in checkpoint else checkpoint  # else a run id
+        checkpoint = resolve_checkpoint_ref(checkpoint, "--checkpoint")
         out, out_dir = (resolve(p, flag) if p else p for p, flag in ((out, "--out"), (out_dir, "--out-dir")))
     except RootError as e:
         raise ConfigError(str(e)) from None
