@@ -29,6 +29,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,23 +74,36 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(n, N, H * hd)
 
 
+def patch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "flash") -> torch.Tensor:
+    """SDPA over the patch tokens (scale 1/sqrt(hd); attention dropout is 0 in DINOv2).
+
+    ``backend`` is ``model.dino_attention``: "cudnn" pins cuDNN attention for CUDA tensors (inside a
+    compiled block too: dynamo traces ``sdpa_kernel``); "flash", and any CPU tensor, leave the
+    choice to PyTorch, which on CUDA has cuDNN off (configure_cuda_backends)."""
+    if backend == "cudnn" and q.is_cuda:
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class PatchBlock(nn.Module):
     """One DINOv2 block over CLS + patch tokens that also returns its K/V.
 
     FLOPs per frame (Np = 257, D = 384): QKV + O 8 Np D^2, MLP 16 Np D^2, attention 4 Np^2 D.
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int):
+    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "flash"):
         super().__init__()
         object.__setattr__(self, "layer", layer)  # not a submodule: no second copy in state dicts
         self.num_heads = num_heads
+        self.attention = attention  # model.dino_attention
 
     def forward(self, h: torch.Tensor):
         layer, H = self.layer, self.num_heads
         q_proj, k_proj, v_proj, o_proj = attn_linears(layer)
         x = layer.norm1(h)  # [n, Np, D]
         q, k, v = (split_heads(p(x), H) for p in (q_proj, k_proj, v_proj))  # [n, H, Np, hd]
-        a = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(hd); attention dropout is 0 in DINOv2
+        a = patch_attention(q, k, v, self.attention)
         h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
         h = h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))
         return h, k, v

@@ -43,6 +43,16 @@ class ModelConfig(BaseModel):
     # fewer kernel launches a step, which pays where the host's launches bound the step (several GPUs)
     fused_llm_projections: bool = True
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # DINOv2's patch attention on CUDA ([frames, H, 257, hd]): "flash" is PyTorch's choice with
+    # cuDNN attention off (configure_cuda_backends); "cudnn" pins cuDNN attention there, faster per
+    # call but it builds an execution plan for every new frame count (docs/PERFORMANCE.md). CPU
+    # tensors always take PyTorch's CPU kernels.
+    dino_attention: Literal["flash", "cudnn"] = "flash"
+    # the training loss's LM head + cross-entropy as Liger-Kernel's fused linear cross-entropy
+    # (chunked: no [tokens, vocab] logits in memory); CUDA only, needs the `gpu` extra
+    # (liger-kernel). The rest of Liger's Llama kernels (RMSNorm, SwiGLU, RoPE) sit inside the
+    # compiled LLM blocks, which inductor fuses already.
+    liger_fused_ce: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":

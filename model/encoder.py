@@ -95,10 +95,11 @@ class FoveatedEncoder(nn.Module):
         query_dim: width Dq of the query vectors fed to ``query_pass`` (None -> D).
         deep_query: True = query walks all blocks; False = one shallow cross-attention.
         query_bias: bias on ``query_input_proj`` (False, BUG-002).
+        patch_attention: ``model.dino_attention`` ("flash" or "cudnn"; blocks.patch_attention).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
-                 query_bias: bool = False):
+                 query_bias: bool = False, patch_attention: str = "flash"):
         super().__init__()
         self.dino = dino
         cfg = dino.config
@@ -112,7 +113,7 @@ class FoveatedEncoder(nn.Module):
         self.query_input_proj = nn.Linear(self.query_dim, self.dim, bias=query_bias)  # Dq -> D
         self.output_proj = nn.Linear(self.dim, self.output_dim)  # D -> D
         # Views of the HF layers (no weights of their own, not in the state dict).
-        self.patch_blocks = [PatchBlock(layer, self.num_heads) for layer in self.layers]
+        self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention) for layer in self.layers]
         self.query_blocks = [QueryBlock(layer, self.num_heads) for layer in self.layers]
         self.checkpoint_patches = False
 

@@ -53,6 +53,20 @@ def text_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total / n.clamp(min=1)
 
 
+def fused_linear_text_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``text_ce(h @ weight.T, targets)`` through Liger-Kernel's fused linear cross-entropy
+    (CUDA, Triton): the logits are made and consumed chunk by chunk, never all at once.
+    h [m, d], weight [V, d] (the LM head), targets [m]."""
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except ImportError as err:
+        raise ImportError("model.liger_fused_ce=true needs liger-kernel: pip install 'fovea[gpu]' "
+                          "(or set model.liger_fused_ce=false)") from err
+    n = (targets != IGNORE_INDEX).sum()
+    total = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, targets)
+    return total / n.clamp(min=1)
+
+
 def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample sum of target log-probs (DPO, MCQ). logits [B,S,V], targets [B,S] -> [B]."""
     valid = targets != IGNORE_INDEX

@@ -71,7 +71,7 @@ from torch import nn
 from .config import MAX_NEW_TOKENS, ModelConfig
 from .encoder import FoveatedEncoder, PatchCache
 from .fused_llm import FusedDecoderLayer, fused_causal_pass
-from .losses import IGNORE_INDEX, build_labels, shifted_targets, text_ce
+from .losses import IGNORE_INDEX, build_labels, fused_linear_text_ce, shifted_targets, text_ce
 
 MODES = ("coarse_fine", "coarse_only", "autoregressive")
 
@@ -210,7 +210,7 @@ class FoveatedVLM(nn.Module):
         super().__init__()
         self.cfg = (cfg or ModelConfig()).model_copy()
         c = self.cfg
-        self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias)
+        self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias, c.dino_attention)
         self.llm = llm
         D, Dq, d = self.encoder.output_dim, self.encoder.query_dim, llm.config.hidden_size
         self.q_static = nn.Parameter(torch.randn(1, Dq) * c.query_init_std)
@@ -318,7 +318,10 @@ class FoveatedVLM(nn.Module):
         if target_idx is None:
             target_idx = target_positions(targets)
         h = h_text.reshape(-1, h_text.shape[-1]).index_select(0, target_idx)  # [m, d]
-        return text_ce(self.lm_head(h), targets.reshape(-1).index_select(0, target_idx)), None
+        t = targets.reshape(-1).index_select(0, target_idx)
+        if self.cfg.liger_fused_ce and h.is_cuda:  # model.liger_fused_ce: no [m, V] logits kept
+            return fused_linear_text_ce(h, self.llm.get_output_embeddings().weight, t), None
+        return text_ce(self.lm_head(h), t), None
 
     def text_pass(self, vis, fi: FrameIndex, text_emb, targets, return_logits=True, target_idx=None,
                   lead: bool = False):

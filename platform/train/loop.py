@@ -83,6 +83,21 @@ def configure_cuda_backends() -> None:
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
+def cuda_only_settings_note(model_cfg, device: torch.device) -> str | None:
+    """What a run on a non-CUDA ``device`` ignores of ``model:`` (None: nothing), for the log."""
+    if device.type == "cuda":
+        return None
+    notes = []
+    if model_cfg.dino_attention != "flash":
+        notes.append(f"model.dino_attention={model_cfg.dino_attention} selects a CUDA attention kernel; "
+                     f"DINOv2's patch attention takes PyTorch's {device.type} kernels "
+                     "(model.dino_attention=flash silences this)")
+    if model_cfg.liger_fused_ce:
+        notes.append("model.liger_fused_ce=true runs Triton kernels on CUDA only; the loss takes the plain "
+                     "LM head and cross-entropy (model.liger_fused_ce=false silences this)")
+    return f"this run is on {device.type}: " + "; ".join(notes) if notes else None
+
+
 def quiet_train_reports() -> None:
     """Ray Train V2 logs each ``ray.train.report`` call's whole metrics dict at INFO (one long
     line per rank per log window, streamed to the driver); keep its warnings only."""
@@ -222,6 +237,8 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     if device.type == "cuda":
         configure_cuda_backends()
+    if note := cuda_only_settings_note(cfg.model, device):
+        log.warning(note)
 
     # Same initialisation on every rank (DDP also broadcasts rank 0's parameters).
     torch.manual_seed(tc.seed)

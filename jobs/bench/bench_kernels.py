@@ -1,0 +1,126 @@
+"""The opt-in CUDA kernels on one GPU: DINOv2 patch attention flash against cuDNN
+(``model.dino_attention``) and Liger-Kernel's fused linear cross-entropy (``model.liger_fused_ce``).
+
+Two parts, each printed and written to ``--out`` (JSON):
+
+* ``kernel``: SDPA forward + backward, bf16 [N, 6, 257, 64] (DINOv2-small's patch attention),
+  median milliseconds at a fixed N, and the first call at each of ``--new-shapes`` frame counts
+  never seen before (cuDNN builds an execution plan per shape; flash has no per-shape setup).
+* ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
+  the training CUDA settings: the loss and the gradients of each variant against the default and
+  against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
+
+    python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from fovea.model import build_model
+from fovea.model.config import ModelConfig
+from fovea.pipelines.batch import dummy_batch, model_inputs
+from fovea.platform.train.loop import configure_cuda_backends
+
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+
+
+def fwd_bwd_ms(n: int, backend: SDPBackend, reps: int) -> list[float]:
+    """Milliseconds of each of ``reps`` SDPA forward + backward calls over [n, 6, 257, 64] bf16."""
+    q, k, v = (torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16)
+    out = []
+    with sdpa_kernel([backend]):
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            F.scaled_dot_product_attention(q, k, v).backward(g)
+            end.record()
+            torch.cuda.synchronize()
+            out.append(start.elapsed_time(end))
+    return out
+
+
+def kernel_table(n: int, new_shapes: list[int], reps: int) -> dict:
+    """Steady median at ``n`` and first-call times at the new frame counts, per backend."""
+    res = {}
+    for name in ("flash", "cudnn"):
+        be = BACKENDS[name]
+        steady = fwd_bwd_ms(n, be, reps)[3:]
+        first = [fwd_bwd_ms(m, be, 1)[0] for m in new_shapes]
+        again = [statistics.median(fwd_bwd_ms(m, be, 3)[1:]) for m in new_shapes]
+        res[name] = {"steady_ms_median": statistics.median(steady), "first_call_ms": first,
+                     "same_shapes_again_ms": again}
+        print(f"{name:6s} N={n}: {res[name]['steady_ms_median']:.3f} ms fwd+bwd (median of {len(steady)}); "
+              f"first call at a new N {statistics.median(first):.2f} ms (median of {len(first)}), "
+              f"the same N again {statistics.median(again):.3f} ms", flush=True)
+    return res
+
+
+def loss_and_grads(model, batch: dict, variant: str) -> tuple[float, dict]:
+    """One forward + backward of ``variant``: "flash" (the default), "cudnn" (patch attention),
+    "liger" (fused linear cross-entropy), "math" (PyTorch's math kernel for every SDPA call of the
+    step, the LLM's too: a reference)."""
+    for blk in model.encoder.patch_blocks:
+        blk.attention = "cudnn" if variant == "cudnn" else "flash"
+    model.cfg.liger_fused_ce = variant == "liger"
+    model.zero_grad(set_to_none=True)
+    pin = sdpa_kernel([SDPBackend.MATH]) if variant == "math" else contextlib.nullcontext()
+    with pin, torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(**batch, mode="coarse_fine", compute_coarse=False, return_logits=False)["loss"]
+        loss.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def grad_diff(a: dict, b: dict) -> float:
+    """max |a - b| / max |a| over every parameter both hold."""
+    top = max(float(g.abs().max()) for g in a.values())
+    return max(float((a[n] - b[n]).abs().max()) for n in a) / top
+
+
+def numerics(frames: list[int], model_cfg: ModelConfig) -> dict:
+    """Loss and gradients of one batch for each variant of ``loss_and_grads``."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg).cuda().train()
+    batch = {k: (v.cuda() if torch.is_tensor(v) else v)
+             for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
+    runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "math")}
+    runs["flash_again"] = loss_and_grads(model, batch, "flash")  # the run-to-run noise of the default
+    res = {"frames": frames, "loss": {b: r[0] for b, r in runs.items()},
+           "grad_rel_diff_vs_flash": {b: grad_diff(runs["flash"][1], r[1]) for b, r in runs.items() if b != "flash"},
+           "grad_rel_diff_vs_math": {b: grad_diff(runs["math"][1], r[1]) for b, r in runs.items() if b != "math"}}
+    print("numerics (one batch, bf16 autocast, eager):", json.dumps(res, indent=1), flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=1536, help="N of the steady kernel timing")
+    ap.add_argument("--new-shapes", default="1400,1411,1423,1437,1452,1466,1479,1493",
+                    help="frame counts for first-call timings (never seen before in the process)")
+    ap.add_argument("--reps", type=int, default=23)
+    ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
+    configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "kernel": kernel_table(args.frames, [int(x) for x in args.new_shapes.split(",")], args.reps),
+           "numerics": numerics([int(x) for x in args.batch_frames.split(",")], ModelConfig())}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The opt-in CUDA kernels: ``model.dino_attention`` (DINOv2 patch attention through cuDNN) and
+``model.liger_fused_ce`` (Liger-Kernel's fused linear cross-entropy).
+
+On CPU neither can run: the config still validates, the model computes exactly what the default
+computes, and the training loop says in its log that the settings are ignored.
+The GPU side (speed, and loss/gradients against the default) is
+``jobs/bench/bench_kernels.py``; figures in docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from fovea.model import build_model
+from fovea.model.config import ModelConfig
+from fovea.model.losses import fused_linear_text_ce
+from fovea.pipelines.batch import dummy_batch, model_inputs
+from fovea.platform.config import ConfigError, load_config
+from fovea.platform.train.loop import cuda_only_settings_note
+
+
+def test_config_takes_the_backends_and_names_the_key_of_a_wrong_one():
+    assert load_config("stage1_135m").model.dino_attention == "flash"  # the default stays
+    assert load_config("stage1_135m", ["model.dino_attention=cudnn"]).model.dino_attention == "cudnn"
+    with pytest.raises(ConfigError) as err:
+        load_config("stage1_135m", ["model.dino_attention=fa3"])
+    assert "model.dino_attention" in str(err.value)
+
+
+def test_cpu_path_ignores_cudnn_same_loss_and_gradients_and_says_so(model_store):
+    base = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
+    torch.manual_seed(0)
+    flash = build_model(ModelConfig(**base)).train()
+    cuda_only = build_model(ModelConfig(**base, dino_attention="cudnn", liger_fused_ce=True)).train()
+    cuda_only.load_state_dict(flash.state_dict())
+    assert {b.attention for b in cuda_only.encoder.patch_blocks} == {"cudnn"}
+    batch = model_inputs(dummy_batch([3, 1, 0, 5], [20, 31, 12, 25]))
+    losses, grads = [], []
+    for m in (flash, cuda_only):  # the training call: LM head at the target positions only
+        loss = m(**batch, mode="coarse_fine", compute_coarse=False, return_logits=False)["loss"]
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert losses[0] == losses[1]  # the same CPU kernels: bit for bit
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+    note = cuda_only_settings_note(cuda_only.cfg, torch.device("cpu"))
+    assert "model.dino_attention=cudnn" in note and "model.liger_fused_ce=true" in note and "on cpu" in note
+    assert "model.dino_attention=flash silences" in note and "model.liger_fused_ce=false silences" in note
+    assert cuda_only_settings_note(cuda_only.cfg, torch.device("cuda")) is None
+    assert cuda_only_settings_note(flash.cfg, torch.device("cpu")) is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None, reason="liger-kernel installed here")
+def test_fused_ce_without_liger_names_the_extra():
+    with pytest.raises(ImportError, match=r"fovea\[gpu\].*model.liger_fused_ce=false"):
+        fused_linear_text_ce(torch.zeros(2, 4), torch.zeros(8, 4), torch.tensor([1, 2]))
