@@ -6,6 +6,9 @@
     python jobs/foveation_check.py --preset gpu --bug both           # BUG-001 + BUG-002 reintroduced
     python jobs/foveation_check.py --preset gpu --steps 1200         # 2 GPUs: the arms run in parallel
     python jobs/foveation_check.py --preset gpu-tiny --steps 1000    # no pretrained weights needed
+    python jobs/foveation_check.py --preset cpu-standin              # the stand-in backbone, 2 CPU cores
+    python jobs/foveation_check.py --preset gpu-tiny-standin --matrix --matrix-bugs none,both
+                                                                     # 9 variants + 2 controls, clean and bugged
 
 On the offline GPU image (no ray/mlflow/PyAV, no model weights), from the repo root, with
 ``.devbundle`` (shared/gpu/bundle.sh) and a folder holding SmolLM2's config.json + tokenizer
@@ -27,8 +30,11 @@ verdict is "helping"; ``--max-minutes`` prints what is done and exits 3 at the l
 Presets (platform/check/presets.py): ``cpu-tiny`` (tiny random models, checks the plumbing),
 ``gpu`` (SmolLM2-135M + DINOv2-small from the model store, random weights where the store has
 random ones; ``--random-llm-from DIR`` builds the LLM from DIR's config + tokenizer when the
-store has none), ``gpu-tiny`` (the gpu task with the tiny random models, one label a video).
-The phases: fovea.platform.check.run.
+store has none), ``gpu-tiny`` (the gpu task with the tiny random models, one label a video), and
+``cpu-standin`` / ``gpu-tiny-standin`` / ``gpu-standin``: a stand-in for pretrained DINOv2 (the
+DINOv2 architecture pretrained offline on the check's image domain, built on first use and
+marked as a stand-in in the model store; fovea.platform.check.standin).
+The phases: fovea.platform.check.run; ``--matrix``: fovea.platform.check.matrix.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import logging
 import os
 import sys
 
+from fovea.platform.check.matrix import run_matrix
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.run import BUGS, run_check
 from fovea.platform.check.task import add_arguments
@@ -65,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="train both arms at once (auto: on GPUs; one GPU is shared, half each)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="wall-clock bound: at the limit print what is done and exit 3")
-    ap.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is 'helping'")
+    ap.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is 'helping' (a matrix: unless every finding passes)")
     ap.add_argument("--random-llm-from", default=None,
                     help="folder with SmolLM2 config.json + tokenizer: build the LLM with random weights "
                          "in the model store if it is missing there (offline GPU machines)")
@@ -73,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="preprocess: videos -> run_preprocess (the normal path, needs PyAV); direct: shards "
                          "from the rendered frames (no PyAV); auto: preprocess when PyAV imports")
     ap.add_argument("--out", default=None, help="also write report.json / report.txt / PNGs here")
+    m = ap.add_argument_group("matrix (--matrix): the check over task variants, one row each")
+    m.add_argument("--matrix", action="store_true", help="run every variant (and the controls) of the preset")
+    m.add_argument("--variants", default=None, help="comma-separated variants and controls (default: all)")
+    m.add_argument("--no-controls", action="store_true", help="leave out the random-backbone and time-shuffled rows")
+    m.add_argument("--matrix-bugs", default=None,
+                   help="bug settings to run the rows under, e.g. none,both (default: --bug's)")
+    m.add_argument("--matrix-parallel", type=int, default=None,
+                   help="rows training at once (default: 3 with a GPU, else 1)")
     add_arguments(ap)
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides for both arms")
     return ap.parse_args(argv)
@@ -84,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     args = parse_args(argv)
     try:
+        if args.matrix:
+            summary = run_matrix(args)
+            return 1 if args.strict and any(x.startswith("FAIL") for x in summary["findings"]) else 0
         st = run_check(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -48,6 +48,12 @@ class ModelConfig(BaseModel):
     # call but it builds an execution plan for every new frame count (docs/PERFORMANCE.md). CPU
     # tensors always take PyTorch's CPU kernels.
     dino_attention: Literal["flash", "cudnn"] = "flash"
+    # the patch pass runs at the frame count rounded up to a multiple of this (blank frames,
+    # dropped again from its keys/values/features, so losses and gradients are the unpadded
+    # run's): token-budget batches then bring at most budget / bucket counts, so cuDNN's plans
+    # (model.dino_attention=cudnn) are built once each; costs the padding's work. 0 = off
+    # (each batch's own count). DESIGN.md 1.2
+    frame_bucket: int = Field(0, ge=0)
     # the training loss's LM head + cross-entropy as Liger-Kernel's fused linear cross-entropy
     # (chunked: no [tokens, vocab] logits in memory); CUDA only, needs the `gpu` extra
     # (liger-kernel). The rest of Liger's Llama kernels (RMSNorm, SwiGLU, RoPE) sit inside the

@@ -3,7 +3,8 @@
 Two phases, run separately so one patch pass serves any number of queries:
 
 1. ``encode_patches(frames)``: DINOv2 runs once over the real frames (the caller drops
-   padded frames): the HF embeddings, then every HF layer's weights through a
+   padded frames; with ``frame_bucket`` blank frames fill the stack up to the next multiple,
+   and are dropped again from the cache): the HF embeddings, then every HF layer's weights through a
    ``PatchBlock`` (blocks.py), which is the layer written out so that it also returns
    the keys/values its attention used (``W_k LN1(h) + b_k``, full width); the cache
    costs no extra FLOPs. The query is never part of this pass, so the patches can
@@ -57,6 +58,12 @@ from .blocks import (  # noqa: F401 (attn_linears re-exported)
 )
 
 
+def bucketed_frames(n: int, bucket: int) -> int:
+    """The frame count the patch pass runs at: ``n`` rounded up to a multiple of ``bucket``
+    (``model.frame_bucket``; 0 = ``n`` itself), e.g. 65 -> 128 and 128 -> 128 at 64."""
+    return -(-n // bucket) * bucket if bucket > 0 else n
+
+
 @dataclass
 class PatchCache:
     """Per-layer keys/values of the patch pass, for ``n`` real frames.
@@ -96,10 +103,12 @@ class FoveatedEncoder(nn.Module):
         deep_query: True = query walks all blocks; False = one shallow cross-attention.
         query_bias: bias on ``query_input_proj`` (False, BUG-002).
         patch_attention: ``model.dino_attention`` ("flash" or "cudnn"; blocks.patch_attention).
+        frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
+            up to a multiple of it (``bucketed_frames``).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
-                 query_bias: bool = False, patch_attention: str = "flash"):
+                 query_bias: bool = False, patch_attention: str = "flash", frame_bucket: int = 0):
         super().__init__()
         self.dino = dino
         cfg = dino.config
@@ -116,9 +125,16 @@ class FoveatedEncoder(nn.Module):
         self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention) for layer in self.layers]
         self.query_blocks = [QueryBlock(layer, self.num_heads) for layer in self.layers]
         self.checkpoint_patches = False
+        self.frame_bucket = frame_bucket
 
     def compile_blocks(self, **compile_kw) -> None:
-        """Regional torch.compile: one graph for the 12 PatchBlocks, one for the QueryBlocks."""
+        """Regional torch.compile: one graph for the 12 PatchBlocks, one for the QueryBlocks.
+
+        The frame dimension stays dynamic (``dynamic=True`` from FoveatedVLM.compile_blocks),
+        with ``frame_bucket`` too: inductor's dynamic-shape kernels serve every count from one
+        graph, whereas a static frame dim would compile forward + backward again for each bucket
+        (up to 24 at 1536 units / 64). What bucketing removes is the per-count cost below
+        inductor: cuDNN's execution plans, built at run time for each new shape."""
         for block in self.patch_blocks + self.query_blocks:
             block.compile(**compile_kw)
 
@@ -154,22 +170,31 @@ class FoveatedEncoder(nn.Module):
         frames: [n, 3, H, W] real frames, or [B, T, 3, H, W] with frame_mask [B, T] (padded
         frames are dropped before DINOv2; flat order = frames[frame_mask], b-major).
         returns PatchCache with keys/values [n, H, Np, hd] per layer, features [n, Np, D].
+
+        With ``frame_bucket``, blank (all-zero) frames fill the stack up to
+        ``bucketed_frames(n)`` and every block runs over that many; the cache keeps the first n
+        rows. Frames never mix in DINOv2 (per-frame attention, per-token norms), so the real
+        frames' outputs are the unpadded pass's and the blank ones get no gradient.
         """
         if frame_mask is not None:
             frames = frames[frame_mask.bool()]
         if frames.dim() != 4:
             raise ValueError(f"encode_patches expects [n,3,H,W], got {tuple(frames.shape)}")
+        n = frames.shape[0]
+        padded = bucketed_frames(n, self.frame_bucket)
+        if padded > n:  # before normalising: uint8 is the smallest copy
+            frames = torch.cat([frames, frames.new_zeros(padded - n, *frames.shape[1:])])
         frames = normalize_frames(frames).contiguous(memory_format=torch.channels_last)
         keys, values = [], []  # per layer [n, H, Np, hd]
-        h = self.dino.embeddings(frames)  # [n, Np, D]: CLS + patches + pos-emb
+        h = self.dino.embeddings(frames)  # [padded, Np, D]: CLS + patches + pos-emb
         for block in self.patch_blocks:
             if self.checkpoint_patches and torch.is_grad_enabled():
                 h, k, v = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
             else:
                 h, k, v = block(h)
-            keys.append(k)
-            values.append(v)
-        feats = self.dino.layernorm(h)  # [n, Np, D]
+            keys.append(k[:n])
+            values.append(v[:n])
+        feats = self.dino.layernorm(h[:n])  # [n, Np, D]
         return PatchCache(keys=keys, values=values, features=feats)
 
     # -- phase 2: query pass -------------------------------------------------------------

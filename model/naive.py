@@ -19,6 +19,7 @@ def naive_encoder(model) -> None:
     """Turn the encoder into the naive baseline: per-frame DINOv2 calls, no K/V reuse."""
     enc = model.encoder
     per_frame = enc.encode_patches
+    enc.frame_bucket = 0  # one frame a call: padding it to a bucket would only add work
 
     def encode_patches(frames, frame_mask=None):
         if frame_mask is not None:

@@ -20,6 +20,10 @@ is filled by ``prepare_store`` (``make assets``):
                                             has DINOv2's published geometry: patch 14, image_size 518)
     fovea--tiny-llama-s / -l                 a smaller and a larger tiny LLM (``TINY_LLMS``): three
                                             sizes for a scaling sweep on CPU (search_spaces/scaling_tiny.yaml)
+    fovea--standin-*                        ViTs pretrained here on synthetic glyph images for the
+                                            foveation check (STANDIN.json + STANDIN.md; NOT DINOv2,
+                                            logged loudly); built by ``jobs/build_standin.py``, and a
+                                            missing one is an error that names that command
 
 and on first use (or by ``python -m fovea.model.store --all``), from published.py, RANDOM weights:
 
@@ -52,6 +56,11 @@ TINY_LLM_S = "fovea/tiny-llama-s"
 TINY_LLM_L = "fovea/tiny-llama-l"
 TINY_DINO = "fovea/tiny-dinov2"
 RANDOM_MARKER = "RANDOM_WEIGHTS"
+# A ViT pretrained here on synthetic glyph images (the foveation check's stand-in for DINOv2):
+# its folder holds this file (spec, stamp, held-out figures) and STANDIN.md.
+STANDIN_MARKER = "STANDIN.json"
+STANDIN_PREFIX = "fovea/standin-"
+STANDIN_BUILD = "python jobs/build_standin.py --ref {ref}"
 
 # The test ViT: DINOv2's published geometry (patch 14, image_size 518, so every test
 # interpolates the position embeddings as the real checkpoints do) at a tiny width.
@@ -81,6 +90,12 @@ def resolve_model_ref(ref: str) -> str:
         return str(ensure_random_build(ref))  # a random build of an older config (DINOv2 at 224 px)
     if (sp / "config.json").exists():
         return str(sp)
+    if ref.startswith(STANDIN_PREFIX):
+        raise FileNotFoundError(
+            f"model {ref!r} is a stand-in (a ViT pretrained here on synthetic glyph images, not DINOv2) "
+            f"that is not built in the local store {store_dir()}: run `{STANDIN_BUILD.format(ref=ref)}` "
+            "(add `--device cuda` on a GPU machine)"
+        )
     if ref.startswith("fovea/"):
         raise FileNotFoundError(
             f"model {ref!r} is not in the local store {store_dir()}: run `make assets`"
@@ -125,8 +140,24 @@ def is_random(path_or_ref: str) -> bool:
     return (Path(resolve_model_ref(path_or_ref)) / RANDOM_MARKER).exists()
 
 
+def is_standin(path_or_ref: str) -> bool:
+    """Whether the folder ``path_or_ref`` resolves to is a glyph stand-in (STANDIN.json), not real weights."""
+    p = Path(path_or_ref).expanduser()
+    if not p.exists():
+        sp = store_path(path_or_ref)
+        if not (sp / "config.json").exists():
+            return path_or_ref.startswith(STANDIN_PREFIX)
+        p = sp
+    return (p / STANDIN_MARKER).exists()
+
+
 def warn_if_random(path_or_ref: str, what: str) -> None:
-    if is_random(path_or_ref):
+    """Log loudly when ``path_or_ref`` holds RANDOM weights or a glyph stand-in (not the real model)."""
+    if is_standin(path_or_ref):
+        folder = resolve_model_ref(path_or_ref)
+        log.warning("!!! %s %s is a STAND-IN pretrained on synthetic glyph images (see %s/STANDIN.md), "
+                    "not DINOv2 !!!", what, path_or_ref, folder)
+    elif is_random(path_or_ref):
         log.warning(
             "!!! %s %s has RANDOM weights (see %s/RANDOM_WEIGHTS); "
             "put real weights there to train for real !!!",

@@ -210,7 +210,8 @@ class FoveatedVLM(nn.Module):
         super().__init__()
         self.cfg = (cfg or ModelConfig()).model_copy()
         c = self.cfg
-        self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias, c.dino_attention)
+        self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias, c.dino_attention,
+                                       c.frame_bucket)
         self.llm = llm
         D, Dq, d = self.encoder.output_dim, self.encoder.query_dim, llm.config.hidden_size
         self.q_static = nn.Parameter(torch.randn(1, Dq) * c.query_init_std)

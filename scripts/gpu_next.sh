@@ -21,6 +21,9 @@
 #     sweep          baseline vs A6, 1 GPU each, side by side
 #     foveation      the foveation check, jobs/foveation_check.py (arms in parallel on the 2 GPUs)
 #     foveation-bug  the same with BUG-001 + BUG-002 reintroduced (shorter)
+#     foveation-matrix  the check over its task variants and controls (--matrix), clean and with
+#                    BUG-001 + BUG-002 (MATRIX_BUGS), FOV_PRESET default gpu-tiny-standin: the
+#                    DINOv2-small stand-in is built first (its build log and STANDIN.json come back)
 set -uo pipefail
 source scripts/gpu_env.sh
 export PYTHONUNBUFFERED=1
@@ -109,6 +112,11 @@ for section in "$@"; do
       timeout ${FOV_TIMEOUT:-300} python3 -u jobs/foveation_check.py --preset ${FOV_PRESET:-gpu} --random-llm-from .gpuassets/smollm2 \
         --runs-dir /tmp/runs --out "$OUT/fov-$bug" --bug $bug --steps $steps --max-minutes ${FOV_MINUTES:-4.7} ${FOV_ARGS:-} \
         2>&1 | grep --line-buffered -vE "$quiet" >>"$log" ;;
+    foveation-matrix)
+      timeout ${FOV_TIMEOUT:-560} python3 -u jobs/foveation_check.py --preset ${FOV_PRESET:-gpu-tiny-standin} \
+        --random-llm-from .gpuassets/smollm2 --runs-dir /tmp/runs --out "$OUT/matrix" --matrix \
+        --matrix-bugs ${MATRIX_BUGS:-none,both} ${FOV_ARGS:-} 2>&1 | grep --line-buffered -vE "$quiet" >>"$log"
+      cp "$FOVEA_MODEL_STORE"/fovea--standin-*/STANDIN.* "$OUT/" 2>/dev/null ;;
     *) echo "unknown section $section" >&2; exit 2 ;;
   esac
   echo "== $section: $(( $(date +%s) - t0 ))s" | tee -a "$log"

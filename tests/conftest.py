@@ -26,6 +26,15 @@ def model_store() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def standin_tiny(model_store) -> Path:
+    """The tiny glyph stand-in for DINOv2 (``fovea/standin-tiny-dinov2-glyphs``, NOT DINOv2), its
+    real spec built on the CPU into the model store once (~1 min on 2 cores), reused while current."""
+    from fovea.platform.check.standin import TINY, ensure_standin
+
+    return ensure_standin(TINY, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tokenizer(model_store):
     from transformers import AutoTokenizer
 

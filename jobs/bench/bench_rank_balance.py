@@ -2,7 +2,7 @@
 """Benchmark (CPU, seconds): how evenly token-budget batches load the DDP ranks.
 
     python jobs/bench/bench_rank_balance.py [--samples 12000 30000] [--batch 512] [--frames 1536] \\
-        [--llm-tokens-per-frame 64] [--ranks 2] [--readers 8] [--epochs 3]
+        [--llm-tokens-per-frame 64] [--ranks 2] [--readers 8] [--epochs 3] [--buckets 32 64 128]
 
 A DDP step waits for its costliest rank, so W ranks run at most W / imbalance times one, where
 imbalance = sum over steps of the costliest rank's batch cost / sum of the ranks' mean cost
@@ -10,14 +10,19 @@ imbalance = sum over steps of the costliest rank's batch cost / sum of the ranks
 script replays the loader's batching without any images: every rank's ``--readers`` loader
 workers each hold ``samples / (ranks x readers)`` samples an epoch with frame counts from the
 reference distribution (``frame_counts`` of platform/profiling/bench_shards.py: 1-64, mean
-~7) and 60-100 text tokens, build batches with the loader's own ``make_batches``, and the
-DataLoader takes them round-robin; epochs follow each other on every rank without waiting for
-the others.
+~7) and 60-100 text tokens (``--tokens``; the bench shards' captions are 71-76), build batches
+with the loader's own ``make_batches``, and the DataLoader takes them round-robin; epochs follow
+each other on every rank without waiting for the others.
 
 It prints a row for each --samples: the steps, the imbalance for the given settings, the
 speed-up it allows (ranks / imbalance), and, as "old order", the imbalance with each reader's
 one unfilled batch of an epoch shuffled in among the full ones instead of last. So a change of
 batch size, budget or dataset size can be judged before GPU time is spent on it.
+
+``--buckets``: for each ``model.frame_bucket``, what rounding rank 0's batches' frame counts up
+costs the patch pass (blank frames a step, their share of the real frames) and how many
+distinct counts remain (each costs cuDNN one plan build with ``model.dino_attention=cudnn``).
+The bench12 job on one GPU reads its batches as ``--ranks 1 --readers 16``.
 """
 
 from __future__ import annotations
@@ -27,14 +32,15 @@ import itertools
 import random
 from types import SimpleNamespace
 
+from fovea.model.encoder import bucketed_frames
 from fovea.pipelines.batching import batch_cost, make_batches, pack_batches, shuffled
 from fovea.platform.profiling.bench_shards import frame_counts
 from fovea.platform.train.collectives import cost_imbalance
 
 
-def reader_samples(n: int, seed: int) -> list[SimpleNamespace]:
+def reader_samples(n: int, seed: int, tokens: tuple[int, int] = (60, 100)) -> list[SimpleNamespace]:
     rng = random.Random(seed)
-    return [SimpleNamespace(frames=f, tokens=60 + rng.randint(0, 40), key=f"{seed}-{i}")
+    return [SimpleNamespace(frames=f, tokens=rng.randint(*tokens), key=f"{seed}-{i}")
             for i, f in enumerate(frame_counts(n, "ref", seed))]
 
 
@@ -51,19 +57,35 @@ def tail_shuffled_in(samples, batch_size, budget, rng, r):
         yield from shuffled(full + [rest], rng)
 
 
-def rank_costs(rank: int, a: argparse.Namespace, samples: int, batcher) -> list[float]:
+def rank_batches(rank: int, a: argparse.Namespace, samples: int, batcher) -> list[list]:
+    """One rank's batches of ``a.epochs`` epochs, in the order its DataLoader yields them."""
     per_reader = samples // (a.ranks * a.readers)
-    costs = []
+    batches = []
     for epoch in range(a.epochs):
         readers = []
         for w in range(a.readers):
             seed = (epoch * a.ranks + rank) * a.readers + w
-            readers.append(list(batcher(iter(reader_samples(per_reader, seed)), a.batch, a.frames,
+            readers.append(list(batcher(iter(reader_samples(per_reader, seed, a.tokens)), a.batch, a.frames,
                                         random.Random(seed + 10_000), a.llm_tokens_per_frame)))
         for group in itertools.zip_longest(*readers):  # the DataLoader's round-robin over workers
-            costs += [batch_cost(sum(s.frames for s in b), len(b), max(s.frames for s in b),
-                                 max(s.tokens for s in b), a.llm_tokens_per_frame) for b in group if b]
-    return costs
+            batches += [b for b in group if b]
+    return batches
+
+
+def rank_costs(rank: int, a: argparse.Namespace, samples: int, batcher) -> list[float]:
+    return [batch_cost(sum(s.frames for s in b), len(b), max(s.frames for s in b),
+                       max(s.tokens for s in b), a.llm_tokens_per_frame) for b in rank_batches(rank, a, samples, batcher)]
+
+
+def bucket_rows(frames: list[int], buckets: list[int]) -> list[str]:
+    """Per bucket (0 = off): blank frames a step (mean, max), their share of the real frames,
+    and the distinct frame counts the patch pass runs at."""
+    rows = [f"{'bucket':>7s} {'blank/step':>11s} {'max':>5s} {'share':>7s} {'counts':>7s}"]
+    for b in [0] + buckets:
+        pad = [bucketed_frames(f, b) - f for f in frames]
+        rows.append(f"{b:7d} {sum(pad) / len(pad):11.1f} {max(pad):5d} {sum(pad) / sum(frames):7.2%} "
+                    f"{len({f + p for f, p in zip(frames, pad)}):7d}")
+    return rows
 
 
 def main() -> None:
@@ -75,6 +97,10 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--readers", type=int, default=8, help="data.num_workers per rank")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--tokens", type=int, nargs=2, default=[60, 100], metavar=("LO", "HI"),
+                    help="text tokens a sample, uniform in [LO, HI]")
+    ap.add_argument("--buckets", type=int, nargs="*", default=[],
+                    help="model.frame_bucket values: the patch pass's padding over rank 0's batches")
     a = ap.parse_args()
 
     def current(samples, batch_size, budget, rng, r):
@@ -90,6 +116,11 @@ def main() -> None:
             steps = min(len(c) for c in per_rank)
             row.append(cost_imbalance([c[:steps] for c in per_rank]))
         print(f"{n:8d} {steps:6d} {row[0]:10.3f} {a.ranks / row[0]:12.2f}x {row[1]:10.3f}")
+        if a.buckets:
+            frames = [sum(s.frames for s in b) for b in rank_batches(0, a, n, current)]
+            print(f"  rank 0's patch pass, {len(frames)} steps, {sum(frames) / len(frames):.0f} real frames a step "
+                  f"({min(frames)}-{max(frames)}):")
+            print("\n".join("  " + r for r in bucket_rows(frames, a.buckets)))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
     probe     the held-out probes of one trained arm, the heatmap strip and curves
     report    verdict lines, the verdict and the text report
     run       the check end to end: data, two arms trained, probed, judged, logged
+    matrix    the check over task variants (one row each) with its controls and bug rows
+    standin   the offline stand-in for pretrained DINOv2: the DINOv2 architecture pretrained
+              on the check's image domain with a dense objective, saved marked as a stand-in
 
 ``jobs/foveation_check.py`` parses the command line and calls ``run.run_check``.
 """

@@ -7,6 +7,16 @@ train with, and the evaluation sizes.
     gpu-tiny   the gpu preset's task with the tiny random models, one label a video: what the
                check learns from scratch where no pretrained weights exist
 
+and with a stand-in for pretrained DINOv2 (``platform/check/standin.py``: the DINOv2
+architecture pretrained on the check's own image domain, built offline on first use):
+
+    cpu-standin        tiny LLM + the tiny stand-in ViT, 2 CPU cores (the check in `make test`)
+    gpu-tiny-standin   tiny LLM + the DINOv2-small stand-in, one GPU (the matrix's preset)
+    gpu-standin        SmolLM2-135M + the DINOv2-small stand-in, one GPU
+
+A stand-in preset names ``random_dino``: the same architecture with random weights, the
+backbone of the matrix's control row.
+
 An override listed later wins, so a preset can extend another one's list.
 """
 
@@ -25,6 +35,7 @@ class Preset:
     val_fraction: float = 0.1
     samples_per_shard: int = 1000
     notes: str = ""
+    random_dino: str | None = None  # a stand-in preset's backbone at random init (the control)
 
 
 PRESETS: dict[str, Preset] = {
@@ -80,3 +91,30 @@ PRESETS["gpu-tiny"] = Preset(
         "training.diagnostics_every=100", "eval.every_steps=400"],
     eval_videos=256, heatmap_videos=3, max_new_tokens=16, val_fraction=0.05, samples_per_shard=1000,
     notes="random 2-layer LLM + ViT on the gpu preset's task (one label a video)")
+
+
+STANDIN_TINY = "fovea/standin-tiny-dinov2-glyphs"
+STANDIN_SMALL = "fovea/standin-dinov2-small-glyphs"
+
+# The backbone recognises glyphs already, so it trains at a tenth of the from-scratch LR (it
+# is tuned, not taught) while the query path and the LLM learn where to look and what to say.
+PRESETS["cpu-standin"] = Preset(
+    task=dict(num_videos=96, frames=4, distractors=1, glyph_size=0.3, caption="single"),
+    overrides=PRESETS["cpu-tiny"].overrides + [
+        f"model.dino={STANDIN_TINY}", "data.batch_size=8", "training.max_steps=60", "training.lr_dino=1e-4",
+        "training.log_every=10", "training.diagnostics_every=10", "eval.max_samples=16"],
+    eval_videos=16, heatmap_videos=2, max_new_tokens=8, val_fraction=0.2, samples_per_shard=48,
+    notes="tiny LLM + tiny stand-in ViT on 2 CPU cores", random_dino="fovea/tiny-dinov2")
+# The matrix's preset: rows train 3 at a time on one GPU (6 arms, 2 CPUs each of 16).
+PRESETS["gpu-tiny-standin"] = Preset(
+    task=dict(PRESETS["gpu-tiny"].task, num_videos=2400),
+    overrides=PRESETS["gpu-tiny"].overrides + [
+        f"model.dino={STANDIN_SMALL}", "training.max_steps=300", "training.lr_dino=1e-4",
+        "training.diagnostics_every=50", "eval.every_steps=0", "data.num_workers=2", "cluster.cpus_per_worker=2"],
+    eval_videos=128, heatmap_videos=3, max_new_tokens=16, val_fraction=0.06, samples_per_shard=500,
+    notes="tiny LLM + DINOv2-small stand-in, one GPU", random_dino="facebook/dinov2-small")
+PRESETS["gpu-standin"] = Preset(
+    task=dict(PRESETS["gpu"].task),
+    overrides=PRESETS["gpu"].overrides + [f"model.dino={STANDIN_SMALL}", "training.lr_dino=5e-5"],
+    eval_videos=256, heatmap_videos=3, max_new_tokens=40, val_fraction=0.05, samples_per_shard=1000,
+    notes="SmolLM2-135M + DINOv2-small stand-in, one GPU per arm", random_dino="facebook/dinov2-small")

@@ -36,6 +36,7 @@ from fovea.platform.check.shards import have_pyav, write_direct_shards
 from fovea.platform.check.task import GlyphTaskConfig, config_from_args, generate_glyph_task
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.train.failure_signatures import Signature, failure_signatures
+from fovea.model.store import STANDIN_PREFIX
 
 log = logging.getLogger("fovea.foveation_check")
 
@@ -54,34 +55,46 @@ def run_check(args: argparse.Namespace) -> dict:
     prefix = args.name or f"fovcheck-{args.bug}-{time.strftime('%Y%m%d-%H%M%S')}"
     state: dict[str, Any] = {"phase": "setup", "preset": args.preset, "bug": args.bug, "trained": {}}
     Deadline(args.max_minutes, state)
-    if args.random_llm_from:
-        ensure_random_llm(Path(args.random_llm_from))
-
+    prepare_models(args, preset)
     data = task_data(args, preset, task, state)
-    cfgs = arm_configs(args, preset, data, prefix)
+    out_dir = Path(args.out) if args.out else None
+    st = check_variant(args, preset, task, data, prefix, state, out_dir=out_dir)
+    st["seconds_total"] = time.time() - t_all
+    print("\n" + st["report"] + f"\n(total {st['seconds_total']:.0f} s; report files in {st['out_dir']})", flush=True)
+    return st
+
+
+def check_variant(args: argparse.Namespace, preset: Preset, task: GlyphTaskConfig, data: dict, prefix: str,
+                  state: dict, extra: list[str] = (), parent_tags: dict | None = None, out_dir: Path | None = None,
+                  concurrent: int = 1) -> dict:
+    """One task variant on its prepared ``data``: both arms trained (``extra`` overrides on top of
+    the check's), probed, judged, reported and logged under one MLflow parent run.
+    ``concurrent``: how many variants share the cluster now (their arms split a lone GPU)."""
+    t0 = time.time()
+    cfgs = arm_configs(args, preset, data, prefix, extra)
     base = cfgs["baseline"]
     state.update(run_names={a: c.name for a, c in cfgs.items()}, splits=data["splits"])
-    parent = open_parent_run(args, base, task, state)
+    parent = open_parent_run(args, base, task, state, prefix, parent_tags)
     try:
-        fits = train_arms(cfgs, parent.run_id, args.parallel, state)
+        fits = train_arms(cfgs, parent.run_id, args.parallel, state, concurrent)
         n_heat = args.heatmap_videos if args.heatmap_videos is not None else preset.heatmap_videos
         evals = probe_arms(base, fits, data["by_key"], args.eval_videos or preset.eval_videos, n_heat,
                            preset.max_new_tokens, state)
         j = judge(evals, cfgs, len(task.labels))
         st = {"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
               "batch_size": base.data.batch_size, "task": task.to_dict(), "log_n": j.log_n,
-              "models": f"{base.model.llm} + {base.model.dino}", "trained": state["trained"],
+              "models": f"{base.model.llm} + {base.model.dino}", "trained": dict(state["trained"]),
               "seconds_generate": data["seconds_generate"], "seconds_preprocess": data["seconds_preprocess"],
               "data_path": data["how"], "splits": data["splits"],
               "eval": evals, "verdict": j.verdict, "verdict_lines": j.lines, "parent_run_id": parent.run_id,
               "children": {a: fits[a].mlflow_run_id for a in ARMS}, "experiment": args.experiment,
               "strict": args.strict, "tracking_uri": base.tracking_uri(),
               "warnings": {"baseline": j.warnings, "a6": j.warnings_a6, "held_out": [s.name for s in j.held_out]}}
-        out_dir = Path(args.out) if args.out else Path(base.storage_path()) / f"{prefix}-report"
+        out_dir = out_dir or Path(base.storage_path()) / f"{prefix}-report"
         files = write_report(st, j, out_dir, parent.run_id, n_heat)
         log_to_parent(parent, st, j, files)
-        st["seconds_total"] = time.time() - t_all
-        print("\n" + st["report"] + f"\n(total {st['seconds_total']:.0f} s; report files in {out_dir})", flush=True)
+        st["out_dir"] = str(out_dir)
+        st["seconds_variant"] = time.time() - t0
         return st
     except BaseException:
         parent.finish("FAILED")
@@ -108,6 +121,18 @@ class Deadline:
         os._exit(3)
 
 
+def prepare_models(args: argparse.Namespace, preset: Preset) -> None:
+    """What the arms load that the store may lack: a random SmolLM2 (``--random-llm-from``) and
+    a stand-in backbone (built here on first use, on this machine's GPU when it has one)."""
+    if args.random_llm_from:
+        ensure_random_llm(Path(args.random_llm_from))
+    dino = task_config(args, preset).model.dino
+    if dino.startswith(STANDIN_PREFIX):  # built on first use, not like the store's random models
+        from fovea.platform.check.standin import ensure_standin
+
+        ensure_standin(dino)
+
+
 def ensure_random_llm(config_dir: Path) -> None:
     """``--random-llm-from``: a random-weight SmolLM2 in the model store where it has none."""
     from fovea.model.store import SMOLLM2_135M, prepare_store, random_llm_from_config, store_path
@@ -123,9 +148,7 @@ def task_data(args: argparse.Namespace, preset: Preset, task: GlyphTaskConfig, s
     """The task as shards, tokenized for the arms' LLM; Ray starts once the videos exist."""
     from fovea.platform.runs.cluster import connect
 
-    # config first (fails fast on a bad override), with placeholder shard paths
-    pre = load_config(None, preset.overrides + list(args.overrides))
-    llm_ref, stage = pre.model.llm, pre.training.stage  # the tokenizer and the loss-mask rule
+    llm_ref, stage = task_llm(args, preset)
     state["phase"] = "generate + preprocess"
     how = args.data_path if args.data_path != "auto" else ("preprocess" if have_pyav() else "direct")
     print(f"[foveation check] task: {task.num_videos} videos x {task.frames} frames -> shards via {how} "
@@ -135,6 +158,17 @@ def task_data(args: argparse.Namespace, preset: Preset, task: GlyphTaskConfig, s
     data = prepare_data(task, data_dir, llm_ref, stage, preset, args.workers, how, lambda: connect(args.address))
     print(f"[foveation check] data ready: {data['splits']} in {time.time() - t0:.0f} s", flush=True)
     return data
+
+
+def task_config(args: argparse.Namespace, preset: Preset) -> RunConfig:
+    """The arms' config before their data exists (placeholder shards): fails fast on a bad override."""
+    return load_config(None, preset.overrides + list(args.overrides))
+
+
+def task_llm(args: argparse.Namespace, preset: Preset) -> tuple[str, int]:
+    """The tokenizer and the loss-mask rule (stage) the task's shards are made for."""
+    pre = task_config(args, preset)
+    return pre.model.llm, pre.training.stage
 
 
 def prepare_data(task: GlyphTaskConfig, data_dir: Path, tokenizer_ref: str, stage: int, preset: Preset,
@@ -190,9 +224,10 @@ def _slug(s: str) -> str:
 
 # -- the two arms -----------------------------------------------------------------------------------
 
-def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: str) -> dict[str, RunConfig]:
-    """One config per arm: the preset, the task's shards, ``--bug`` and the overrides; only
-    ``model.coarse_only`` differs, and the arms must train the same number of steps."""
+def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: str,
+                extra: list[str] = ()) -> dict[str, RunConfig]:
+    """One config per arm: the preset, the task's shards, ``--bug``, ``extra`` and the overrides;
+    only ``model.coarse_only`` differs, and the arms must train the same number of steps."""
     common = list(preset.overrides)
     if args.steps:
         common.append(f"training.max_steps={args.steps}")
@@ -203,7 +238,7 @@ def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: st
                "data.text_shards=[]", "model.lambda_coarse=0.0"]
     if args.address:
         common.append(f"cluster.address={args.address}")
-    common += BUGS[args.bug] + list(args.overrides)
+    common += BUGS[args.bug] + list(extra) + list(args.overrides)
     cfgs = {}
     for arm in ARMS:
         ov = common + [f"name={prefix}-{arm}", f"model.coarse_only={'true' if arm == 'a6' else 'false'}"]
@@ -214,13 +249,15 @@ def arm_configs(args: argparse.Namespace, preset: Preset, data: dict, prefix: st
     return cfgs
 
 
-def open_parent_run(args: argparse.Namespace, base: RunConfig, task: GlyphTaskConfig, state: dict):
-    """The MLflow parent run both arms log under as children, with the check's parameters."""
+def open_parent_run(args: argparse.Namespace, base: RunConfig, task: GlyphTaskConfig, state: dict, prefix: str,
+                    tags: dict | None = None):
+    """The MLflow parent run both arms log under as children, with the check's parameters
+    (``tags``: a matrix nests its variants with ``mlflow.parentRunId``)."""
     from fovea.platform.runs.tracking import Tracker
 
-    parent = Tracker(base.tracking_uri(), args.experiment, run_name=f"foveation-check {args.preset} bug={args.bug}",
+    parent = Tracker(base.tracking_uri(), args.experiment, run_name=f"{prefix} {args.preset} bug={args.bug}",
                      tags={"foveation_check": "parent", "preset": args.preset, "bug": args.bug,
-                           "mode": "foveation_check"}, enabled=base.tracking.enabled,
+                           "mode": "foveation_check", **(tags or {})}, enabled=base.tracking.enabled,
                      artifact_location=base.tracking.artifact_location)
     parent.log_params({"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
                        "batch_size": base.data.batch_size, "model.llm": base.model.llm, "model.dino": base.model.dino,
@@ -231,17 +268,19 @@ def open_parent_run(args: argparse.Namespace, base: RunConfig, task: GlyphTaskCo
     return parent
 
 
-def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, choice: str, state: dict) -> dict:
-    """Both arms, at once or one after the other (``--parallel`` ``choice``); each arm's fit result."""
+def train_arms(cfgs: dict[str, RunConfig], parent_run_id: str | None, choice: str, state: dict,
+               concurrent: int = 1) -> dict:
+    """Both arms, at once or one after the other (``--parallel`` ``choice``); each arm's fit result.
+    A lone GPU is split between the arms of the ``concurrent`` variants training now."""
     from fovea.platform.runs.cluster import cluster_gpus
 
     base = cfgs["baseline"]
     gpus = cluster_gpus()
     parallel = choice == "yes" or (choice == "auto" and gpus >= 1)
     shared = parallel and gpus == 1 and base.cluster.use_gpu is not False
-    if shared:  # one card, half each: both arms are host-bound, so they overlap on it
+    if shared:  # one card, a share each: the arms are host-bound, so they overlap on it
         for c in cfgs.values():
-            c.cluster.gpus_per_worker = 0.5
+            c.cluster.gpus_per_worker = round(1.0 / (2 * max(1, concurrent)), 4)
     how = ("in parallel, sharing the GPU" if shared else "in parallel") if parallel else "one after the other"
     print(f"[foveation check] training {', '.join(c.name for c in cfgs.values())} "
           f"({base.training.max_steps} steps each, {how}; {gpus} GPUs)", flush=True)

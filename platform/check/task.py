@@ -17,7 +17,7 @@ the fine query of frame t comes from the LLM state after frames 1..t-1 and knows
 Knobs (``GlyphTaskConfig``): number of videos, frames per video, frame size, glyph size,
 alphabet, path (``fixed``: one circle shared by all videos, the default; ``circle``/``line``:
 per-video random orbit / straight bouncing line; ``static``; ``random``: unpredictable),
-speed, distractors, caption (``sequence``: a label per frame, or ``single``: the target keeps
+speed, distractors, time shuffle (the control), caption (``sequence``: a label per frame, or ``single``: the target keeps
 one label, named once -- the easier task for models learning from scratch), clutter
 (``photo`` | ``noise`` | ``plain``), background crop scale and
 pan, pixel noise, H.264 quality, seed.  Deterministic: video i depends only on (seed, i), so
@@ -83,6 +83,9 @@ class GlyphTaskConfig:
     # (distractors still change every frame, so only the target's path says which glyph it is)
     caption: str = "sequence"
     clutter: str = "photo"  # photo | noise | plain
+    # the control where knowing the past cannot say where to look: each video's frames (and
+    # their labels) are shown in a random order, so its path is no longer predictable in time
+    time_shuffle: bool = False
     photos: tuple[str, ...] = PHOTOS
     crop_scale: tuple[float, float] = (0.35, 0.9)  # background crop side / photo short side
     pan: float = 0.0  # background pan over the whole video, fraction of the crop side
@@ -236,12 +239,21 @@ def render_video(cfg: GlyphTaskConfig, i: int) -> tuple[list[np.ndarray], dict]:
         recs.append({"t": k, "time": k + 0.5, "label": lab, "centre": [round(path[k][0], 5), round(path[k][1], 5)],
                      "box": box, "box_norm": [round(v / s, 5) for v in box],
                      "distractors": [{**dd, "box_norm": [round(v / s, 5) for v in dd["box"]]} for dd in ds]})
+    if cfg.time_shuffle:
+        frames, recs, labels = shuffle_in_time(rng, frames, recs, labels)
     vid = video_id(cfg, i)
     named = labels[:1] if single else labels  # what the caption names
     meta = {"videoid": vid, "index": i, "page_dir": page_dir(i), "file": f"videos/{page_dir(i)}/{vid}.mp4",
             "caption": caption_for(named), "labels": named, "frames": cfg.frames, "frame_size": cfg.frame_size,
             "glyph_px": cfg.glyph_px, "alphabet": cfg.alphabet, "motion": cfg.motion, "glyphs": recs}
     return frames, meta
+
+
+def shuffle_in_time(rng: np.random.Generator, frames: list, recs: list[dict], labels: list[str]):
+    """One random order for a video's frames, their records (renumbered) and their labels."""
+    order = [int(k) for k in rng.permutation(len(frames))]
+    recs = [{**recs[k], "t": t, "time": t + 0.5, "shown_from": k} for t, k in enumerate(order)]
+    return [frames[k] for k in order], recs, [labels[k] for k in order]
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 1, crf: int = 18) -> None:
@@ -352,6 +364,8 @@ def add_arguments(ap: argparse.ArgumentParser, defaults: GlyphTaskConfig | None 
     g.add_argument("--noise", type=float, default=None, help=f"pixel noise std 0-255 (default {d.noise})")
     g.add_argument("--caption", choices=CAPTIONS, default=None,
                    help=f"sequence: a label per frame; single: one label per video (default {d.caption})")
+    g.add_argument("--time-shuffle", action="store_true", default=None,
+                   help="show each video's frames in a random order (the control: the path is unpredictable)")
     g.add_argument("--task-seed", type=int, default=None, help=f"generator seed (default {d.seed})")
 
 
@@ -359,7 +373,8 @@ def config_from_args(args: argparse.Namespace, base: GlyphTaskConfig | None = No
     base = base or GlyphTaskConfig()
     m = {"videos": "num_videos", "frames": "frames", "glyph_size": "glyph_size", "alphabet": "alphabet",
          "motion": "motion", "speed": "speed", "distractors": "distractors", "clutter": "clutter",
-         "pan": "pan", "noise": "noise", "task_seed": "seed", "caption": "caption"}
+         "pan": "pan", "noise": "noise", "task_seed": "seed", "caption": "caption",
+         "time_shuffle": "time_shuffle"}
     upd = {f: getattr(args, a) for a, f in m.items() if getattr(args, a, None) is not None}
     return GlyphTaskConfig(**{**base.to_dict(), **upd})
 

@@ -1,0 +1,373 @@
+"""The foveation check over task variants: one row per variant, baseline against A6, and the
+controls that say what the verdicts rest on.
+
+    python jobs/foveation_check.py --preset gpu-tiny-standin --matrix                   # 9 variants + 2 controls
+    python jobs/foveation_check.py --preset gpu-tiny-standin --matrix --matrix-bugs none,both
+    python jobs/foveation_check.py --preset cpu-standin --matrix --variants fixed-colours
+
+A row is ``run.check_variant`` on that variant's data: both arms trained with the same budget,
+probed on held-out videos and judged, under an MLflow parent run nested in the matrix's run.
+The controls run the preset's own task:
+
+    control-random-backbone   the stand-in's architecture at random init: what the backbone's
+                              pretraining made possible (glyph accuracy falls toward chance)
+    control-time-shuffled     each video's frames in a random order: knowing frames 1..t-1 no
+                              longer says where frame t's target is, so the fine query's edge
+                              over A6 must shrink
+
+``--matrix-bugs none,both`` runs the same rows again with BUG-001/BUG-002 reintroduced on the
+same data; a bug row should read "NOT helping" or carry failure signatures. The matrix run
+holds the table (``matrix.txt`` / ``matrix.json``) and every row's heatmap strip
+(``heatmaps/<bug>/<variant>.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fovea.platform.check.presets import PRESETS, Preset
+from fovea.platform.check.report import LEARNED_MARGIN, LIFT_MIN
+from fovea.platform.check.task import GlyphTaskConfig, config_from_args
+from fovea.platform.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    task: dict = field(default_factory=dict)  # GlyphTaskConfig fields over the preset's task
+    control: str = ""  # "" | "random_backbone" | "time_shuffled"
+    about: str = ""
+
+
+VARIANTS = (
+    Variant("fixed-colours", {}, about="the preset's task: one circle shared by every video"),
+    Variant("fixed-colours-2d", dict(distractors=2), about="two distractors"),
+    Variant("fixed-shapes", dict(alphabet="shapes"), about="white shapes: form, not colour"),
+    Variant("fixed-digits", dict(alphabet="digits"), about="digits on plates"),
+    Variant("line-colours", dict(motion="line"), about="a straight bouncing line per video"),
+    Variant("circle-colours-noise", dict(motion="circle", clutter="noise"), about="an orbit per video, noise clutter"),
+    Variant("random-colours", dict(motion="random"), about="no path: the fine query can only guess"),
+    Variant("fixed-colours-3d-seq", dict(distractors=3, caption="sequence"), about="a label per frame, 3 distractors"),
+    Variant("fixed-colours-0d-plain", dict(distractors=0, clutter="plain"),
+            about="nothing to confuse: looking anywhere works, no edge expected"),
+)
+CONTROLS = (
+    Variant("control-random-backbone", {}, control="random_backbone", about="the backbone at random init"),
+    Variant("control-time-shuffled", dict(time_shuffle=True), control="time_shuffled",
+            about="frames in a random order: the past no longer says where to look"),
+)
+BY_NAME = {v.name: v for v in VARIANTS + CONTROLS}
+
+
+def select_variants(names: str | None, controls: bool) -> list[Variant]:
+    """``--variants a,b`` (any of VARIANTS and CONTROLS), or all variants plus the controls."""
+    if not names:
+        return list(VARIANTS) + (list(CONTROLS) if controls else [])
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown --variants {unknown}; known: {', '.join(BY_NAME)}")
+    return [BY_NAME[n] for n in wanted]
+
+
+def variant_task(args: argparse.Namespace, preset: Preset, v: Variant) -> GlyphTaskConfig:
+    """The preset's task, the command line's task knobs, then the variant's own fields."""
+    base = config_from_args(args, GlyphTaskConfig(**preset.task))
+    return GlyphTaskConfig(**{**base.to_dict(), **v.task})
+
+
+def variant_overrides(preset: Preset, v: Variant) -> list[str]:
+    if v.control != "random_backbone":
+        return []
+    if not preset.random_dino:
+        raise ConfigError(f"preset {v.name!r} has no random_dino: the random-backbone control needs a "
+                          f"stand-in preset (cpu-standin, gpu-tiny-standin, gpu-standin)")
+    return [f"model.dino={preset.random_dino}"]
+
+
+# -- the matrix -------------------------------------------------------------------------------
+
+def run_matrix(args: argparse.Namespace) -> dict:
+    """Every selected variant for every bug setting; the table, logged and printed."""
+    from fovea.platform.check.run import BUGS, prepare_data, prepare_models
+
+    t_all = time.time()
+    preset = PRESETS[args.preset]
+    bugs = [b.strip() for b in (args.matrix_bugs or args.bug).split(",") if b.strip()]
+    if any(b not in BUGS for b in bugs):
+        raise ConfigError(f"--matrix-bugs takes {sorted(BUGS)}, got {bugs}")
+    rows = select_variants(args.variants, controls=not args.no_controls)
+    prefix = args.name or f"fovmatrix-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out or Path(args.runs_dir) / "foveation_check" / prefix)
+    prepare_models(args, preset)
+    data = matrix_data(args, preset, rows, prepare_data)
+    matrix_run = open_matrix_run(args, preset, rows, bugs, prefix)
+    results: dict[str, dict[str, dict]] = {}
+    try:
+        for bug in bugs:
+            results[bug] = {}
+            run_rows(args, preset, rows, data, bug, prefix, matrix_run.run_id, out / bug, results[bug],
+                     lambda: write_partial(args.preset, rows, results, out))
+        table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows] for bug in bugs}
+        summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
+                   "findings": findings(table), "seconds_total": round(time.time() - t_all, 1),
+                   "seconds_data": {v.name: round(data[v.name]["seconds_generate"] + data[v.name]["seconds_preprocess"], 1)
+                                    for v in rows},
+                   "matrix_run_id": matrix_run.run_id, "out_dir": str(out)}
+        summary["text"] = format_matrix(summary)
+        log_matrix(matrix_run, summary, results, out)
+    except BaseException:
+        matrix_run.finish("FAILED")
+        raise
+    print("\n" + summary["text"] + f"\n(total {summary['seconds_total']:.0f} s; files in {out})", flush=True)
+    return summary
+
+
+def matrix_data(args: argparse.Namespace, preset: Preset, rows: list[Variant], prepare) -> dict[str, dict]:
+    """Each row's shards, made one row at a time (each uses every core); rows with the same
+    task share them (the random-backbone control reads the preset's task)."""
+    from fovea.platform.check.run import task_llm
+    from fovea.platform.runs.cluster import connect
+
+    from fovea.platform.check.shards import have_pyav
+
+    llm_ref, stage = task_llm(args, preset)
+    how = args.data_path if args.data_path != "auto" else ("preprocess" if have_pyav() else "direct")
+    data_dir = Path(args.data_dir) if args.data_dir else Path(args.runs_dir) / "foveation_check" / "data"
+    by_stamp: dict[str, dict] = {}
+    out: dict[str, dict] = {}
+    for i, v in enumerate(rows):
+        task = variant_task(args, preset, v)
+        if task.stamp() not in by_stamp:
+            t0 = time.time()
+            by_stamp[task.stamp()] = prepare(task, data_dir, llm_ref, stage, preset, args.workers, how,
+                                             lambda: connect(args.address))
+            print(f"[foveation matrix] data {i + 1}/{len(rows)} {v.name}: {by_stamp[task.stamp()]['splits']} "
+                  f"in {time.time() - t0:.0f} s", flush=True)
+        out[v.name] = {**by_stamp[task.stamp()], "task": task}
+    return out
+
+
+def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data: dict[str, dict], bug: str,
+             prefix: str, matrix_run_id: str | None, out: Path, done: dict[str, dict], landed=lambda: None) -> None:
+    """The rows of one bug setting into ``done``, ``--matrix-parallel`` at a time; a failed row is
+    reported in its place and the others go on. ``landed()`` runs after each row (under the lock)."""
+    from fovea.platform.check.run import check_variant
+
+    from fovea.platform.runs.cluster import cluster_gpus
+
+    k = max(1, args.matrix_parallel or (3 if cluster_gpus() else 1))
+    lock = threading.Lock()
+
+    def one(v: Variant) -> None:
+        t0 = time.time()
+        row_args = argparse.Namespace(**{**vars(args), "bug": bug})
+        tags = {"mlflow.parentRunId": matrix_run_id or "", "foveation_check.variant": v.name,
+                "foveation_check.control": v.control or "none"}
+        try:
+            st = check_variant(row_args, preset, data[v.name]["task"], data[v.name], f"{prefix}-{bug}-{v.name}",
+                               {"phase": "setup", "trained": {}}, extra=variant_overrides(preset, v),
+                               parent_tags=tags, out_dir=out / v.name, concurrent=k)
+        except Exception as e:  # noqa: BLE001 - the row says why; the matrix goes on
+            st = {"error": f"{type(e).__name__}: {e}"}
+        st["seconds_row"] = round(time.time() - t0, 1)
+        r = row_summary(v, st, bug)
+        with lock:
+            done[v.name] = st
+            print(f"[foveation matrix] bug={bug} {len(done)}/{len(rows)} {v.name}: {row_line(r)}", flush=True)
+            landed()
+
+    with ThreadPoolExecutor(max_workers=k) as ex:
+        list(ex.map(one, rows))
+
+
+def write_partial(preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], out: Path) -> None:
+    """``matrix.partial.txt``: the rows landed so far, so that a run cut short keeps its table."""
+    table = {bug: [row_summary(v, got[v.name], bug) for v in rows if v.name in got] for bug, got in results.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "matrix.partial.txt").write_text(format_matrix({"preset": preset, "models": _models(results),
+                                                            "rows": table, "findings": findings(table)}) + "\n")
+
+
+# -- rows, findings, table ----------------------------------------------------------------------
+
+def row_summary(v: Variant, st: dict, bug: str) -> dict[str, Any]:
+    """The matrix's row of one variant: the held-out figures, the verdict and why."""
+    r: dict[str, Any] = {"variant": v.name, "control": v.control, "about": v.about, "bug": bug,
+                         "seconds": st.get("seconds_row")}
+    if "error" in st:
+        return {**r, "verdict": "failed: " + st["error"][:300], "why": "the row failed"}
+    b, a = st["eval"]["baseline"], st["eval"]["a6"]
+    fa = b.get("attn_fine", {})
+    chance = 1 / len(GlyphTaskConfig.from_dict(st["task"]).labels)
+    r.update({"loss_fine": b["loss_fine"], "loss_coarse": b["loss_coarse"], "a6_loss": a["loss"],
+              "glyph_acc": b["glyph_accuracy"], "a6_glyph_acc": a["glyph_accuracy"], "chance": chance,
+              "entropy_fine": b["diagnostics"].get("attn_entropy_fine"), "log_n": st["log_n"],
+              "lift": fa.get("lift"), "lift_distractors": fa.get("distractor_lift"),
+              "verdict": st["verdict"], "warnings": sorted(set(st["warnings"]["baseline"]) | set(st["warnings"]["held_out"])),
+              "heatmap": st.get("heatmap_file"), "parent_run_id": st.get("parent_run_id")})
+    r["why"] = why(r)
+    return r
+
+
+def why(r: dict) -> str:
+    """A reading of a row that is not "helping": the task, the budget, or the bug."""
+    if r["verdict"].startswith("foveation is helping"):
+        return ""
+    if max(r["glyph_acc"], r["a6_glyph_acc"]) <= r["chance"] + LEARNED_MARGIN:
+        return (f"budget: neither arm reads the glyphs (accuracy {r['glyph_acc']:.2f} / A6 "
+                f"{r['a6_glyph_acc']:.2f}, chance {r['chance']:.2f})")
+    if r["a6_glyph_acc"] >= r["glyph_acc"] - 0.02 and r["a6_loss"] <= r["loss_fine"] * 1.01:
+        return "task: the static query reads it as well as the fine one (nothing to find, or no path to predict)"
+    if r["warnings"]:
+        return "signatures: " + ", ".join(r["warnings"])
+    return "the baseline learned more, but not by the verdict's margins"
+
+
+def row_line(r: dict) -> str:
+    """One finished row in a line, printed as it lands (a run cut short still shows its rows)."""
+    if "glyph_acc" not in r:
+        return f"{r['verdict']} ({_f(r['seconds'], 0)} s)"
+    return (f"loss_fine {_f(r['loss_fine'])} loss_coarse {_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc "
+            f"{_f(r['glyph_acc'])} A6 {_f(r['a6_glyph_acc'])} | H_fine {_f(r['entropy_fine'])} lift "
+            f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s | {r['verdict']}")
+
+
+def findings(table: dict[str, list[dict]]) -> list[str]:
+    """What the controls and the bug rows say, from the figures (never a fixed text). A
+    control is only read against a reference row that shows an edge to lose."""
+    out: list[str] = []
+    clean = {r["variant"]: r for r in table.get("none", [])}
+    ref, rnd, shuf = clean.get("fixed-colours"), clean.get("control-random-backbone"), clean.get("control-time-shuffled")
+    ok = lambda r: r is not None and "glyph_acc" in r  # noqa: E731
+    learned = ok(ref) and ref["glyph_acc"] > ref["chance"] + LEARNED_MARGIN
+    if ok(ref) and ok(rnd):
+        out.append(random_backbone_finding(ref, rnd, learned))
+    if ok(ref) and ok(shuf):
+        edge = lambda r: r["a6_loss"] - r["loss_fine"]  # noqa: E731
+        shown = ref["verdict"].startswith("foveation is helping")
+        tag = ("PASS" if edge(shuf) < edge(ref) else "FAIL") if shown else "INFO"
+        out.append(f"{tag} time-shuffled control: the baseline's held-out loss edge over A6 {edge(shuf):+.4f} against "
+                   f"{edge(ref):+.4f} in time order (a query that predicts where to look must lose its edge when "
+                   f"the order says nothing)" + ("" if shown else "; not read: the time-ordered row is not helping"))
+    for bug, rows in table.items():
+        if bug == "none":
+            continue
+        done = [r for r in rows if "glyph_acc" in r]
+        caught = [r for r in done if bug_caught(r, clean.get(r["variant"]))]
+        out.append(f"{'PASS' if done and len(caught) == len(done) else 'FAIL'} bug={bug}: {len(caught)} of "
+                   f"{len(done)} rows say NOT helping, lose the clean row's 'helping', or carry failure "
+                   f"signatures the clean row lacks"
+                   + (f" (not: {', '.join(r['variant'] for r in done if r not in caught)})" if len(caught) < len(done) else ""))
+    return out
+
+
+def random_backbone_finding(ref: dict, rnd: dict, learned: bool) -> str:
+    """The stand-in's row against the same task on its architecture at random init: by glyph
+    accuracy where the stand-in's row learned to read; else by where the fine query looks."""
+    better = ref["glyph_acc"] - rnd["glyph_acc"]
+    looks = (f"fine attention entropy {_f(rnd['entropy_fine'])} against {_f(ref['entropy_fine'])}, lift on the "
+             f"target {_f(rnd['lift'], 2)}x against {_f(ref['lift'], 2)}x")
+    if learned:
+        tag = "PASS" if better > LEARNED_MARGIN else "FAIL"
+        return (f"{tag} random-backbone control: glyph accuracy {rnd['glyph_acc']:.3f} (A6 {rnd['a6_glyph_acc']:.3f}) "
+                f"against {ref['glyph_acc']:.3f} with the stand-in on the same task ({better:+.3f}; the backbone is "
+                f"what made learning possible when this exceeds {LEARNED_MARGIN}); {looks}")
+    sees = (ref.get("lift") or 0) >= LIFT_MIN > (rnd.get("lift") or 0)
+    return (f"{'PASS' if sees else 'INFO'} random-backbone control, by attention only (neither row reads the "
+            f"glyphs yet): {looks} (the stand-in's features give the queries something to look at when its lift "
+            f"is >= {LIFT_MIN:g}x and the random one's is not)")
+
+
+def bug_caught(r: dict, clean: dict | None) -> bool:
+    """Does a bug row show its bug? Signatures the clean row of the variant does not carry
+    (without one: any), a "NOT helping", or a clean "helping" that the bug takes away."""
+    if r["verdict"].startswith("foveation is NOT helping"):
+        return True
+    if clean is None or "glyph_acc" not in clean:
+        return bool(r["warnings"])
+    lost = clean["verdict"].startswith("foveation is helping") and not r["verdict"].startswith("foveation is helping")
+    return lost or bool(set(r["warnings"]) - set(clean["warnings"]))
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return "-" if not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:.{nd}f}"
+
+
+def format_matrix(s: dict) -> str:
+    head = ("variant", "loss_fine", "loss_coarse", "A6 loss", "acc", "A6 acc", "H fine", "lift", "lift dis", "s")
+    lines = [f"== foveation matrix: preset {s['preset']} ({s['models']}) =="]
+    w = max([len(head[0])] + [len(r["variant"]) for rows in s["rows"].values() for r in rows])
+    fmt = lambda cells: f"{cells[0]:<{w}}" + "".join(f"  {c:>{max(6, len(h))}}" for c, h in zip(cells[1:], head[1:]))  # noqa: E731,E501
+    for bug, rows in s["rows"].items():
+        lines += ["", f"-- bug={bug} --", fmt(head) + "  verdict"]
+        for r in rows:
+            cells = (r["variant"], _f(r.get("loss_fine")), _f(r.get("loss_coarse")), _f(r.get("a6_loss")),
+                     _f(r.get("glyph_acc")), _f(r.get("a6_glyph_acc")), _f(r.get("entropy_fine")),
+                     _f(r.get("lift"), 2), _f(r.get("lift_distractors"), 2), _f(r.get("seconds"), 0))
+            lines.append(fmt(cells) + "  " + r["verdict"])
+            if r.get("why"):
+                lines.append(f"{'':<{w}}  why: {r['why']}")
+    lines += ["", *s["findings"]]
+    return "\n".join(lines)
+
+
+# -- MLflow ------------------------------------------------------------------------------------
+
+def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant], bugs: list[str], prefix: str):
+    from fovea.platform.config import load_config
+    from fovea.platform.runs.tracking import Tracker
+
+    # the rows' store: their runs_dir and experiment (run.arm_configs), so the rows nest under it
+    base = load_config(None, preset.overrides + [f"runs_dir={args.runs_dir}", f"tracking.experiment={args.experiment}"]
+                       + list(args.overrides))
+    run = Tracker(base.tracking_uri(), args.experiment, run_name=f"{prefix} matrix {args.preset}",
+                  tags={"foveation_check": "matrix", "preset": args.preset, "bugs": ",".join(bugs),
+                        "mode": "foveation_check"}, enabled=base.tracking.enabled,
+                  artifact_location=base.tracking.artifact_location)
+    run.log_params({"preset": args.preset, "bugs": ",".join(bugs), "variants": ",".join(v.name for v in rows),
+                    "model.llm": base.model.llm, "model.dino": base.model.dino,
+                    "steps": args.steps or base.training.max_steps})
+    return run
+
+
+def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Path) -> None:
+    """matrix.txt / matrix.json and each row's heatmap strip on the matrix run; per-row metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "matrix.txt").write_text(summary["text"] + "\n")
+    (out / "matrix.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=1,
+                                                default=str))
+    run.log_artifact(out / "matrix.txt", "foveation_matrix")
+    run.log_artifact(out / "matrix.json", "foveation_matrix")
+    metrics: dict[str, float] = {}
+    for bug, rows in summary["rows"].items():
+        for r in rows:
+            if r.get("heatmap") and Path(r["heatmap"]).exists():
+                dest = out / "heatmaps" / bug / f"{r['variant']}.png"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(r["heatmap"], dest)
+                run.log_artifact(dest, f"foveation_matrix/heatmaps/{bug}")
+            for k in ("loss_fine", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift",
+                      "lift_distractors", "seconds"):
+                if isinstance(r.get(k), (int, float)) and math.isfinite(r[k]):
+                    metrics[f"{bug}.{r['variant']}.{k}"] = float(r[k])
+            metrics[f"{bug}.{r['variant']}.helping"] = float(r["verdict"].startswith("foveation is helping"))
+    run.log_metrics(metrics, step=0)
+    run.set_tags({f"verdict.{bug}.{r['variant']}": r["verdict"][:500] for bug, rows in summary["rows"].items()
+                  for r in rows})
+    failed = any(r["verdict"].startswith("failed") for rows in summary["rows"].values() for r in rows)
+    run.finish("FAILED" if failed else "FINISHED")
+
+
+def _models(results: dict[str, dict[str, dict]]) -> str:
+    models = sorted({st["models"] for rows in results.values() for st in rows.values() if "models" in st})
+    return "; ".join(models) or "-"

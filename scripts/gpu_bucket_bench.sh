@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 28: bucketed frame counts (model.frame_bucket) for cuDNN's patch attention, on one H100.
+# Three bench12 runs of jobs/stage1.py (scripts/gpu_next.sh) on the same batches, in this order,
+# in one device call of at most 600 s (carry .devbundle and .gpuassets):
+#   flash            the default path (baseline)
+#   cudnn-b64        model.dino_attention=cudnn model.frame_bucket=64
+#   cudnn-b64-liger  the same + model.liger_fused_ce=true
+# Settings as docs/PERFORMANCE.md's latest 1-GPU bench12 rows (the Liger call): SAMPLES=12000
+# BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=40, data.llm_tokens_per_frame=64.
+# Why 40 steps, not 100: a run's cost is mostly fixed. In those calls a bench12 section took its
+# job's wall time + ~12 s; the job 138 s (40 steps, first run of a call: compilation from cold)
+# or 111 s (40 steps, later runs: inductor's cache warm), 177 / 145 s for 60 steps; the first
+# section also made the shards (~48 s), and the environment's install comes first. Three runs of
+# 40 steps: ~60 + 150 + 2 x 125 ~ 460 s; of 60 steps ~560 s, of 100 steps over 600. Steps 1-32
+# (two log windows: compilation, cuDNN's plans, the first epoch change) are not steady, so 40
+# steps leave ~2 steady windows (~20 steps): compare the variants with each other, in this call.
+#   bash scripts/gpu_bucket_bench.sh                 # all three
+#   VARIANTS="flash cudnn-b64" STEPS=60 BUCKET=32 bash scripts/gpu_bucket_bench.sh
+# $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
+# $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
+# TOTAL s (580) less RESERVE s (130) for each variant after it, so a slow first run cannot starve
+# the others and the whole call ends inside the device's limit; a run cut short still brings back
+# its windows. TOP_AT=100: gpu_next.sh's CPU snapshot lands inside each run (> 110 s), so no
+# sleeping snapshot outlives the call.
+set -uo pipefail
+t_start=$(date +%s)
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source scripts/gpu_env.sh
+bucket=${BUCKET:-64}
+base="data.llm_tokens_per_frame=64"
+declare -A args=(
+  [flash]="$base"
+  [cudnn-b64]="$base model.dino_attention=cudnn model.frame_bucket=$bucket"
+  [cudnn-b64-liger]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true"
+)
+variants=(${VARIANTS:-flash cudnn-b64 cudnn-b64-liger})
+# the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
+[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
+  --per-shard 100 --workers 24 >"$OUT/shards.log" 2>&1
+echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
+left=${#variants[@]}
+for v in "${variants[@]}"; do
+  left=$(( left - 1 ))
+  budget=$(( t_start + ${TOTAL:-580} - $(date +%s) - left * ${RESERVE:-130} ))
+  [ "$budget" -lt 60 ] && { echo "$v: skipped, ${budget}s left" | tee -a "$OUT/summary.txt"; continue; }
+  mkdir -p "$OUT/$v"
+  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} BATCH=512 FRAMES=1536 \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-40} BENCH_ARGS="${args[$v]}" \
+    TOP_AT=${TOP_AT:-100} \
+    bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
+  row=$(grep -E "^ref +1 " "$OUT/$v/bench12.log" | tail -1)
+  echo "$v (limit ${budget}s, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
+done
+echo "total: $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
