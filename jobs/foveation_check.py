@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--matrix-bugs", default=None,
                    help="bug settings to run the rows under, e.g. none,both (default: --bug's)")
     m.add_argument("--matrix-parallel", type=int, default=None,
-                   help="rows training at once (default: 3 with a GPU, else 1)")
+                   help="rows training at once (default: 4 with a GPU, else 1)")
     add_arguments(ap)
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides for both arms")
     return ap.parse_args(argv)

@@ -115,9 +115,12 @@ def run_matrix(args: argparse.Namespace) -> dict:
     try:
         for bug in bugs:
             results[bug] = {}
-            run_rows(args, preset, rows, data, bug, prefix, matrix_run.run_id, out / bug, results[bug],
+            # the controls answer questions about the clean rows; a bug is shown by the variants
+            bug_rows = [v for v in rows if bug == "none" or not v.control] or rows
+            run_rows(args, preset, bug_rows, data, bug, prefix, matrix_run.run_id, out / bug, results[bug],
                      lambda: write_partial(args.preset, rows, results, out))
-        table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows] for bug in bugs}
+        table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows if v.name in results[bug]]
+                 for bug in bugs}
         summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
                    "findings": findings(table), "seconds_total": round(time.time() - t_all, 1),
                    "seconds_data": {v.name: round(data[v.name]["seconds_generate"] + data[v.name]["seconds_preprocess"], 1)
@@ -165,7 +168,7 @@ def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data
 
     from fovea.platform.runs.cluster import cluster_gpus
 
-    k = max(1, args.matrix_parallel or (3 if cluster_gpus() else 1))
+    k = max(1, args.matrix_parallel or (4 if cluster_gpus() else 1))
     lock = threading.Lock()
 
     def one(v: Variant) -> None:

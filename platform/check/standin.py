@@ -89,11 +89,11 @@ STANDINS: dict[str, StandinSpec] = {
     # colour disks; shapes, digits and letters stay near chance at any budget a test can pay.
     TINY: StandinSpec(base=dict(TINY_DINO_CONFIG), steps=600, batch=16, lr=2e-2, images=1536,
                       eval_images=192, probe_images=192, probe_steps=200),
-    # One H100, ~2-4 minutes: every sample a fresh image, rendered by DataLoader workers (the
+    # One GPU, ~1-2 minutes: every sample a fresh image, rendered by DataLoader workers (the
     # renderer, ~5 ms an image a core, is the bound, not the ViT-S step).
     SMALL: StandinSpec(base={k: v for k, v in PUBLISHED[DINO_SMALL].items()
                              if k not in ("architectures", "transformers_version", "torch_dtype")},
-                       steps=2500, batch=128, lr=5e-4, warmup=0.1, images=0, eval_images=512,
+                       steps=1500, batch=128, lr=5e-4, warmup=0.1, images=0, eval_images=512,
                        probe_images=512, probe_steps=400),
 }
 
