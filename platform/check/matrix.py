@@ -109,7 +109,8 @@ def run_matrix(args: argparse.Namespace) -> dict:
     prefix = args.name or f"fovmatrix-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(args.out or Path(args.runs_dir) / "foveation_check" / prefix)
     prepare_models(args, preset)
-    data = matrix_data(args, preset, rows, prepare_data)
+    data = MatrixData(args, preset, prepare_data)
+    data.get(rows[0])  # Ray starts here; a bad task fails before any run is opened
     matrix_run = open_matrix_run(args, preset, rows, bugs, prefix)
     results: dict[str, dict[str, dict]] = {}
     try:
@@ -123,8 +124,7 @@ def run_matrix(args: argparse.Namespace) -> dict:
                  for bug in bugs}
         summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
                    "findings": findings(table), "seconds_total": round(time.time() - t_all, 1),
-                   "seconds_data": {v.name: round(data[v.name]["seconds_generate"] + data[v.name]["seconds_preprocess"], 1)
-                                    for v in rows},
+                   "seconds_data": data.seconds,
                    "matrix_run_id": matrix_run.run_id, "out_dir": str(out)}
         summary["text"] = format_matrix(summary)
         log_matrix(matrix_run, summary, results, out)
@@ -135,32 +135,40 @@ def run_matrix(args: argparse.Namespace) -> dict:
     return summary
 
 
-def matrix_data(args: argparse.Namespace, preset: Preset, rows: list[Variant], prepare) -> dict[str, dict]:
-    """Each row's shards, made one row at a time (each uses every core); rows with the same
-    task share them (the random-backbone control reads the preset's task)."""
-    from fovea.platform.check.run import task_llm
-    from fovea.platform.runs.cluster import connect
+class MatrixData:
+    """Each row's shards, made when the row is about to train: one set at a time (each uses every
+    core), while the rows already made train; rows with the same task share a set (the
+    random-backbone control reads the preset's task, the bug rows their clean row's)."""
 
-    from fovea.platform.check.shards import have_pyav
+    def __init__(self, args: argparse.Namespace, preset: Preset, prepare):
+        from fovea.platform.check.run import task_llm
+        from fovea.platform.check.shards import have_pyav
 
-    llm_ref, stage = task_llm(args, preset)
-    how = args.data_path if args.data_path != "auto" else ("preprocess" if have_pyav() else "direct")
-    data_dir = Path(args.data_dir) if args.data_dir else Path(args.runs_dir) / "foveation_check" / "data"
-    by_stamp: dict[str, dict] = {}
-    out: dict[str, dict] = {}
-    for i, v in enumerate(rows):
-        task = variant_task(args, preset, v)
-        if task.stamp() not in by_stamp:
-            t0 = time.time()
-            by_stamp[task.stamp()] = prepare(task, data_dir, llm_ref, stage, preset, args.workers, how,
-                                             lambda: connect(args.address))
-            print(f"[foveation matrix] data {i + 1}/{len(rows)} {v.name}: {by_stamp[task.stamp()]['splits']} "
-                  f"in {time.time() - t0:.0f} s", flush=True)
-        out[v.name] = {**by_stamp[task.stamp()], "task": task}
-    return out
+        self.args, self.preset, self.prepare = args, preset, prepare
+        self.llm_ref, self.stage = task_llm(args, preset)
+        self.how = args.data_path if args.data_path != "auto" else ("preprocess" if have_pyav() else "direct")
+        self.data_dir = Path(args.data_dir) if args.data_dir else Path(args.runs_dir) / "foveation_check" / "data"
+        self.by_stamp: dict[str, dict] = {}
+        self.seconds: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def get(self, v: Variant) -> dict:
+        from fovea.platform.runs.cluster import connect
+
+        task = variant_task(self.args, self.preset, v)
+        with self.lock:
+            if task.stamp() not in self.by_stamp:
+                t0 = time.time()
+                self.by_stamp[task.stamp()] = self.prepare(task, self.data_dir, self.llm_ref, self.stage, self.preset,
+                                                           self.args.workers, self.how,
+                                                           lambda: connect(self.args.address))
+                self.seconds[v.name] = round(time.time() - t0, 1)
+                print(f"[foveation matrix] data {v.name}: {self.by_stamp[task.stamp()]['splits']} in "
+                      f"{self.seconds[v.name]:.0f} s", flush=True)
+            return {**self.by_stamp[task.stamp()], "task": task}
 
 
-def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data: dict[str, dict], bug: str,
+def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data: MatrixData, bug: str,
              prefix: str, matrix_run_id: str | None, out: Path, done: dict[str, dict], landed=lambda: None) -> None:
     """The rows of one bug setting into ``done``, ``--matrix-parallel`` at a time; a failed row is
     reported in its place and the others go on. ``landed()`` runs after each row (under the lock)."""
@@ -177,7 +185,9 @@ def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data
         tags = {"mlflow.parentRunId": matrix_run_id or "", "foveation_check.variant": v.name,
                 "foveation_check.control": v.control or "none"}
         try:
-            st = check_variant(row_args, preset, data[v.name]["task"], data[v.name], f"{prefix}-{bug}-{v.name}",
+            d = data.get(v)
+            t0 = time.time()  # a row's time: its two arms and their probes (its data: data.seconds)
+            st = check_variant(row_args, preset, d["task"], d, f"{prefix}-{bug}-{v.name}",
                                {"phase": "setup", "trained": {}}, extra=variant_overrides(preset, v),
                                parent_tags=tags, out_dir=out / v.name, concurrent=k)
         except Exception as e:  # noqa: BLE001 - the row says why; the matrix goes on
