@@ -1,7 +1,7 @@
 """Stand-ins for pretrained DINOv2: ViTs pretrained here on synthetic glyph images, offline.
 
 The foveation check's fine query can learn *where* to look only if the patch features already
-tell a glyph from the background (DESIGN.md 9.1); machines without the hub have no pretrained
+tell a glyph from the background (DESIGN.md 7); machines without the hub have no pretrained
 DINOv2. A stand-in is a ``Dinov2Model`` of a known config trained from a seed on a dense task
 in the check's own image domain, saved in the model store like any other model folder:
 
