@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fovea.platform.check.matrix import (
-    CONTROLS, VARIANTS, bug_caught, findings, format_matrix, select_variants, variant_overrides, variant_task,
+    CONTROLS, VARIANTS, backbone_reads, bug_caught, findings, format_matrix, select_variants, variant_overrides,
+    variant_task, why,
 )
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.task import GlyphTaskConfig, render_video
@@ -158,3 +159,21 @@ def test_one_row_of_the_matrix_on_the_tiny_standin(repo_root, standin_tiny, tmp_
     arms = client.search_runs([rrun.info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{rrun.info.run_id}'")
     assert len(arms) == 2 and {a.data.params["model.dino"] for a in arms} == {STANDIN_TINY}
+
+
+def test_why_names_the_budget_the_task_or_the_backbone():
+    flat = _row("fixed-shapes", 0.2, 0.2, 0.5, 0.5, "inconclusive: neither arm learned", chance=1 / 6)
+    assert why(flat).startswith("budget: neither arm reads the glyphs")
+    assert why({**flat, "backbone_reads": 0.05}).startswith("backbone: the stand-in names this alphabet's patches at 0.05")
+    assert why({**flat, "backbone_reads": 0.9}).startswith("budget")  # the backbone reads them: the budget is short
+    same = _row("fixed-colours-0d-plain", 0.9, 0.9, 0.3, 0.3, "inconclusive: a6 failed")
+    assert why(same).startswith("task: the static query reads it as well")
+    assert why(_row("x", 0.9, 0.4, 0.5, 0.8, HELP)) == ""
+    assert backbone_reads("fovea/tiny-dinov2", "colours") is None  # random weights: no marker
+
+
+def test_backbone_reads_comes_from_the_standin_marker(standin_tiny):
+    import json
+
+    marker = json.loads((standin_tiny / "STANDIN.json").read_text())
+    assert backbone_reads("fovea/standin-tiny-dinov2-glyphs", "colours") == marker["held_out"]["trained"]["colours_acc"]

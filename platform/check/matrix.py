@@ -228,14 +228,32 @@ def row_summary(v: Variant, st: dict, bug: str) -> dict[str, Any]:
               "lift": fa.get("lift"), "lift_distractors": fa.get("distractor_lift"),
               "verdict": st["verdict"], "warnings": sorted(set(st["warnings"]["baseline"]) | set(st["warnings"]["held_out"])),
               "heatmap": st.get("heatmap_file"), "parent_run_id": st.get("parent_run_id")})
+    r["backbone_reads"] = backbone_reads(st["models"].split(" + ")[-1], st["task"]["alphabet"])
     r["why"] = why(r)
     return r
+
+
+def backbone_reads(dino_ref: str, alphabet: str) -> float | None:
+    """A stand-in's held-out per-patch accuracy on this alphabet (its STANDIN.json), else None."""
+    from fovea.model.store import STANDIN_MARKER, is_standin, resolve_model_ref
+
+    try:
+        if not is_standin(dino_ref):
+            return None
+        marker = json.loads((Path(resolve_model_ref(dino_ref)) / STANDIN_MARKER).read_text())
+        return marker["held_out"]["trained"].get(f"{alphabet}_acc")
+    except (OSError, ValueError, KeyError):  # a marker from an older build: the row just lacks the figure
+        return None
 
 
 def why(r: dict) -> str:
     """A reading of a row that is not "helping": the task, the budget, or the bug."""
     if r["verdict"].startswith("foveation is helping"):
         return ""
+    reads = r.get("backbone_reads")
+    if max(r["glyph_acc"], r["a6_glyph_acc"]) <= r["chance"] + LEARNED_MARGIN and reads is not None and reads < 0.5:
+        return (f"backbone: the stand-in names this alphabet's patches at {reads:.2f} held-out (STANDIN.json), "
+                f"so neither arm can read them (accuracy {r['glyph_acc']:.2f} / A6 {r['a6_glyph_acc']:.2f})")
     if max(r["glyph_acc"], r["a6_glyph_acc"]) <= r["chance"] + LEARNED_MARGIN:
         return (f"budget: neither arm reads the glyphs (accuracy {r['glyph_acc']:.2f} / A6 "
                 f"{r['a6_glyph_acc']:.2f}, chance {r['chance']:.2f})")
