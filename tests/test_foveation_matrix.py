@@ -166,8 +166,10 @@ def test_why_names_the_budget_the_task_or_the_backbone():
     assert why(flat).startswith("budget: neither arm reads the glyphs")
     assert why({**flat, "backbone_reads": 0.05}).startswith("backbone: the stand-in names this alphabet's patches at 0.05")
     assert why({**flat, "backbone_reads": 0.9}).startswith("budget")  # the backbone reads them: the budget is short
-    same = _row("fixed-colours-0d-plain", 0.9, 0.9, 0.3, 0.3, "inconclusive: a6 failed")
+    same = _row("fixed-colours-0d-plain", 0.9, 0.9, 0.3, 0.3, "inconclusive: a6 failed")  # lift 3.0, distractors 0.5
     assert why(same).startswith("task: the static query reads it as well")
+    assert why({**same, "lift_distractors": 3.5}).startswith("the fine query looks at the distractors as much")
+    assert why({**same, "warnings": ["q_static_std"]}).startswith("bug: q_static_std")
     assert why(_row("x", 0.9, 0.4, 0.5, 0.8, HELP)) == ""
     assert backbone_reads("fovea/tiny-dinov2", "colours") is None  # random weights: no marker
 

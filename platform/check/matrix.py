@@ -58,7 +58,7 @@ VARIANTS = (
     Variant("random-colours", dict(motion="random"), about="no path: the fine query can only guess"),
     Variant("fixed-colours-3d-seq", dict(distractors=3, caption="sequence"), about="a label per frame, 3 distractors"),
     Variant("fixed-colours-0d-plain", dict(distractors=0, clutter="plain"),
-            about="nothing to confuse: looking anywhere works, no edge expected"),
+            about="nothing to confuse: the glyph is the only thing to find on a plain frame"),
 )
 CONTROLS = (
     Variant("control-random-backbone", {}, control="random_backbone", about="the backbone at random init"),
@@ -247,18 +247,25 @@ def backbone_reads(dino_ref: str, alphabet: str) -> float | None:
 
 
 def why(r: dict) -> str:
-    """A reading of a row that is not "helping": the task, the budget, or the bug."""
+    """A reading of a row that is not "helping": the backbone, the budget, a bug's own signature,
+    where the fine query looks, or the task."""
     if r["verdict"].startswith("foveation is helping"):
         return ""
     reads = r.get("backbone_reads")
-    if max(r["glyph_acc"], r["a6_glyph_acc"]) <= r["chance"] + LEARNED_MARGIN and reads is not None and reads < 0.5:
-        return (f"backbone: the stand-in names this alphabet's patches at {reads:.2f} held-out (STANDIN.json), "
-                f"so neither arm can read them (accuracy {r['glyph_acc']:.2f} / A6 {r['a6_glyph_acc']:.2f})")
     if max(r["glyph_acc"], r["a6_glyph_acc"]) <= r["chance"] + LEARNED_MARGIN:
+        if reads is not None and reads < 0.5:
+            return (f"backbone: the stand-in names this alphabet's patches at {reads:.2f} held-out (STANDIN.json), "
+                    f"so neither arm can read them (accuracy {r['glyph_acc']:.2f} / A6 {r['a6_glyph_acc']:.2f})")
         return (f"budget: neither arm reads the glyphs (accuracy {r['glyph_acc']:.2f} / A6 "
                 f"{r['a6_glyph_acc']:.2f}, chance {r['chance']:.2f})")
+    if "q_static_std" in r["warnings"]:
+        return "bug: q_static_std (queries initialised at std 0.02 all look alike, BUG-001)"
     if r["a6_glyph_acc"] >= r["glyph_acc"] - 0.02 and r["a6_loss"] <= r["loss_fine"] * 1.01:
-        return "task: the static query reads it as well as the fine one (nothing to find, or no path to predict)"
+        dis, tgt = r.get("lift_distractors"), r.get("lift")
+        if isinstance(dis, float) and isinstance(tgt, float) and dis >= tgt:
+            return (f"the fine query looks at the distractors as much as at the target ({dis:.2f}x against "
+                    f"{tgt:.2f}x): it has not learned where the target will be, so the static query reads as well")
+        return "task: the static query reads it as well as the fine one"
     if r["warnings"]:
         return "signatures: " + ", ".join(r["warnings"])
     return "the baseline learned more, but not by the verdict's margins"

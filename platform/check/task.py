@@ -12,7 +12,7 @@ Why it separates the fine pass from the coarse one: the coarse pass reads every 
 static query, so it cannot tell the target from the distractors (same style, random places);
 the fine query of frame t comes from the LLM state after frames 1..t-1 and knows the time
 (and, for the per-video paths, the trajectory so far), so it can look where the target is.
-``distractors=0`` with ``clutter="plain"`` is the control where looking anywhere works.
+``distractors=0`` with ``clutter="plain"`` is the easy case: the glyph is the only thing to find.
 
 Knobs (``GlyphTaskConfig``): number of videos, frames per video, frame size, glyph size,
 alphabet, path (``fixed``: one circle shared by all videos, the default; ``circle``/``line``:
