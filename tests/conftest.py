@@ -10,6 +10,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Ray Train's controller for the tests' few-step runs (every Ray process the tests start inherits
+# this environment: local clusters, `ray start`, the sweep CLI). It learns that training ended, a
+# worker died or a checkpoint was reported only when it next polls the workers, and a worker that
+# reported a checkpoint waits for that poll: every 2 s by default, 0.5 s here (a missed poll still
+# counts as a failure only after 10 minutes). No test uses the PreemptionWatcher actor (it watches
+# cloud nodes being drained), which costs a process per worker group. Together 5-10 s per run.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 @pytest.fixture(scope="session")

@@ -362,8 +362,8 @@ def test_sweep_killed_after_first_trial_resumes_without_rerunning_it(tmp_path, r
             assert proc.poll() is None, f"sweep ended before it was interrupted:\n{log1.read_text()[-4000:]}"
             assert time.time() < deadline, f"first trial did not finish:\n{log1.read_text()[-4000:]}"
             time.sleep(0.5)
-        # Let the second trial write its first checkpoint (step 3), then pull the plug (a short
-        # poll: the trial goes on at once).
+        # Let the second trial write its first checkpoint (step 3), then pull the plug. A short
+        # poll: with the controller polling every 0.5 s (conftest.py) the trial goes on at once.
         deadline = time.time() + 90
         while latest_checkpoint(runs / "ray" / "e2e-A6") is None and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
