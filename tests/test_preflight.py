@@ -232,8 +232,14 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, tokenizer, model_store):
     # its own local cluster, and the store under runs_dir
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     log = tmp_path / "driver.log"
-    cmd = [sys.executable, str(REPO / "jobs" / "stage1.py"), "--config", "tiny", "--name", "interrupted",
-           f"runs_dir={runs}", f"data.train_shards=['{shards['train']}']", f"data.text_shards=['{shards['text']}']",
+    # Ctrl-C reaches a foreground process. A test run started as a background job of a
+    # non-interactive shell inherits SIGINT ignored, and so would the driver (Python installs no
+    # KeyboardInterrupt handler then): it starts through a one-line exec that restores SIGINT.
+    restore_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    cmd = [sys.executable, "-c", restore_sigint, str(REPO / "jobs" / "stage1.py"), "--config", "tiny",
+           "--name", "interrupted", f"runs_dir={runs}", f"data.train_shards=['{shards['train']}']",
+           f"data.text_shards=['{shards['text']}']",
            "data.val_shards=[]", "training.max_steps=100000", "training.checkpoint_every=100000",
            "cluster.num_workers=1", "cluster.cpus_per_worker=1"]
     db = runs / "mlflow.db"
