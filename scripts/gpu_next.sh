@@ -123,10 +123,24 @@ for section in "$@"; do
       cp "$FOVEA_MODEL_STORE"/fovea--standin-dinov2-small-glyphs/STANDIN.* "$OUT/" 2>/dev/null
       # FOV_TIMEOUT counts from the script's start (the environment's install included), so the
       # table written so far (matrix/matrix.partial.txt) still comes back inside a 600 s call
-      timeout $(( ${FOV_TIMEOUT:-575} - ($(date +%s) - script_t0) )) python3 -u jobs/foveation_check.py \
+      # (-k: Ray's shutdown after the TERM may take longer than the call has left)
+      timeout -k 10 $(( ${FOV_TIMEOUT:-560} - ($(date +%s) - script_t0) )) python3 -u jobs/foveation_check.py \
         --preset ${FOV_PRESET:-gpu-tiny-standin} --random-llm-from .gpuassets/smollm2 --runs-dir /tmp/runs \
         --out "$OUT/matrix" --matrix --matrix-bugs ${MATRIX_BUGS:-none,both} ${FOV_ARGS:-} 2>&1 \
-        | grep --line-buffered -vE "$quiet" >>"$log" ;;
+        | grep --line-buffered -vE "$quiet" >>"$log"
+      # the rows' folders are too deep to come back one by one: one archive; and what MLflow holds
+      tar czf "$OUT/matrix_rows.tgz" -C "$OUT" matrix && rm -rf "$OUT"/matrix/none "$OUT"/matrix/both
+      python3 - >"$OUT/mlflow_matrix_runs.txt" 2>&1 <<'PY' ;;
+from mlflow.tracking import MlflowClient
+c = MlflowClient("sqlite:////tmp/runs/mlflow.db")
+def walk(run_id, path=None):
+    for f in c.list_artifacts(run_id, path):
+        yield from walk(run_id, f.path) if f.is_dir else [f"  {f.path} ({f.file_size} B)"]
+for e in c.search_experiments():
+    for r in c.search_runs([e.experiment_id], "tags.foveation_check = 'matrix'"):
+        print(r.info.run_name, r.info.run_id, r.info.status, "metrics:", len(r.data.metrics))
+        print("\n".join(walk(r.info.run_id)))
+PY
     *) echo "unknown section $section" >&2; exit 2 ;;
   esac
   echo "== $section: $(( $(date +%s) - t0 ))s" | tee -a "$log"

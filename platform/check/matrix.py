@@ -119,7 +119,7 @@ def run_matrix(args: argparse.Namespace) -> dict:
             # the controls answer questions about the clean rows; a bug is shown by the variants
             bug_rows = [v for v in rows if bug == "none" or not v.control] or rows
             run_rows(args, preset, bug_rows, data, bug, prefix, matrix_run.run_id, out / bug, results[bug],
-                     lambda: write_partial(args.preset, rows, results, out))
+                     lambda v, bug=bug: log_landed_row(matrix_run, args.preset, rows, results, bug, v, out))
         table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows if v.name in results[bug]]
                  for bug in bugs}
         summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
@@ -169,9 +169,9 @@ class MatrixData:
 
 
 def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data: MatrixData, bug: str,
-             prefix: str, matrix_run_id: str | None, out: Path, done: dict[str, dict], landed=lambda: None) -> None:
+             prefix: str, matrix_run_id: str | None, out: Path, done: dict[str, dict], landed=lambda v: None) -> None:
     """The rows of one bug setting into ``done``, ``--matrix-parallel`` at a time; a failed row is
-    reported in its place and the others go on. ``landed()`` runs after each row (under the lock)."""
+    reported in its place and the others go on. ``landed(v)`` runs after each row (under the lock)."""
     from fovea.platform.check.run import check_variant
 
     from fovea.platform.runs.cluster import cluster_gpus
@@ -197,18 +197,33 @@ def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data
         with lock:
             done[v.name] = st
             print(f"[foveation matrix] bug={bug} {len(done)}/{len(rows)} {v.name}: {row_line(r)}", flush=True)
-            landed()
+            landed(v)
 
     with ThreadPoolExecutor(max_workers=k) as ex:
         list(ex.map(one, rows))
 
 
-def write_partial(preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], out: Path) -> None:
+def write_partial(preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], out: Path) -> Path:
     """``matrix.partial.txt``: the rows landed so far, so that a run cut short keeps its table."""
     table = {bug: [row_summary(v, got[v.name], bug) for v in rows if v.name in got] for bug, got in results.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "matrix.partial.txt").write_text(format_matrix({"preset": preset, "models": _models(results),
-                                                            "rows": table, "findings": findings(table)}) + "\n")
+    path = out / "matrix.partial.txt"
+    path.write_text(format_matrix({"preset": preset, "models": _models(results), "rows": table,
+                                   "findings": findings(table)}) + "\n")
+    return path
+
+
+def log_landed_row(run, preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], bug: str,
+                   v: Variant, out: Path) -> None:
+    """As each row lands: the table so far and the row's heatmap strip on the matrix run, so that a
+    matrix killed at a time limit keeps in MLflow every row it finished."""
+    run.log_artifact(write_partial(preset, rows, results, out), "foveation_matrix")
+    heatmap = results[bug][v.name].get("heatmap_file")
+    if heatmap and Path(heatmap).exists():
+        dest = out / "heatmaps" / bug / f"{v.name}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(heatmap, dest)
+        run.log_artifact(dest, f"foveation_matrix/heatmaps/{bug}")
 
 
 # -- rows, findings, table ----------------------------------------------------------------------
@@ -379,7 +394,8 @@ def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant
 
 
 def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Path) -> None:
-    """matrix.txt / matrix.json and each row's heatmap strip on the matrix run; per-row metrics."""
+    """matrix.txt / matrix.json on the matrix run (the heatmap strips went up as their rows landed);
+    per-row metrics and verdicts."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "matrix.txt").write_text(summary["text"] + "\n")
     (out / "matrix.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=1,
@@ -389,11 +405,6 @@ def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Pat
     metrics: dict[str, float] = {}
     for bug, rows in summary["rows"].items():
         for r in rows:
-            if r.get("heatmap") and Path(r["heatmap"]).exists():
-                dest = out / "heatmaps" / bug / f"{r['variant']}.png"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(r["heatmap"], dest)
-                run.log_artifact(dest, f"foveation_matrix/heatmaps/{bug}")
             for k in ("loss_fine", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift",
                       "lift_distractors", "seconds"):
                 if isinstance(r.get(k), (int, float)) and math.isfinite(r[k]):
