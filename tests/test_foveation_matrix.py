@@ -171,6 +171,9 @@ def test_why_names_the_budget_the_task_or_the_backbone():
     assert why({**same, "lift_distractors": 3.5}).startswith("the fine query looks at the distractors as much")
     assert why({**same, "warnings": ["q_static_std"]}).startswith("bug: q_static_std")
     assert why(_row("x", 0.9, 0.4, 0.5, 0.8, HELP)) == ""
+    split = _row("line-colours", 0.52, 0.84, 0.125, 0.169, "inconclusive: captions failed")
+    assert why(split).startswith("the measures disagree: the baseline's held-out loss is lower (0.125 against A6 0.169)")
+    assert why({**split, "glyph_acc": 0.84}) == "the baseline learned more, but not by the verdict's margins"
     assert backbone_reads("fovea/tiny-dinov2", "colours") is None  # random weights: no marker
 
 

@@ -281,6 +281,10 @@ def why(r: dict) -> str:
             return (f"the fine query looks at the distractors as much as at the target ({dis:.2f}x against "
                     f"{tgt:.2f}x): it has not learned where the target will be, so the static query reads as well")
         return "task: the static query reads it as well as the fine one"
+    if r["a6_glyph_acc"] > r["glyph_acc"] + 0.02:
+        return (f"the measures disagree: the baseline's held-out loss is lower ({r['loss_fine']:.3f} against A6 "
+                f"{r['a6_loss']:.3f}), A6's captions name the glyph more often ({r['a6_glyph_acc']:.2f} against "
+                f"{r['glyph_acc']:.2f})")
     if r["warnings"]:
         return "signatures: " + ", ".join(r["warnings"])
     return "the baseline learned more, but not by the verdict's margins"
