@@ -47,6 +47,14 @@ def test_the_matrix_has_eight_variants_and_two_controls_with_distinct_tasks():
         select_variants("fixed-shapes,nope", True)
     with pytest.raises(ConfigError, match="random_dino"):
         variant_overrides(PRESETS["cpu-tiny"], rnd)
+    # --controls-on: the controls run another variant's task, and are read against its row
+    on = {v.name: v for v in select_variants(None, True, controls_on="circle-colours-noise")}
+    circle = variant_task(_args(), preset, on["circle-colours-noise"])
+    assert variant_task(_args(), preset, on["control-random-backbone"]).stamp() == circle.stamp()
+    shuffled = variant_task(_args(), preset, on["control-time-shuffled"])
+    assert (shuffled.motion, shuffled.clutter, shuffled.time_shuffle) == ("circle", "noise", True)
+    with pytest.raises(ConfigError, match="unknown --controls-on 'control-time-shuffled'"):
+        select_variants(None, True, controls_on="control-time-shuffled")
 
 
 def test_time_shuffled_frames_are_the_same_frames_in_another_order():
@@ -92,6 +100,9 @@ def test_findings_read_the_controls_against_a_reference_with_an_edge():
     # nothing read yet: the random-backbone control reads where the queries look instead
     assert f[0].startswith("PASS random-backbone control, by attention only") and "1.00x against 3.00x" in f[0]
     assert findings({"none": [flat, rnd]})[0].startswith("INFO random-backbone control, by attention")
+    circle = {**ref, "variant": "circle-colours-noise"}
+    assert findings({"none": [circle, rnd, shuf]}) == []  # no fixed-colours row: nothing to read against
+    assert findings({"none": [circle, rnd, shuf]}, "circle-colours-noise")[0].startswith("PASS random-backbone")
     assert f[1].startswith("INFO time-shuffled") and "not read" in f[1]
 
 

@@ -4,10 +4,12 @@ controls that say what the verdicts rest on.
     python jobs/foveation_check.py --preset gpu-tiny-standin --matrix                   # 9 variants + 2 controls
     python jobs/foveation_check.py --preset gpu-tiny-standin --matrix --matrix-bugs none,both
     python jobs/foveation_check.py --preset cpu-standin --matrix --variants fixed-colours
+    python jobs/foveation_check.py --preset gpu-tiny-standin --matrix --controls-on circle-colours-noise
 
 A row is ``run.check_variant`` on that variant's data: both arms trained with the same budget,
 probed on held-out videos and judged, under an MLflow parent run nested in the matrix's run.
-The controls run the preset's own task:
+The controls run the task of one variant (``--controls-on``, default the preset's own task,
+``fixed-colours``), and the findings read them against that variant's row:
 
     control-random-backbone   the stand-in's architecture at random init: what the backbone's
                               pretraining made possible (glyph accuracy falls toward chance)
@@ -30,7 +32,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +68,23 @@ CONTROLS = (
             about="frames in a random order: the past no longer says where to look"),
 )
 BY_NAME = {v.name: v for v in VARIANTS + CONTROLS}
+REFERENCE = "fixed-colours"  # the preset's own task: the controls' default
 
 
-def select_variants(names: str | None, controls: bool) -> list[Variant]:
-    """``--variants a,b`` (any of VARIANTS and CONTROLS), or all variants plus the controls."""
-    if not names:
-        return list(VARIANTS) + (list(CONTROLS) if controls else [])
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+def select_variants(names: str | None, controls: bool, controls_on: str = REFERENCE) -> list[Variant]:
+    """``--variants a,b`` (any of VARIANTS and CONTROLS), or all variants plus the controls; the
+    controls on the task of variant ``controls_on``."""
+    if controls_on not in BY_NAME or BY_NAME[controls_on].control:
+        raise ConfigError(f"unknown --controls-on {controls_on!r}; it takes a variant: "
+                          f"{', '.join(v.name for v in VARIANTS)}")
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else \
+        [v.name for v in VARIANTS + (CONTROLS if controls else ())]
     unknown = [n for n in wanted if n not in BY_NAME]
     if unknown:
         raise ConfigError(f"unknown --variants {unknown}; known: {', '.join(BY_NAME)}")
-    return [BY_NAME[n] for n in wanted]
+    on = BY_NAME[controls_on]
+    return [replace(v, task={**on.task, **v.task}, about=f"{v.about} (on {on.name}'s task)") if v.control else v
+            for v in (BY_NAME[n] for n in wanted)]
 
 
 def variant_task(args: argparse.Namespace, preset: Preset, v: Variant) -> GlyphTaskConfig:
@@ -105,7 +113,7 @@ def run_matrix(args: argparse.Namespace) -> dict:
     bugs = [b.strip() for b in (args.matrix_bugs or args.bug).split(",") if b.strip()]
     if any(b not in BUGS for b in bugs):
         raise ConfigError(f"--matrix-bugs takes {sorted(BUGS)}, got {bugs}")
-    rows = select_variants(args.variants, controls=not args.no_controls)
+    rows = select_variants(args.variants, controls=not args.no_controls, controls_on=args.controls_on)
     prefix = args.name or f"fovmatrix-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(args.out or Path(args.runs_dir) / "foveation_check" / prefix)
     prepare_models(args, preset)
@@ -119,11 +127,12 @@ def run_matrix(args: argparse.Namespace) -> dict:
             # the controls answer questions about the clean rows; a bug is shown by the variants
             bug_rows = [v for v in rows if bug == "none" or not v.control] or rows
             run_rows(args, preset, bug_rows, data, bug, prefix, matrix_run.run_id, out / bug, results[bug],
-                     lambda v, bug=bug: log_landed_row(matrix_run, args.preset, rows, results, bug, v, out))
+                     lambda v, bug=bug: log_landed_row(matrix_run, args, rows, results, bug, v, out))
         table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows if v.name in results[bug]]
                  for bug in bugs}
         summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
-                   "findings": findings(table), "seconds_total": round(time.time() - t_all, 1),
+                   "findings": findings(table, args.controls_on), "controls_on": args.controls_on,
+                   "seconds_total": round(time.time() - t_all, 1),
                    "seconds_data": data.seconds,
                    "matrix_run_id": matrix_run.run_id, "out_dir": str(out)}
         summary["text"] = format_matrix(summary)
@@ -203,21 +212,22 @@ def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data
         list(ex.map(one, rows))
 
 
-def write_partial(preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], out: Path) -> Path:
+def write_partial(args: argparse.Namespace, rows: list[Variant], results: dict[str, dict[str, dict]],
+                  out: Path) -> Path:
     """``matrix.partial.txt``: the rows landed so far, so that a run cut short keeps its table."""
     table = {bug: [row_summary(v, got[v.name], bug) for v in rows if v.name in got] for bug, got in results.items()}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "matrix.partial.txt"
-    path.write_text(format_matrix({"preset": preset, "models": _models(results), "rows": table,
-                                   "findings": findings(table)}) + "\n")
+    path.write_text(format_matrix({"preset": args.preset, "models": _models(results), "rows": table,
+                                   "findings": findings(table, args.controls_on)}) + "\n")
     return path
 
 
-def log_landed_row(run, preset: str, rows: list[Variant], results: dict[str, dict[str, dict]], bug: str,
-                   v: Variant, out: Path) -> None:
+def log_landed_row(run, args: argparse.Namespace, rows: list[Variant], results: dict[str, dict[str, dict]],
+                   bug: str, v: Variant, out: Path) -> None:
     """As each row lands: the table so far and the row's heatmap strip on the matrix run, so that a
     matrix killed at a time limit keeps in MLflow every row it finished."""
-    run.log_artifact(write_partial(preset, rows, results, out), "foveation_matrix")
+    run.log_artifact(write_partial(args, rows, results, out), "foveation_matrix")
     heatmap = results[bug][v.name].get("heatmap_file")
     if heatmap and Path(heatmap).exists():
         dest = out / "heatmaps" / bug / f"{v.name}.png"
@@ -299,12 +309,13 @@ def row_line(r: dict) -> str:
             f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s | {r['verdict']}")
 
 
-def findings(table: dict[str, list[dict]]) -> list[str]:
+def findings(table: dict[str, list[dict]], controls_on: str = REFERENCE) -> list[str]:
     """What the controls and the bug rows say, from the figures (never a fixed text). A
-    control is only read against a reference row that shows an edge to lose."""
+    control is read against the row of the variant whose task it ran (``controls_on``), and
+    only where that row shows an edge to lose."""
     out: list[str] = []
     clean = {r["variant"]: r for r in table.get("none", [])}
-    ref, rnd, shuf = clean.get("fixed-colours"), clean.get("control-random-backbone"), clean.get("control-time-shuffled")
+    ref, rnd, shuf = clean.get(controls_on), clean.get("control-random-backbone"), clean.get("control-time-shuffled")
     ok = lambda r: r is not None and "glyph_acc" in r  # noqa: E731
     learned = ok(ref) and ref["glyph_acc"] > ref["chance"] + LEARNED_MARGIN
     if ok(ref) and ok(rnd):
@@ -392,6 +403,7 @@ def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant
                         "mode": "foveation_check"}, enabled=base.tracking.enabled,
                   artifact_location=base.tracking.artifact_location)
     run.log_params({"preset": args.preset, "bugs": ",".join(bugs), "variants": ",".join(v.name for v in rows),
+                    "controls_on": args.controls_on,
                     "model.llm": base.model.llm, "model.dino": base.model.dino,
                     "steps": args.steps or base.training.max_steps})
     return run
