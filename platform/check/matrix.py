@@ -241,7 +241,8 @@ def log_landed_row(run, args: argparse.Namespace, rows: list[Variant], results: 
 def row_summary(v: Variant, st: dict, bug: str) -> dict[str, Any]:
     """The matrix's row of one variant: the held-out figures, the verdict and why."""
     r: dict[str, Any] = {"variant": v.name, "control": v.control, "about": v.about, "bug": bug,
-                         "seconds": st.get("seconds_row")}
+                         "seconds": st.get("seconds_row"), "seconds_train": st.get("seconds_train"),
+                         "seconds_probe": st.get("seconds_probe")}
     if "error" in st:
         return {**r, "verdict": "failed: " + st["error"][:300], "why": "the row failed"}
     b, a = st["eval"]["baseline"], st["eval"]["a6"]
@@ -306,7 +307,8 @@ def row_line(r: dict) -> str:
         return f"{r['verdict']} ({_f(r['seconds'], 0)} s)"
     return (f"loss_fine {_f(r['loss_fine'])} loss_coarse {_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc "
             f"{_f(r['glyph_acc'])} A6 {_f(r['a6_glyph_acc'])} | H_fine {_f(r['entropy_fine'])} lift "
-            f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s | {r['verdict']}")
+            f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s (train "
+            f"{_f(r.get('seconds_train'), 0)}, probe {_f(r.get('seconds_probe'), 0)}) | {r['verdict']}")
 
 
 def findings(table: dict[str, list[dict]], controls_on: str = REFERENCE) -> list[str]:

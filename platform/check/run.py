@@ -77,9 +77,11 @@ def check_variant(args: argparse.Namespace, preset: Preset, task: GlyphTaskConfi
     parent = open_parent_run(args, base, task, state, prefix, parent_tags)
     try:
         fits = train_arms(cfgs, parent.run_id, args.parallel, state, concurrent)
+        t_trained = time.time()
         n_heat = args.heatmap_videos if args.heatmap_videos is not None else preset.heatmap_videos
         evals = probe_arms(base, fits, data["by_key"], args.eval_videos or preset.eval_videos, n_heat,
                            preset.max_new_tokens, state)
+        t_probed = time.time()
         j = judge(evals, cfgs, len(task.labels))
         st = {"preset": args.preset, "bug": args.bug, "steps": base.training.max_steps,
               "batch_size": base.data.batch_size, "task": task.to_dict(), "log_n": j.log_n,
@@ -94,7 +96,8 @@ def check_variant(args: argparse.Namespace, preset: Preset, task: GlyphTaskConfi
         files = write_report(st, j, out_dir, parent.run_id, n_heat)
         log_to_parent(parent, st, j, files)
         st["out_dir"] = str(out_dir)
-        st["seconds_variant"] = time.time() - t0
+        # where a row's time goes: Ray Train start-up + the arms' steps + checkpoints, then the probes
+        st.update(seconds_variant=time.time() - t0, seconds_train=t_trained - t0, seconds_probe=t_probed - t_trained)
         return st
     except BaseException:
         parent.finish("FAILED")
