@@ -24,9 +24,13 @@
 #     foveation-matrix  the check over its task variants and controls (--matrix), clean and with
 #                    BUG-001 + BUG-002 (MATRIX_BUGS), FOV_PRESET default gpu-tiny-standin: the
 #                    DINOv2-small stand-in is built first (its build log and STANDIN.json come back).
-#                    One H100 call (600 s) holds the stand-in (~100 s) and the clean rows; the bug
-#                    rows go in a second call on the same warm machine (stand-in and data are kept
-#                    in /tmp): MATRIX_BUGS=none, then MATRIX_BUGS=both FOV_ARGS=--no-controls
+#                    A 600 s call holds the install (~30 s), the stand-in (~92 s) and about two
+#                    waves of rows (a row ~150-205 s with 4 sharing the card); the clean rows
+#                    in 6 at a time, then the bug rows in a second call sent at once (a machine
+#                    idle 30 s is given back; while warm, stand-in and data stay in /tmp):
+#                      MATRIX_BUGS=none FOV_ARGS="--controls-on circle-colours-noise --matrix-parallel 6 cluster.cpus_per_worker=1"
+#                      MATRIX_BUGS=both FOV_ARGS="--no-controls --matrix-parallel 6 cluster.cpus_per_worker=1"
+#                    --variants splits a matrix over calls; each row lands in MLflow as it ends.
 set -uo pipefail
 script_t0=$(date +%s)
 source scripts/gpu_env.sh
