@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fovea.platform.check.matrix import (
-    CONTROLS, VARIANTS, backbone_reads, bug_caught, findings, format_matrix, select_variants, variant_overrides,
+    CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, select_variants, variant_overrides,
     variant_task, why,
 )
 from fovea.platform.check.presets import PRESETS
@@ -82,6 +82,30 @@ def _row(variant, acc, a6_acc, loss_fine, a6_loss, verdict, warnings=(), chance=
 
 
 HELP = "foveation is helping"
+
+
+def test_matrix_data_is_made_ahead_once_per_task_and_a_failure_waits_for_its_row(tmp_path):
+    """prefetch makes every row's set in row order, one per task (the random-backbone control
+    shares its variant's); a set that fails to be made raises in its own row's get."""
+    made = []
+
+    def prepare(task, data_dir, llm_ref, stage, preset, workers, how, connect):
+        if task.alphabet == "digits":
+            raise RuntimeError("no digits today")
+        made.append((task.stamp(), how))
+        return {"splits": {"train": 1, "val": 1}}
+
+    args = _args(data_path="auto", data_dir=str(tmp_path), runs_dir=str(tmp_path), workers=None, address=None,
+                 overrides=[])
+    rows = select_variants("fixed-colours,fixed-digits,control-random-backbone,line-colours", True)
+    preset = PRESETS["cpu-standin"]
+    data = MatrixData(args, preset, prepare)
+    data.prefetch(rows).join(timeout=60)
+    stamps = [variant_task(args, preset, v).stamp() for v in rows]
+    assert made == [(stamps[0], "direct"), (stamps[3], "direct")]  # the control reuses fixed-colours' set
+    assert data.get(rows[2])["task"].stamp() == stamps[0] and len(made) == 2
+    with pytest.raises(RuntimeError, match="no digits today"):
+        data.get(rows[1])
 
 
 def test_findings_read_the_controls_against_a_reference_with_an_edge():

@@ -198,7 +198,6 @@ def run_rows(args: argparse.Namespace, preset: Preset, rows: list[Variant], data
     """The rows of one bug setting into ``done``, ``--matrix-parallel`` at a time; a failed row is
     reported in its place and the others go on. ``landed(v)`` runs after each row (under the lock)."""
     from fovea.platform.check.run import check_variant
-
     from fovea.platform.runs.cluster import cluster_gpus
 
     k = max(1, args.matrix_parallel or (4 if cluster_gpus() else 1))

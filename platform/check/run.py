@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fovea.model.store import STANDIN_PREFIX
 from fovea.platform.check.presets import PRESETS, Preset
 from fovea.platform.check.probe import curves_png, evaluate_arm, heatmap_strip, load_eval_batches
 from fovea.platform.check.report import ARMS, captions_csv, format_report, verdicts, warnings_from_rows
@@ -36,7 +37,6 @@ from fovea.platform.check.shards import have_pyav, write_direct_shards
 from fovea.platform.check.task import GlyphTaskConfig, config_from_args, generate_glyph_task
 from fovea.platform.config import ConfigError, RunConfig, load_config
 from fovea.platform.train.failure_signatures import Signature, failure_signatures
-from fovea.model.store import STANDIN_PREFIX
 
 log = logging.getLogger("fovea.foveation_check")
 
