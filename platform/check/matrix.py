@@ -150,8 +150,8 @@ class MatrixData:
     while the rows already made train, so that a row whose turn comes finds its data ready; rows
     with the same task share a set (a control reads its variant's task, the bug rows their clean
     row's). ``--data-path auto`` means ``direct`` here: the same shards from the rendered frames,
-    without the mp4 encode and decode round trip (about a third of the time on 2 cores); the single
-    check keeps the preprocessing path, which is what it exercises."""
+    without the mp4 encode and decode round trip, which costs the matrix more than it tells it;
+    the single check keeps the preprocessing path, which is what it exercises."""
 
     def __init__(self, args: argparse.Namespace, preset: Preset, prepare):
         from fovea.platform.check.run import task_llm
