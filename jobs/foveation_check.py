@@ -44,7 +44,7 @@ import logging
 import os
 import sys
 
-from fovea.platform.check.matrix import run_matrix
+from fovea.platform.check.matrix import REFERENCE, run_matrix
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.run import BUGS, run_check
 from fovea.platform.check.task import add_arguments
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--matrix", action="store_true", help="run every variant (and the controls) of the preset")
     m.add_argument("--variants", default=None, help="comma-separated variants and controls (default: all)")
     m.add_argument("--no-controls", action="store_true", help="leave out the random-backbone and time-shuffled rows")
-    m.add_argument("--controls-on", default="fixed-colours",
+    m.add_argument("--controls-on", default=REFERENCE,
                    help="the variant whose task the controls run and are read against (default: the preset's own)")
     m.add_argument("--matrix-bugs", default=None,
                    help="bug settings to run the rows under, e.g. none,both (default: --bug's)")
