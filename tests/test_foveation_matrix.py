@@ -175,7 +175,7 @@ def test_one_row_of_the_matrix_on_the_tiny_standin(repo_root, standin_tiny, tmp_
         ray.shutdown()
     (row,) = summary["rows"]["none"]
     assert row["variant"] == "fixed-colours" and "standin-tiny-dinov2-glyphs" in summary["models"]
-    for k in ("loss_fine", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift"):
+    for k in ("loss_fine", "loss_ar", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift"):
         assert isinstance(row[k], float) and math.isfinite(row[k]), k
     assert row["entropy_fine"] < 0.8 * row["log_n"] and row["lift"] >= 2.0, row
     assert row["verdict"] and "VERDICT" not in row["verdict"] and "fixed-colours" in summary["text"]
@@ -208,6 +208,10 @@ def test_why_names_the_budget_the_task_or_the_backbone():
     assert why(_row("x", 0.9, 0.4, 0.5, 0.8, HELP)) == ""
     split = _row("line-colours", 0.52, 0.84, 0.125, 0.169, "inconclusive: captions failed")
     assert why(split).startswith("the measures disagree: the baseline's held-out loss is lower (0.125 against A6 0.169)")
+    assert why({**split, "loss_ar": 0.160}).startswith("the measures disagree")  # its own queries still beat A6
+    assert why({**split, "loss_ar": 0.210}).startswith(
+        "the deployment loop: trained on the coarse pass's queries the baseline's held-out loss is 0.125, with the "
+        "queries it makes for itself frame by frame (as captions are generated) 0.210, above A6's 0.169")
     assert why({**split, "glyph_acc": 0.84}) == "the baseline learned more, but not by the verdict's margins"
     assert backbone_reads("fovea/tiny-dinov2", "colours") is None  # random weights: no marker
 

@@ -264,6 +264,7 @@ def row_summary(v: Variant, st: dict, bug: str) -> dict[str, Any]:
     fa = b.get("attn_fine", {})
     chance = 1 / len(GlyphTaskConfig.from_dict(st["task"]).labels)
     r.update({"loss_fine": b["loss_fine"], "loss_coarse": b["loss_coarse"], "a6_loss": a["loss"],
+              "loss_ar": b.get("loss_autoregressive"),
               "glyph_acc": b["glyph_accuracy"], "a6_glyph_acc": a["glyph_accuracy"], "chance": chance,
               "entropy_fine": b["diagnostics"].get("attn_entropy_fine"), "log_n": st["log_n"],
               "lift": fa.get("lift"), "lift_distractors": fa.get("distractor_lift"),
@@ -308,6 +309,12 @@ def why(r: dict) -> str:
                     f"{tgt:.2f}x): it has not learned where the target will be, so the static query reads as well")
         return "task: the static query reads it as well as the fine one"
     if r["a6_glyph_acc"] > r["glyph_acc"] + 0.02:
+        ar = r.get("loss_ar")
+        if isinstance(ar, float) and ar > r["a6_loss"]:
+            return (f"the deployment loop: trained on the coarse pass's queries the baseline's held-out loss is "
+                    f"{r['loss_fine']:.3f}, with the queries it makes for itself frame by frame (as captions are "
+                    f"generated) {ar:.3f}, above A6's {r['a6_loss']:.3f}; A6's captions name the glyph more often "
+                    f"({r['a6_glyph_acc']:.2f} against {r['glyph_acc']:.2f})")
         return (f"the measures disagree: the baseline's held-out loss is lower ({r['loss_fine']:.3f} against A6 "
                 f"{r['a6_loss']:.3f}), A6's captions name the glyph more often ({r['a6_glyph_acc']:.2f} against "
                 f"{r['glyph_acc']:.2f})")
@@ -320,7 +327,7 @@ def row_line(r: dict) -> str:
     """One finished row in a line, printed as it lands (a run cut short still shows its rows)."""
     if "glyph_acc" not in r:
         return f"{r['verdict']} ({_f(r['seconds'], 0)} s)"
-    return (f"loss_fine {_f(r['loss_fine'])} loss_coarse {_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc "
+    return (f"loss_fine {_f(r['loss_fine'])} (own queries {_f(r.get('loss_ar'))}) loss_coarse {_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc "
             f"{_f(r['glyph_acc'])} A6 {_f(r['a6_glyph_acc'])} | H_fine {_f(r['entropy_fine'])} lift "
             f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s (train "
             f"{_f(r.get('seconds_train'), 0)}, probe {_f(r.get('seconds_probe'), 0)}) | {r['verdict']}")
@@ -389,14 +396,14 @@ def _f(x: Any, nd: int = 3) -> str:
 
 
 def format_matrix(s: dict) -> str:
-    head = ("variant", "loss_fine", "loss_coarse", "A6 loss", "acc", "A6 acc", "H fine", "lift", "lift dis", "s")
+    head = ("variant", "loss_fine", "loss_ar", "loss_coarse", "A6 loss", "acc", "A6 acc", "H fine", "lift", "lift dis", "s")
     lines = [f"== foveation matrix: preset {s['preset']} ({s['models']}) =="]
     w = max([len(head[0])] + [len(r["variant"]) for rows in s["rows"].values() for r in rows])
     fmt = lambda cells: f"{cells[0]:<{w}}" + "".join(f"  {c:>{max(6, len(h))}}" for c, h in zip(cells[1:], head[1:]))  # noqa: E731,E501
     for bug, rows in s["rows"].items():
         lines += ["", f"-- bug={bug} --", fmt(head) + "  verdict"]
         for r in rows:
-            cells = (r["variant"], _f(r.get("loss_fine")), _f(r.get("loss_coarse")), _f(r.get("a6_loss")),
+            cells = (r["variant"], _f(r.get("loss_fine")), _f(r.get("loss_ar")), _f(r.get("loss_coarse")), _f(r.get("a6_loss")),
                      _f(r.get("glyph_acc")), _f(r.get("a6_glyph_acc")), _f(r.get("entropy_fine")),
                      _f(r.get("lift"), 2), _f(r.get("lift_distractors"), 2), _f(r.get("seconds"), 0))
             lines.append(fmt(cells) + "  " + r["verdict"])
@@ -438,7 +445,7 @@ def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Pat
     metrics: dict[str, float] = {}
     for bug, rows in summary["rows"].items():
         for r in rows:
-            for k in ("loss_fine", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift",
+            for k in ("loss_fine", "loss_ar", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift",
                       "lift_distractors", "seconds"):
                 if isinstance(r.get(k), (int, float)) and math.isfinite(r[k]):
                     metrics[f"{bug}.{r['variant']}.{k}"] = float(r[k])

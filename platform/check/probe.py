@@ -205,6 +205,7 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
     eos = eos_ids(tok)
     mode = "coarse_only" if arm == "a6" else "coarse_fine"
     sums = {"loss": 0.0, "loss_fine": 0.0, "loss_coarse": 0.0, "n_tok": 0.0}
+    ar_sums = {"loss": 0.0, "n_tok": 0.0}
     diag_sums: dict[str, float] = {}
     records, lifts, heat = [], {"fine": [], "coarse": []}, []
     t0 = time.time()
@@ -214,6 +215,8 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
             b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             metas = [by_key.get(k) for k in b["keys"]]
             add_losses(model, b, mode, device, sums, diag_sums)
+            if arm == "baseline":
+                add_autoregressive_loss(model, b, device, ar_sums)
             if not signal:  # the first batch: enough to tell 5 % from 100 %
                 with autocast(device):
                     signal = frame_signal(model, b["frames"], b["frame_mask"])
@@ -227,6 +230,8 @@ def evaluate_arm(arm: str, model_dir: Path, batches: list[dict], by_key: dict, d
                 keep_heat(heat, which, maps, b, metas, heat_n)
     res: dict[str, Any] = {"arm": arm, "mode": mode, "n_videos": len(records), "eval_seconds": time.time() - t0}
     res.update(mean_losses(sums, arm))
+    if ar_sums["n_tok"]:
+        res["loss_autoregressive"] = ar_sums["loss"] / ar_sums["n_tok"]
     res.update(caption_scores(records))
     res["diagnostics"] = {k: v / max(1, len(batches)) for k, v in diag_sums.items()}
     res["q_static_std"] = float(model.q_static.detach().float().std())
@@ -263,6 +268,22 @@ def add_losses(model, b: dict, mode: str, device, sums: dict[str, float], diag_s
     for k, v in out.get("diagnostics", {}).items():
         if isinstance(v, (int, float)) and math.isfinite(float(v)) and "_l" not in k:
             diag_sums[k] = diag_sums.get(k, 0.0) + float(v)
+
+
+def add_autoregressive_loss(model, b: dict, device, sums: dict[str, float]) -> None:
+    """The baseline's teacher-forced loss with the queries it makes for itself, frame by frame
+    (``mode="autoregressive"``, as ``model.generate`` runs): training reads each frame through the
+    coarse pass's queries, captions are generated through these. Where the two losses part, the
+    captions can read worse than loss_fine says."""
+    from fovea.platform.eval.batches import autocast
+
+    with autocast(device):
+        out = model(frames=b["frames"], frame_mask=b["frame_mask"], input_ids=b["input_ids"],
+                    attention_mask=b["attention_mask"], loss_mask=b["loss_mask"], mode="autoregressive",
+                    compute_coarse=False, return_logits=False)
+    nt, v = float(out["num_targets"]), float(out["loss"])
+    sums["n_tok"] += nt
+    sums["loss"] += v * nt if math.isfinite(v) else float("nan")
 
 
 def greedy_captions(arm: str, model, tok, b: dict, device, max_new_tokens: int, eos: set[int]) -> list[str]:

@@ -145,6 +145,7 @@ def format_report(st: dict) -> str:
     cols.append(("train steps / wall s", f"{st['steps']} / {_fmt(st['trained'].get('baseline'))}",
                  f"{st['steps']} / {_fmt(st['trained'].get('a6'))}"))
     cols.append(("held-out loss_fine", _fmt(b["loss_fine"]), "-"))
+    cols.append(("held-out loss, own queries", _fmt(b.get("loss_autoregressive")), "-"))
     cols.append(("held-out loss_coarse", _fmt(b["loss_coarse"]), f"{_fmt(a['loss'])} (trained on it)"))
     cols.append(("fine/coarse ratio", _fmt(b["ratio"]), "-"))
     cols.append(("caption exact match", f"{b['exact_match']:.3f} of {b['n_videos']}", f"{a['exact_match']:.3f} of {a['n_videos']}"))

@@ -433,7 +433,8 @@ def _artifact_uri(tracking_uri: str, run_id: str | None) -> str | None:
 def _flat_metrics(st: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     for arm, e in st["eval"].items():
-        for k in ("loss", "loss_fine", "loss_coarse", "ratio", "exact_match", "glyph_accuracy", "q_static_std"):
+        for k in ("loss", "loss_fine", "loss_coarse", "loss_autoregressive", "ratio", "exact_match",
+                  "glyph_accuracy", "q_static_std"):
             v = e.get(k)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 out[f"{arm}.{k}"] = float(v)
