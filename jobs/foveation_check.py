@@ -44,7 +44,7 @@ import logging
 import os
 import sys
 
-from fovea.platform.check.matrix import REFERENCE, run_matrix
+from fovea.platform.check.matrix import REFERENCE, merge_matrices, run_matrix
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.run import BUGS, run_check
 from fovea.platform.check.task import add_arguments
@@ -84,12 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--matrix", action="store_true", help="run every variant (and the controls) of the preset")
     m.add_argument("--variants", default=None, help="comma-separated variants and controls (default: all)")
     m.add_argument("--no-controls", action="store_true", help="leave out the random-backbone and time-shuffled rows")
-    m.add_argument("--controls-on", default=REFERENCE,
-                   help="the variant whose task the controls run and are read against (default: the preset's own)")
+    m.add_argument("--controls-on", default=None,
+                   help=f"the variant whose task the controls run and are read against (default: {REFERENCE}, "
+                        f"the preset's own; with --merge-matrices: the parts' own)")
     m.add_argument("--matrix-bugs", default=None,
                    help="bug settings to run the rows under, e.g. none,both (default: --bug's)")
     m.add_argument("--matrix-parallel", type=int, default=None,
                    help="rows training at once (default: 4 with a GPU, else 1)")
+    m.add_argument("--merge-matrices", default=None, metavar="A.json,B.json",
+                   help="train nothing: one table (and its findings) from the matrix.json of matrices run in "
+                        "parts; --controls-on as given, else the parts' own; --out: where matrix.txt/json go")
     add_arguments(ap)
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides for both arms")
     return ap.parse_args(argv)
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     args = parse_args(argv)
     try:
+        if args.merge_matrices:
+            summary = merge_matrices(args.merge_matrices.split(","), args.controls_on, args.out)
+            print(summary["text"])
+            return 1 if args.strict and any(x.startswith("FAIL") for x in summary["findings"]) else 0
         if args.matrix:
             summary = run_matrix(args)
             return 1 if args.strict and any(x.startswith("FAIL") for x in summary["findings"]) else 0

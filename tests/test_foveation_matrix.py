@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from fovea.platform.check.matrix import (
-    CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, select_variants, variant_overrides,
-    variant_task, why,
+    CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, merge_matrices, select_variants,
+    variant_overrides, variant_task, why,
 )
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.task import GlyphTaskConfig, render_video
@@ -221,3 +223,34 @@ def test_backbone_reads_comes_from_the_standin_marker(standin_tiny):
 
     marker = json.loads((standin_tiny / "STANDIN.json").read_text())
     assert backbone_reads("fovea/standin-tiny-dinov2-glyphs", "colours") == marker["held_out"]["trained"]["colours_acc"]
+
+
+def test_matrices_run_in_parts_merge_into_one_table_and_findings(tmp_path, repo_root):
+    """A matrix split over device calls: the controls in one part, their reference row in
+    another; the merged table reads the controls against it, and a part's later row wins."""
+    ref = {**_row("circle-colours-noise", 0.70, 0.12, 0.18, 0.65, HELP), "control": ""}
+    shuf = {**_row("control-time-shuffled", 0.43, 0.59, 0.45, 0.39, "foveation is NOT helping"),
+            "control": "time_shuffled"}
+    stale = {**_row("fixed-colours", 0.1, 0.1, 0.9, 0.9, "inconclusive: budget"), "control": ""}
+    fresh = {**_row("fixed-colours", 0.76, 0.99, 0.13, 0.04, "foveation is NOT helping"), "control": ""}
+    part = lambda rows, on: {"preset": "gpu-tiny-standin", "models": "m", "rows": {"none": rows},  # noqa: E731
+                             "controls_on": on, "findings": [], "matrix_run_id": "r"}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(part([shuf, stale], "circle-colours-noise")))
+    b.write_text(json.dumps(part([ref, fresh], "fixed-colours")))
+    merged = merge_matrices([str(a), str(b)], out=str(tmp_path / "merged"))
+    assert merged["controls_on"] == "circle-colours-noise"  # from the part that ran the controls
+    assert [r["variant"] for r in merged["rows"]["none"]] == ["control-time-shuffled", "fixed-colours",
+                                                              "circle-colours-noise"]
+    assert merged["rows"]["none"][1]["glyph_acc"] == 0.76
+    (finding,) = merged["findings"]
+    assert finding.startswith("PASS time-shuffled control: the baseline's held-out loss edge over A6 -0.0600 "
+                              "against +0.4700")
+    assert json.loads((tmp_path / "merged" / "matrix.json").read_text())["findings"] == [finding]
+    with pytest.raises(ConfigError, match="cannot read .*nope.json"):
+        merge_matrices([str(tmp_path / "nope.json")])
+    # and from the command line, as a user merges the parts' files
+    r = subprocess.run([sys.executable, str(repo_root / "jobs" / "foveation_check.py"), "--merge-matrices",
+                        f"{a},{b}", "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "PASS time-shuffled control" in r.stdout and (tmp_path / "cli" / "matrix.txt").exists()

@@ -57,7 +57,9 @@ VARIANTS = (
     Variant("fixed-digits", dict(alphabet="digits"), about="digits on plates"),
     Variant("line-colours", dict(motion="line"), about="a straight bouncing line per video"),
     Variant("circle-colours-noise", dict(motion="circle", clutter="noise"), about="an orbit per video, noise clutter"),
-    Variant("random-colours", dict(motion="random"), about="no path: the fine query can only guess"),
+    Variant("random-colours", dict(motion="random"),
+            about="no path: where the target is cannot be predicted; with one label a video (the tiny presets) "
+                  "it is the glyph that stays while the distractors change, so a query can follow what it looks like"),
     Variant("fixed-colours-3d-seq", dict(distractors=3, caption="sequence"), about="a label per frame, 3 distractors"),
     Variant("fixed-colours-0d-plain", dict(distractors=0, clutter="plain"),
             about="nothing to confuse: the glyph is the only thing to find on a plain frame"),
@@ -113,7 +115,8 @@ def run_matrix(args: argparse.Namespace) -> dict:
     bugs = [b.strip() for b in (args.matrix_bugs or args.bug).split(",") if b.strip()]
     if any(b not in BUGS for b in bugs):
         raise ConfigError(f"--matrix-bugs takes {sorted(BUGS)}, got {bugs}")
-    rows = select_variants(args.variants, controls=not args.no_controls, controls_on=args.controls_on)
+    controls_on = args.controls_on or REFERENCE
+    rows = select_variants(args.variants, controls=not args.no_controls, controls_on=controls_on)
     prefix = args.name or f"fovmatrix-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(args.out or Path(args.runs_dir) / "foveation_check" / prefix)
     prepare_models(args, preset)
@@ -132,7 +135,7 @@ def run_matrix(args: argparse.Namespace) -> dict:
         table = {bug: [row_summary(v, results[bug][v.name], bug) for v in rows if v.name in results[bug]]
                  for bug in bugs}
         summary = {"preset": args.preset, "models": _models(results), "bugs": bugs, "rows": table,
-                   "findings": findings(table, args.controls_on), "controls_on": args.controls_on,
+                   "findings": findings(table, controls_on), "controls_on": controls_on,
                    "seconds_total": round(time.time() - t_all, 1),
                    "seconds_data": data.seconds,
                    "matrix_run_id": matrix_run.run_id, "out_dir": str(out)}
@@ -142,6 +145,41 @@ def run_matrix(args: argparse.Namespace) -> dict:
         matrix_run.finish("FAILED")
         raise
     print("\n" + summary["text"] + f"\n(total {summary['seconds_total']:.0f} s; files in {out})", flush=True)
+    return summary
+
+
+def merge_matrices(paths: list[str], controls_on: str | None = None, out: str | None = None) -> dict:
+    """One table from matrices run in parts (``--variants`` splits a matrix over device calls):
+    each part's ``matrix.json``, rows by bug setting in the order given, a later part's row
+    replacing an earlier one of the same variant; the findings read again over the whole table
+    (a control and its reference row may have landed in different parts)."""
+    parts = []
+    for p in paths:
+        try:
+            parts.append(json.loads(Path(p).read_text()))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--merge-matrices: cannot read {p}: {e}; it takes the matrix.json files "
+                              f"that --matrix writes to its --out folder") from e
+        if not isinstance(parts[-1].get("rows"), dict):
+            raise ConfigError(f"--merge-matrices: {p} has no 'rows': not a matrix.json written by --matrix")
+    on = controls_on or next((s["controls_on"] for s in parts
+                              if any(r.get("control") for rows in s["rows"].values() for r in rows)), REFERENCE)
+    table: dict[str, dict[str, dict]] = {}
+    for s in parts:
+        for bug, rows in s["rows"].items():
+            table.setdefault(bug, {}).update({r["variant"]: r for r in rows})
+    rows = {bug: list(by_variant.values()) for bug, by_variant in table.items()}
+    models = "; ".join(sorted({m for s in parts for m in s["models"].split("; ") if m and m != "-"})) or "-"
+    summary = {"preset": ", ".join(sorted({s["preset"] for s in parts})), "models": models,
+               "bugs": list(rows), "rows": rows, "findings": findings(rows, on), "controls_on": on,
+               "parts": [{"file": str(p), "matrix_run_id": s.get("matrix_run_id"), "seconds_total": s.get("seconds_total")}
+                         for p, s in zip(paths, parts)]}
+    summary["text"] = format_matrix(summary)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "matrix.txt").write_text(summary["text"] + "\n")
+        (Path(out) / "matrix.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"},
+                                                          indent=1, default=str))
     return summary
 
 
@@ -427,7 +465,7 @@ def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant
                         "mode": "foveation_check"}, enabled=base.tracking.enabled,
                   artifact_location=base.tracking.artifact_location)
     run.log_params({"preset": args.preset, "bugs": ",".join(bugs), "variants": ",".join(v.name for v in rows),
-                    "controls_on": args.controls_on,
+                    "controls_on": args.controls_on or REFERENCE,
                     "model.llm": base.model.llm, "model.dino": base.model.dino,
                     "steps": args.steps or base.training.max_steps})
     return run
