@@ -24,13 +24,15 @@
 #     foveation-matrix  the check over its task variants and controls (--matrix), clean and with
 #                    BUG-001 + BUG-002 (MATRIX_BUGS), FOV_PRESET default gpu-tiny-standin: the
 #                    DINOv2-small stand-in is built first (its build log and STANDIN.json come back).
-#                    A 600 s call holds the install (~30 s), the stand-in (~92 s) and about two
-#                    waves of rows (a row ~150-205 s with 4 sharing the card); the clean rows
-#                    in 6 at a time, then the bug rows in a second call sent at once (a machine
-#                    idle 30 s is given back; while warm, stand-in and data stay in /tmp):
-#                      MATRIX_BUGS=none FOV_ARGS="--controls-on circle-colours-noise --matrix-parallel 6 cluster.cpus_per_worker=1"
-#                      MATRIX_BUGS=both FOV_ARGS="--no-controls --matrix-parallel 6 cluster.cpus_per_worker=1"
-#                    --variants splits a matrix over calls; each row lands in MLflow as it ends.
+#                    A 600 s call holds the install (~30 s), the stand-in (~92 s, once a machine)
+#                    and one wave of 5-6 rows (a row 170-260 s with 6 sharing the card). The
+#                    whole matrix in three calls sent one right after the other (a machine idle
+#                    30 s is given back; while warm, the stand-in and the MLflow store stay in /tmp):
+#                      MATRIX_BUGS=none FOV_ARGS="--variants fixed-colours-0d-plain,random-colours,fixed-colours-3d-seq,control-random-backbone,control-time-shuffled --controls-on circle-colours-noise --matrix-parallel 5 cluster.cpus_per_worker=1"
+#                      MATRIX_BUGS=none FOV_ARGS="--variants fixed-colours,fixed-colours-2d,fixed-shapes,fixed-digits,line-colours,circle-colours-noise --no-controls --matrix-parallel 6 cluster.cpus_per_worker=1"
+#                      FOV_TIMEOUT=420 MATRIX_BUGS=both FOV_ARGS="--variants random-colours,circle-colours-noise,fixed-colours-0d-plain,fixed-colours,line-colours,fixed-shapes --no-controls --matrix-parallel 6 cluster.cpus_per_worker=1"
+#                    then here: python jobs/foveation_check.py --merge-matrices A/matrix/matrix.json,B/...,C/...
+#                    Each row lands in MLflow as it ends.
 set -uo pipefail
 script_t0=$(date +%s)
 source scripts/gpu_env.sh
