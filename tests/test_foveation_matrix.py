@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fovea.platform.check.matrix import (
-    CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, merge_matrices, select_variants,
-    variant_overrides, variant_task, why,
+    CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, merge_matrices,
+    select_variants, variant_overrides, variant_task, why,
 )
 from fovea.platform.check.presets import PRESETS
 from fovea.platform.check.task import GlyphTaskConfig, render_video

@@ -172,8 +172,8 @@ def merge_matrices(paths: list[str], controls_on: str | None = None, out: str | 
     models = "; ".join(sorted({m for s in parts for m in s["models"].split("; ") if m and m != "-"})) or "-"
     summary = {"preset": ", ".join(sorted({s["preset"] for s in parts})), "models": models,
                "bugs": list(rows), "rows": rows, "findings": findings(rows, on), "controls_on": on,
-               "parts": [{"file": str(p), "matrix_run_id": s.get("matrix_run_id"), "seconds_total": s.get("seconds_total")}
-                         for p, s in zip(paths, parts)]}
+               "parts": [{"file": str(p), "matrix_run_id": s.get("matrix_run_id"),
+                          "seconds_total": s.get("seconds_total")} for p, s in zip(paths, parts)]}
     summary["text"] = format_matrix(summary)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -365,9 +365,9 @@ def row_line(r: dict) -> str:
     """One finished row in a line, printed as it lands (a run cut short still shows its rows)."""
     if "glyph_acc" not in r:
         return f"{r['verdict']} ({_f(r['seconds'], 0)} s)"
-    return (f"loss_fine {_f(r['loss_fine'])} (own queries {_f(r.get('loss_ar'))}) loss_coarse {_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc "
-            f"{_f(r['glyph_acc'])} A6 {_f(r['a6_glyph_acc'])} | H_fine {_f(r['entropy_fine'])} lift "
-            f"{_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s (train "
+    return (f"loss_fine {_f(r['loss_fine'])} (own queries {_f(r.get('loss_ar'))}) loss_coarse "
+            f"{_f(r['loss_coarse'])} A6 {_f(r['a6_loss'])} | acc {_f(r['glyph_acc'])} A6 {_f(r['a6_glyph_acc'])} | "
+            f"H_fine {_f(r['entropy_fine'])} lift {_f(r['lift'], 2)}x dis {_f(r['lift_distractors'], 2)}x | {_f(r['seconds'], 0)} s (train "
             f"{_f(r.get('seconds_train'), 0)}, probe {_f(r.get('seconds_probe'), 0)}) | {r['verdict']}")
 
 
@@ -434,15 +434,16 @@ def _f(x: Any, nd: int = 3) -> str:
 
 
 def format_matrix(s: dict) -> str:
-    head = ("variant", "loss_fine", "loss_ar", "loss_coarse", "A6 loss", "acc", "A6 acc", "H fine", "lift", "lift dis", "s")
+    head = ("variant", "loss_fine", "loss_ar", "loss_coarse", "A6 loss", "acc", "A6 acc", "H fine", "lift",
+            "lift dis", "s")
     lines = [f"== foveation matrix: preset {s['preset']} ({s['models']}) =="]
     w = max([len(head[0])] + [len(r["variant"]) for rows in s["rows"].values() for r in rows])
     fmt = lambda cells: f"{cells[0]:<{w}}" + "".join(f"  {c:>{max(6, len(h))}}" for c, h in zip(cells[1:], head[1:]))  # noqa: E731,E501
     for bug, rows in s["rows"].items():
         lines += ["", f"-- bug={bug} --", fmt(head) + "  verdict"]
         for r in rows:
-            cells = (r["variant"], _f(r.get("loss_fine")), _f(r.get("loss_ar")), _f(r.get("loss_coarse")), _f(r.get("a6_loss")),
-                     _f(r.get("glyph_acc")), _f(r.get("a6_glyph_acc")), _f(r.get("entropy_fine")),
+            cells = (r["variant"], _f(r.get("loss_fine")), _f(r.get("loss_ar")), _f(r.get("loss_coarse")),
+                     _f(r.get("a6_loss")), _f(r.get("glyph_acc")), _f(r.get("a6_glyph_acc")), _f(r.get("entropy_fine")),
                      _f(r.get("lift"), 2), _f(r.get("lift_distractors"), 2), _f(r.get("seconds"), 0))
             lines.append(fmt(cells) + "  " + r["verdict"])
             if r.get("why"):
@@ -483,8 +484,8 @@ def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Pat
     metrics: dict[str, float] = {}
     for bug, rows in summary["rows"].items():
         for r in rows:
-            for k in ("loss_fine", "loss_ar", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine", "lift",
-                      "lift_distractors", "seconds"):
+            for k in ("loss_fine", "loss_ar", "loss_coarse", "a6_loss", "glyph_acc", "a6_glyph_acc", "entropy_fine",
+                      "lift", "lift_distractors", "seconds"):
                 if isinstance(r.get(k), (int, float)) and math.isfinite(r[k]):
                     metrics[f"{bug}.{r['variant']}.{k}"] = float(r[k])
             metrics[f"{bug}.{r['variant']}.helping"] = float(r["verdict"].startswith("foveation is helping"))
