@@ -123,7 +123,7 @@ def run_matrix(args: argparse.Namespace) -> dict:
     data = MatrixData(args, preset, prepare_data)
     data.get(rows[0])  # Ray starts here; a bad task fails before any run is opened
     data.prefetch(rows)
-    matrix_run = open_matrix_run(args, preset, rows, bugs, prefix)
+    matrix_run = open_matrix_run(args, preset, rows, bugs, prefix, controls_on)
     results: dict[str, dict[str, dict]] = {}
     try:
         for bug in bugs:
@@ -176,10 +176,7 @@ def merge_matrices(paths: list[str], controls_on: str | None = None, out: str | 
                           "seconds_total": s.get("seconds_total")} for p, s in zip(paths, parts)]}
     summary["text"] = format_matrix(summary)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "matrix.txt").write_text(summary["text"] + "\n")
-        (Path(out) / "matrix.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"},
-                                                          indent=1, default=str))
+        write_matrix(summary, Path(out))
     return summary
 
 
@@ -454,7 +451,8 @@ def format_matrix(s: dict) -> str:
 
 # -- MLflow ------------------------------------------------------------------------------------
 
-def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant], bugs: list[str], prefix: str):
+def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant], bugs: list[str], prefix: str,
+                    controls_on: str):
     from fovea.platform.config import load_config
     from fovea.platform.runs.tracking import Tracker
 
@@ -466,21 +464,26 @@ def open_matrix_run(args: argparse.Namespace, preset: Preset, rows: list[Variant
                         "mode": "foveation_check"}, enabled=base.tracking.enabled,
                   artifact_location=base.tracking.artifact_location)
     run.log_params({"preset": args.preset, "bugs": ",".join(bugs), "variants": ",".join(v.name for v in rows),
-                    "controls_on": args.controls_on or REFERENCE,
+                    "controls_on": controls_on,
                     "model.llm": base.model.llm, "model.dino": base.model.dino,
                     "steps": args.steps or base.training.max_steps})
     return run
 
 
+def write_matrix(summary: dict, out: Path) -> tuple[Path, Path]:
+    """The table as text and as JSON (everything but the text) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    txt, js = out / "matrix.txt", out / "matrix.json"
+    txt.write_text(summary["text"] + "\n")
+    js.write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=1, default=str))
+    return txt, js
+
+
 def log_matrix(run, summary: dict, results: dict[str, dict[str, dict]], out: Path) -> None:
     """matrix.txt / matrix.json on the matrix run (the heatmap strips went up as their rows landed);
     per-row metrics and verdicts."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "matrix.txt").write_text(summary["text"] + "\n")
-    (out / "matrix.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=1,
-                                                default=str))
-    run.log_artifact(out / "matrix.txt", "foveation_matrix")
-    run.log_artifact(out / "matrix.json", "foveation_matrix")
+    for f in write_matrix(summary, out):
+        run.log_artifact(f, "foveation_matrix")
     metrics: dict[str, float] = {}
     for bug, rows in summary["rows"].items():
         for r in rows:
