@@ -109,6 +109,23 @@ class PatchBlock(nn.Module):
         return h, k, v
 
 
+def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str = "sdpa") -> torch.Tensor:
+    """One query token's attention over a frame's cached tokens (scale 1/sqrt(hd), as DINOv2).
+
+    q [n,H,1,hd], k/v [n,H,Np,hd] -> [n,H,1,hd].  ``how`` is ``model.query_attention``:
+    "sdpa" is PyTorch's fused kernel; "matmul" writes it out:
+        s = q k^T / sqrt(hd)    [n,H,1,Np]   bmm, 2 Np hd FLOPs a head
+        w = softmax(s)          at least fp32, as the fused kernels accumulate
+        o = w v                 [n,H,1,hd]   bmm, 2 Np hd FLOPs a head
+    Both are memory-bound at one query (each reads K and V once; backward reads them again and
+    writes dK = ds^T q and dV = w^T do, outer products); which is faster is measured, not assumed.
+    """
+    if how == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v)
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return s.to(torch.promote_types(s.dtype, torch.float32)).softmax(-1).to(v.dtype) @ v
+
+
 class QueryBlock(nn.Module):
     """The same DINOv2 block for one query token per frame, attending only to cached K/V.
 
@@ -116,15 +133,16 @@ class QueryBlock(nn.Module):
     over the 12 layers of DINOv2-small).
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int):
+    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "sdpa"):
         super().__init__()
         object.__setattr__(self, "layer", layer)
         self.num_heads = num_heads
+        self.attention = attention  # model.query_attention
 
     def forward(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         layer = self.layer
         q_proj, _, _, o_proj = attn_linears(layer)
         q = split_heads(q_proj(layer.norm1(h)), self.num_heads)  # [n, H, 1, hd]
-        a = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))  # [n, H, 1, hd]
+        a = query_attention(q, k.to(q.dtype), v.to(q.dtype), self.attention)  # [n, H, 1, hd]
         h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
         return h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))

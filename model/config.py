@@ -48,6 +48,11 @@ class ModelConfig(BaseModel):
     # call but it builds an execution plan for every new frame count (docs/PERFORMANCE.md). CPU
     # tensors always take PyTorch's CPU kernels.
     dino_attention: Literal["flash", "cudnn"] = "flash"
+    # the query pass's attention, one query token over a frame's cached keys/values: "sdpa" (the
+    # fused kernel PyTorch picks: flash on CUDA) or "matmul" (q k^T, softmax, w v as two batched
+    # matmuls). A fused kernel tiles over queries, which one token cannot fill; its backward still
+    # writes dK and dV for every cached key (blocks.query_attention, docs/PERFORMANCE.md)
+    query_attention: Literal["sdpa", "matmul"] = "sdpa"
     # the patch pass runs at the frame count rounded up to a multiple of this (blank frames,
     # dropped again from its keys/values/features, so losses and gradients are the unpadded
     # run's): token-budget batches then bring at most budget / bucket counts, so cuDNN's plans

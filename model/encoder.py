@@ -105,10 +105,12 @@ class FoveatedEncoder(nn.Module):
         patch_attention: ``model.dino_attention`` ("flash" or "cudnn"; blocks.patch_attention).
         frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
             up to a multiple of it (``bucketed_frames``).
+        query_attention: ``model.query_attention`` ("sdpa" or "matmul"; blocks.query_attention).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
-                 query_bias: bool = False, patch_attention: str = "flash", frame_bucket: int = 0):
+                 query_bias: bool = False, patch_attention: str = "flash", frame_bucket: int = 0,
+                 query_attention: str = "sdpa"):
         super().__init__()
         self.dino = dino
         cfg = dino.config
@@ -123,7 +125,7 @@ class FoveatedEncoder(nn.Module):
         self.output_proj = nn.Linear(self.dim, self.output_dim)  # D -> D
         # Views of the HF layers (no weights of their own, not in the state dict).
         self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention) for layer in self.layers]
-        self.query_blocks = [QueryBlock(layer, self.num_heads) for layer in self.layers]
+        self.query_blocks = [QueryBlock(layer, self.num_heads, query_attention) for layer in self.layers]
         self.checkpoint_patches = False
         self.frame_bucket = frame_bucket
 

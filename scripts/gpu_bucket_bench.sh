@@ -5,6 +5,11 @@
 #   flash            the default path (baseline)
 #   cudnn-b64        model.dino_attention=cudnn model.frame_bucket=64
 #   cudnn-b64-liger  the same + model.liger_fused_ce=true
+#   query-matmul     the default path + model.query_attention=matmul (the query pass's attention
+#                    as two matmuls instead of flash attention)
+#   liger            the default path + model.liger_fused_ce=true
+#   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
+#                    [tokens, 49,152] logits) spent on a larger token budget
 # Settings as docs/PERFORMANCE.md's latest 1-GPU bench12 rows (the Liger call): SAMPLES=12000
 # BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=40, data.llm_tokens_per_frame=64.
 # Why 40 steps, not 100: a run's cost is mostly fixed. In those calls a bench12 section took its
@@ -16,6 +21,10 @@
 # steps leave ~2 steady windows (~20 steps): compare the variants with each other, in this call.
 #   bash scripts/gpu_bucket_bench.sh                 # all three
 #   VARIANTS="flash cudnn-b64" STEPS=60 BUCKET=32 bash scripts/gpu_bucket_bench.sh
+# PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
+# out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
+# KERNELS=query (or kernel,query,numerics): jobs/bench/bench_kernels.py's parts first, into
+# $OUT/kernels.json and kernels.log.
 # $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
 # $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
 # TOTAL s (580) less RESERVE s (130) for each variant after it, so a slow first run cannot starve
@@ -27,28 +36,38 @@ t_start=$(date +%s)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source scripts/gpu_env.sh
 bucket=${BUCKET:-64}
-base="data.llm_tokens_per_frame=64"
+base="data.llm_tokens_per_frame=64${PROFILE:+ training.profile_steps=$PROFILE}"
 declare -A args=(
   [flash]="$base"
   [cudnn-b64]="$base model.dino_attention=cudnn model.frame_bucket=$bucket"
   [cudnn-b64-liger]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true"
+  [query-matmul]="$base model.query_attention=matmul"
+  [liger]="$base model.liger_fused_ce=true"
+  [liger-f2304]="$base model.liger_fused_ce=true"
 )
+# token budget (units) and batch cap of each variant; 1536 / 512 unless named here
+declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
 variants=(${VARIANTS:-flash cudnn-b64 cudnn-b64-liger})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
   --per-shard 100 --workers 24 >"$OUT/shards.log" 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
+if [ -n "${KERNELS:-}" ]; then
+  timeout 150 python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >"$OUT/kernels.log" 2>&1
+  echo "kernels ($KERNELS, rc $?): $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
+fi
 left=${#variants[@]}
 for v in "${variants[@]}"; do
   left=$(( left - 1 ))
   budget=$(( t_start + ${TOTAL:-580} - $(date +%s) - left * ${RESERVE:-130} ))
   [ "$budget" -lt 60 ] && { echo "$v: skipped, ${budget}s left" | tee -a "$OUT/summary.txt"; continue; }
   mkdir -p "$OUT/$v"
-  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} BATCH=512 FRAMES=1536 \
+  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
+    BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
     CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-40} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-100} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   row=$(grep -E "^ref +1 " "$OUT/$v/bench12.log" | tail -1)
-  echo "$v (limit ${budget}s, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
+  echo "$v (limit ${budget}s, ${frames[$v]:-1536} units, cap ${batch[$v]:-512}, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
 done
 echo "total: $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"

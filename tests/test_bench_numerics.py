@@ -59,16 +59,18 @@ def test_plain_and_optimised_paths_give_the_same_loss(models, batch):
 
 
 @pytest.mark.extended
-def test_compiled_packed_path_gives_the_same_loss_and_gradients(model_store):
+@pytest.mark.parametrize("query_attention", ["sdpa", "matmul"])
+def test_compiled_packed_path_gives_the_same_loss_and_gradients(model_store, query_attention):
     """The throughput path (regional torch.compile, packed uint8 frames normalised on the
-    device) against the plain eager path with padded float frames, on one fixed batch:
-    same loss (fp32: 1e-4; bf16 autocast: 1 %) and same gradients (fp32)."""
+    device; the query pass's attention either way, model.query_attention) against the plain
+    eager path with padded float frames, on one fixed batch: same loss (fp32: 1e-4; bf16
+    autocast: 1 %) and same gradients (fp32)."""
     from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
 
     cfg = ModelConfig(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
     torch.manual_seed(0)
     plain = build_model(cfg).train()
-    fast = build_model(cfg).train()
+    fast = build_model(cfg.model_copy(update={"query_attention": query_attention})).train()
     fast.load_state_dict(plain.state_dict())
     fast.compile_blocks()
     torch.manual_seed(2)

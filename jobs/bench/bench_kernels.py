@@ -1,22 +1,28 @@
 """The opt-in CUDA kernels on one GPU: DINOv2 patch attention flash against cuDNN
-(``model.dino_attention``) and Liger-Kernel's fused linear cross-entropy (``model.liger_fused_ce``).
+(``model.dino_attention``), the query pass's attention fused against two matmuls
+(``model.query_attention``) and Liger-Kernel's fused linear cross-entropy (``model.liger_fused_ce``).
 
-Two parts, each printed and written to ``--out`` (JSON):
+Three parts (``--parts``), each printed and written to ``--out`` (JSON):
 
 * ``kernel``: SDPA forward + backward, bf16 [N, 6, 257, 64] (DINOv2-small's patch attention),
   median milliseconds at a fixed N, and the first call at each of ``--new-shapes`` frame counts
   never seen before (cuDNN builds an execution plan per shape; flash has no per-shape setup).
+* ``query``: the query pass's attention forward + backward, bf16, one query [N, 6, 1, 64] over
+  [N, 6, 257, 64] keys/values, "sdpa" against "matmul" (blocks.query_attention), eager and
+  compiled (torch.compile, as the QueryBlocks run in training), median milliseconds.
 * ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
   the training CUDA settings: the loss and the gradients of each variant against the default and
   against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
+    python jobs/bench/bench_kernels.py --parts query,numerics
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import statistics
 
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fovea.model import build_model
+from fovea.model.blocks import query_attention
 from fovea.model.config import ModelConfig
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.platform.train.loop import configure_cuda_backends
@@ -65,12 +72,42 @@ def kernel_table(n: int, new_shapes: list[int], reps: int) -> dict:
     return res
 
 
+def query_ms(n: int, how: str, compiled: bool, reps: int) -> float:
+    """Median milliseconds of the query attention's forward + backward (``how`` as
+    ``model.query_attention``), the gradient flowing to q, k and v as in training."""
+    q = torch.randn(n, 6, 1, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    g = torch.randn(n, 6, 1, 64, device="cuda", dtype=torch.bfloat16)
+    fn = torch.compile(query_attention, dynamic=False) if compiled else query_attention
+    times = []
+    for _ in range(reps + 3):  # the first 3: compilation and warm-up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn(q, k, v, how).backward(g)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times[3:])
+
+
+def query_table(n: int, reps: int) -> dict:
+    res = {f"{how}{'_compiled' if c else ''}": query_ms(n, how, c, reps)
+           for how in ("sdpa", "matmul") for c in (False, True)}
+    print(f"query attention N={n}, fwd+bwd ms (median of {reps}): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+    return res
+
+
 def loss_and_grads(model, batch: dict, variant: str) -> tuple[float, dict]:
     """One forward + backward of ``variant``: "flash" (the default), "cudnn" (patch attention),
-    "liger" (fused linear cross-entropy), "math" (PyTorch's math kernel for every SDPA call of the
-    step, the LLM's too: a reference)."""
+    "liger" (fused linear cross-entropy), "query-matmul" (the query pass's attention as two
+    matmuls), "math" (PyTorch's math kernel for every SDPA call of the step, the LLM's too: a
+    reference)."""
     for blk in model.encoder.patch_blocks:
         blk.attention = "cudnn" if variant == "cudnn" else "flash"
+    for blk in model.encoder.query_blocks:
+        blk.attention = "matmul" if variant == "query-matmul" else "sdpa"
     model.cfg.liger_fused_ce = variant == "liger"
     model.zero_grad(set_to_none=True)
     pin = sdpa_kernel([SDPBackend.MATH]) if variant == "math" else contextlib.nullcontext()
@@ -87,13 +124,15 @@ def grad_diff(a: dict, b: dict) -> float:
     return max(float((a[n] - b[n]).abs().max()) for n in a) / top
 
 
-def numerics(frames: list[int], model_cfg: ModelConfig) -> dict:
-    """Loss and gradients of one batch for each variant of ``loss_and_grads``."""
+def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> dict:
+    """Loss and gradients of one batch for each variant of ``loss_and_grads`` ("liger" only
+    where liger-kernel is installed)."""
     torch.manual_seed(0)
     model = build_model(model_cfg).cuda().train()
     batch = {k: (v.cuda() if torch.is_tensor(v) else v)
              for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
-    runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "math")}
+    runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "query-matmul", "math")
+            if b != "liger" or liger}
     runs["flash_again"] = loss_and_grads(model, batch, "flash")  # the run-to-run noise of the default
     res = {"frames": frames, "loss": {b: r[0] for b, r in runs.items()},
            "grad_rel_diff_vs_flash": {b: grad_diff(runs["flash"][1], r[1]) for b, r in runs.items() if b != "flash"},
@@ -109,14 +148,23 @@ def main() -> None:
                     help="frame counts for first-call timings (never seen before in the process)")
     ap.add_argument("--reps", type=int, default=23)
     ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
+    ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"kernel", "query", "numerics"}:
+        raise SystemExit(f"--parts takes kernel, query and numerics, got {args.parts}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
-    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-           "kernel": kernel_table(args.frames, [int(x) for x in args.new_shapes.split(",")], args.reps),
-           "numerics": numerics([int(x) for x in args.batch_frames.split(",")], ModelConfig())}
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    if "kernel" in parts:
+        res["kernel"] = kernel_table(args.frames, [int(x) for x in args.new_shapes.split(",")], args.reps)
+    if "query" in parts:
+        res["query"] = query_table(args.frames, args.reps)
+    if "numerics" in parts:
+        liger = importlib.util.find_spec("liger_kernel") is not None
+        res["numerics"] = numerics([int(x) for x in args.batch_frames.split(",")], ModelConfig(), liger)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)

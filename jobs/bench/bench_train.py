@@ -44,6 +44,10 @@ among the overrides: the profiler slows its steps several-fold):
     steady_*              the windows with no compilation and no epoch change; steady_model_tflops
                           weighs each window's samples by the FLOP model at its own frames a
                           sample, so the 1 -> 2 GPU ratio of it compares equal work
+    whole epochs          the shard set's samples (its bench_manifest.json, or --epoch-samples) over
+                          each whole epoch after the first, with and without its compile seconds:
+                          the figure at the set's own mix of frames a sample, which short windows
+                          are not (platform/profiling/throughput.py epoch_figures)
 """
 
 from __future__ import annotations
@@ -60,8 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fovea.platform.profiling.throughput import (READERS, TEXT_TOKENS, flops_per_sample, loader_workers_per_gpu,
-                                                 mfu_figures, profiled_steps, read_metrics, scaling_lines,
+from fovea.platform.profiling.throughput import (READERS, TEXT_TOKENS, epoch_figures, flops_per_sample,
+                                                 loader_workers_per_gpu, mfu_figures, profiled_steps, read_metrics, scaling_lines,
                                                  summarize_windows)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,11 +231,14 @@ def stage1_135m_flops() -> Callable[[float], float]:
 class Report:
     """The results as they come: MFU added, each printed as a JSON line, all so far written to ``out``."""
 
-    def __init__(self, sample_flops: Callable[[float], float], out: str | None):
+    def __init__(self, sample_flops: Callable[[float], float], out: str | None, epoch_samples: int | None = None):
         self.sample_flops, self.out, self.rows = sample_flops, out, []
+        self.epoch_samples = epoch_samples  # samples of the reference shard set: whole-epoch rates
 
     def add(self, r: dict, dist: str) -> None:
         r.update(dist=dist, **mfu_figures(r, self.sample_flops))
+        if dist == "ref" and self.epoch_samples and "epoch_s" in r:
+            r.update(epoch_figures(r, self.epoch_samples))
         self.rows.append(r)
         print(json.dumps(r), flush=True)
         if self.out:
@@ -241,11 +248,13 @@ class Report:
 def print_table(rows: list[dict], where: str) -> None:
     print(f"\n{where}")
     print(f"{'dist':5s} {'gpus':>4s} {'path':26s} {'batch':>5s} {'samples/s':>10s} {'frames/s':>9s} {'wait':>6s} "
-          f"{'mem GB':>7s} {'MFU':>6s}")
+          f"{'mem GB':>7s} {'MFU':>6s}  whole epochs: samples/s (less compilation)")
     for r in rows:
         batch = "-" if r["batch"] is None else str(r["batch"])
+        epochs = ", ".join(f"{v:.1f} ({r['epoch_samples_per_s_no_compile'][e]:.1f})"
+                           for e, v in sorted(r.get("epoch_samples_per_s", {}).items())) or "-"
         print(f"{r['dist']:5s} {r['gpus']:4d} {r['path']:26s} {batch:>5s} {r['samples_per_s']:10.1f} "
-              f"{r['frames_per_s']:9.1f} {r['data_wait']:6.1%} {r['gpu_mem_gb']:7.1f} {r['mfu']:6.1%}")
+              f"{r['frames_per_s']:9.1f} {r['data_wait']:6.1%} {r['gpu_mem_gb']:7.1f} {r['mfu']:6.1%}  {epochs}")
     base = next((r for r in rows if r["path"] == "plain"), None)
     if base:
         for r in rows:
@@ -263,6 +272,13 @@ def print_scaling(rows: list[dict]) -> None:
 
 
 # -- the command line ----------------------------------------------------------------------
+
+def shard_set_samples(shards: str | None) -> int | None:
+    """Samples of the shard set ``shards`` (a glob) from the ``bench_manifest.json`` that
+    make_bench_shards.py writes beside it; None without one."""
+    manifest = Path(shards).parent / "bench_manifest.json" if shards else None
+    return json.loads(manifest.read_text())["samples"] if manifest and manifest.is_file() else None
+
 
 def gpu_counts(gpus: str) -> list[int]:
     return [int(x) for x in gpus.split(",") if x]
@@ -292,6 +308,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--readers", type=int, default=READERS,
                     help="stage1 runs: loader workers of all GPUs together (each GPU gets READERS / GPUs), so that "
                          "runs on any GPU count read the same batches")
+    ap.add_argument("--epoch-samples", type=int, default=None,
+                    help="samples an epoch, for whole-epoch samples/s (default: the bench_manifest.json "
+                         "beside --shards)")
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--log", default=None, help="append the stage1 jobs' output here")
@@ -327,7 +346,7 @@ def main() -> None:
     a = parse_args()
     import torch
 
-    report = Report(stage1_135m_flops(), a.out)
+    report = Report(stage1_135m_flops(), a.out, a.epoch_samples or shard_set_samples(a.shards))
     runs = Path(a.runs).resolve() / time.strftime("%Y%m%d-%H%M%S")
     if a.summarize:
         summarize_runs(a, report)

@@ -62,6 +62,22 @@ def mfu_figures(r: dict, sample_flops: Callable[[float], float], peak: float = H
     return out
 
 
+def epoch_figures(r: dict, epoch_samples: int) -> dict:
+    """Samples/s over each whole epoch of a run summary (``summarize_windows``) whose epochs hold
+    ``epoch_samples`` samples: ``epoch_samples_per_s`` (the epoch's wall time) and
+    ``epoch_samples_per_s_no_compile`` (less its torch.compile seconds: the tail batches' new
+    shapes, compiled once a process, which a long real epoch amortises).
+
+    These are the figures at the shard set's own mix. Steady windows are not: token-budget
+    batches hold from a few long videos to hundreds of short ones, so a window's samples/s swings
+    with its mix (one 16-step window can average 5 frames a sample, the next 28), and a short
+    run reads only the first part of an epoch."""
+    es, ec = r.get("epoch_s") or {}, r.get("epoch_compile_s") or {}
+    return {"epoch_samples": epoch_samples,
+            "epoch_samples_per_s": {e: epoch_samples / s for e, s in es.items()},
+            "epoch_samples_per_s_no_compile": {e: epoch_samples / (s - ec.get(e, 0.0)) for e, s in es.items()}}
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a run's ``metrics.jsonl`` (also one cut off before the end)."""
     return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
