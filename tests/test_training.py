@@ -354,6 +354,35 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +100\.0 ", out), out
 
 
+def test_bench_rates_whole_epochs_at_the_shard_sets_own_mix(repo_root, tmp_path, model_store):
+    """Samples/s over each whole epoch after the first: the set's samples (--epoch-samples, or the
+    bench_manifest.json beside --shards) over the epoch's time, and less its compile seconds."""
+    import subprocess
+    import sys
+
+    from fovea.platform.profiling.throughput import epoch_figures
+
+    assert epoch_figures({"epoch_s": {1: 20.0, 2: 25.0}, "epoch_compile_s": {1: 4.0}}, 2000) == {
+        "epoch_samples": 2000, "epoch_samples_per_s": {1: 100.0, 2: 80.0},
+        "epoch_samples_per_s_no_compile": {1: 125.0, 2: 80.0}}
+    rows = [{"step": 10 * i, "samples_per_s": 100.0, "frames_per_s": 700.0, "window_s": 10.0, "compile_s_max": 0.0,
+             "epoch": e, "data_wait_frac": 0.0, "data_wait_frac_max": 0.0, "rank_cost_imbalance": 1.0, **kw}
+            for i, (e, kw) in enumerate([(0, {}), (0, {}), (1, {"epoch_s": 30.0}), (1, {"epoch_s": 30.0}),
+                                         (2, {"epoch_s": 20.0, "epoch_compile_s": 4.0})], 1)]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in rows))
+    bench = [sys.executable, str(repo_root / "jobs" / "bench" / "bench_train.py"), "--summarize", f"1:{metrics}"]
+    out = subprocess.run(bench + ["--epoch-samples", "2000"], capture_output=True, text=True, check=True).stdout
+    assert "whole epochs: samples/s (less compilation)" in out and "  100.0 (125.0)" in out, out
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "bench_manifest.json").write_text(json.dumps({"samples": 3000, "mean_frames": 7.0}))
+    out = subprocess.run(bench + ["--shards", str(tmp_path / "set" / "train-*.tar")], capture_output=True, text=True,
+                         check=True).stdout
+    assert "  150.0 (187.5)" in out, out
+    out = subprocess.run(bench, capture_output=True, text=True, check=True).stdout  # no set named: no epoch rate
+    assert out.rstrip().endswith("-"), out
+
+
 def test_bench_matched_windows_pair_the_same_batches(repo_root):
     """jobs/bench/bench_train.py's equal-work pairs: 1-GPU window (2p, 2s] against 2-GPU window (p, s],
     steady ones only; scaling = the 2-GPU frames/s over the 1-GPU frames/s of the pairs."""
