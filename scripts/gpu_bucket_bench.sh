@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 28: bucketed frame counts (model.frame_bucket) for cuDNN's patch attention, on one H100.
-# Three bench12 runs of jobs/stage1.py (scripts/gpu_next.sh) on the same batches, in this order,
-# in one device call of at most 600 s (carry .devbundle and .gpuassets):
+# Issue 28: variants of the 1-GPU training step on the same batches, on one H100: bench12 runs
+# of jobs/stage1.py (scripts/gpu_next.sh), in the order given, in one device call of at most
+# 600 s (carry .devbundle and .gpuassets):
 #   flash            the default path (baseline)
 #   cudnn-b64        model.dino_attention=cudnn model.frame_bucket=64
 #   cudnn-b64-liger  the same + model.liger_fused_ce=true
@@ -10,24 +10,25 @@
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
-# Settings as docs/PERFORMANCE.md's latest 1-GPU bench12 rows (the Liger call): SAMPLES=12000
-# BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=40, data.llm_tokens_per_frame=64.
-# Why 40 steps, not 100: a run's cost is mostly fixed. In those calls a bench12 section took its
-# job's wall time + ~12 s; the job 138 s (40 steps, first run of a call: compilation from cold)
-# or 111 s (40 steps, later runs: inductor's cache warm), 177 / 145 s for 60 steps; the first
-# section also made the shards (~48 s), and the environment's install comes first. Three runs of
-# 40 steps: ~60 + 150 + 2 x 125 ~ 460 s; of 60 steps ~560 s, of 100 steps over 600. Steps 1-32
-# (two log windows: compilation, cuDNN's plans, the first epoch change) are not steady, so 40
-# steps leave ~2 steady windows (~20 steps): compare the variants with each other, in this call.
-#   bash scripts/gpu_bucket_bench.sh                 # all three
-#   VARIANTS="flash cudnn-b64" STEPS=60 BUCKET=32 bash scripts/gpu_bucket_bench.sh
+# Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
+# data.llm_tokens_per_frame=64, SAMPLES=6000 (a shard set of the reference mix, 6.97 frames a
+# sample) and STEPS=128 (35-40 steps an epoch, so epochs 1 and 2 are whole). The figure to compare
+# is samples/s over a whole epoch (the summary line's last column, with and without the epoch's
+# recompilation): a log window's samples/s swings with its batches' frames a sample
+# (docs/PERFORMANCE.md "Whole epochs"). The variants read the same batches, so their log windows
+# of the same steps compare too (`bench_train.py --summarize` of each metrics file).
+# Cost: the install and the shards ~55-80 s; a run's compilation from cold ~110 s, then ~0.5 s a
+# step and a few seconds at each epoch end; later runs of a call find inductor's cache warm. Two
+# variants a call, not three: ~60 + 200 + 170 s.
+#   bash scripts/gpu_bucket_bench.sh                 # flash, query-matmul
+#   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics): jobs/bench/bench_kernels.py's parts first, into
 # $OUT/kernels.json and kernels.log.
 # $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
 # $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
-# TOTAL s (580) less RESERVE s (130) for each variant after it, so a slow first run cannot starve
+# TOTAL s (580) less RESERVE s (200) for each variant after it, so a slow first run cannot starve
 # the others and the whole call ends inside the device's limit; a run cut short still brings back
 # its windows. TOP_AT=100: gpu_next.sh's CPU snapshot lands inside each run (> 110 s), so no
 # sleeping snapshot outlives the call.
@@ -47,9 +48,9 @@ declare -A args=(
 )
 # token budget (units) and batch cap of each variant; 1536 / 512 unless named here
 declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
-variants=(${VARIANTS:-flash cudnn-b64 cudnn-b64-liger})
+variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
-[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
+[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-6000} \
   --per-shard 100 --workers 24 >"$OUT/shards.log" 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
@@ -59,12 +60,12 @@ fi
 left=${#variants[@]}
 for v in "${variants[@]}"; do
   left=$(( left - 1 ))
-  budget=$(( t_start + ${TOTAL:-580} - $(date +%s) - left * ${RESERVE:-130} ))
+  budget=$(( t_start + ${TOTAL:-580} - $(date +%s) - left * ${RESERVE:-200} ))
   [ "$budget" -lt 60 ] && { echo "$v: skipped, ${budget}s left" | tee -a "$OUT/summary.txt"; continue; }
   mkdir -p "$OUT/$v"
-  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
+  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-6000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-40} BENCH_ARGS="${args[$v]}" \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-128} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-100} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   row=$(grep -E "^ref +1 " "$OUT/$v/bench12.log" | tail -1)
