@@ -122,8 +122,14 @@ def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str 
     """
     if how == "sdpa":
         return F.scaled_dot_product_attention(q, k, v)
+    return query_weights(q, k).to(v.dtype) @ v
+
+
+def query_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) [n,H,1,Np], in at least fp32: the "matmul" attention's weights,
+    also what the encoder's heatmaps read (``return_attn``)."""
     s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return s.to(torch.promote_types(s.dtype, torch.float32)).softmax(-1).to(v.dtype) @ v
+    return s.to(torch.promote_types(s.dtype, torch.float32)).softmax(-1)
 
 
 class QueryBlock(nn.Module):

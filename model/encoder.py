@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import (  # noqa: F401 (attn_linears re-exported)
-    PatchBlock, QueryBlock, attn_linears, merge_heads, normalize_frames, split_heads,
+    PatchBlock, QueryBlock, attn_linears, merge_heads, normalize_frames, query_weights, split_heads,
 )
 
 
@@ -222,9 +222,8 @@ class FoveatedEncoder(nn.Module):
     def _attend(self, q, k, v, return_attn: bool):
         """q [n,H,1,hd], k/v [n,H,Np,hd] -> out [n,1,D] (+ weights [n,H,1,Np])."""
         if return_attn:  # explicit softmax (diagnostics, heatmaps)
-            scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5  # [n, H, 1, Np]
-            w = scores.float().softmax(-1)
-            out = (w.to(v.dtype) @ v)
+            w = query_weights(q, k)  # [n, H, 1, Np]
+            out = w.to(v.dtype) @ v
         else:  # fused kernel: ~4*Np*D FLOPs per layer for the 1-token query
             w = None
             out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(hd), as DINOv2

@@ -65,8 +65,8 @@ from pathlib import Path
 from typing import Callable
 
 from fovea.platform.profiling.throughput import (READERS, TEXT_TOKENS, epoch_figures, flops_per_sample,
-                                                 loader_workers_per_gpu, mfu_figures, profiled_steps, read_metrics, scaling_lines,
-                                                 summarize_windows)
+                                                 loader_workers_per_gpu, mfu_figures, profiled_steps, read_metrics,
+                                                 scaling_lines, summarize_windows)
 
 REPO = Path(__file__).resolve().parents[2]
 
