@@ -11,15 +11,16 @@
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
-# data.llm_tokens_per_frame=64, SAMPLES=6000 (a shard set of the reference mix, 6.97 frames a
-# sample) and STEPS=128 (35-40 steps an epoch, so epochs 1 and 2 are whole). The figure to compare
-# is samples/s over a whole epoch (the summary line's last column, with and without the epoch's
-# recompilation): a log window's samples/s swings with its batches' frames a sample
-# (docs/PERFORMANCE.md "Whole epochs"). The variants read the same batches, so their log windows
-# of the same steps compare too (`bench_train.py --summarize` of each metrics file).
-# Cost: the install and the shards ~55-80 s; a run's compilation from cold ~110 s, then ~0.5 s a
-# step and a few seconds at each epoch end; later runs of a call find inductor's cache warm. Two
-# variants a call, not three: ~60 + 200 + 170 s.
+# data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
+# an epoch) and STEPS=176, so that epoch 1 is whole. The figures to compare: the variants' log
+# windows of the same steps (they read the same batches; `bench_train.py --summarize` of each
+# metrics file) and samples/s over the whole epoch (the summary line's last column, with and
+# without the epoch's recompilation). A window's samples/s alone swings with its batches' frames
+# a sample (docs/PERFORMANCE.md "Whole epochs"); a 12,000-sample epoch fills 86 % of its steps'
+# budget (each reader's last batch is short; jobs/bench/bench_rank_balance.py), a real one 99 %.
+# Cost: the install and the shards ~55-80 s; a run's start and compilation from cold ~110-150 s,
+# then ~0.5 s a step and a few seconds at the epoch end; later runs of a call find inductor's
+# cache warm. Two variants a call: ~80 + 240 + 200 s.
 #   bash scripts/gpu_bucket_bench.sh                 # flash, query-matmul
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
@@ -28,7 +29,7 @@
 # $OUT/kernels.json and kernels.log.
 # $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
 # $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
-# TOTAL s (580) less RESERVE s (200) for each variant after it, so a slow first run cannot starve
+# TOTAL s (585) less RESERVE s (215) for each variant after it, so a slow first run cannot starve
 # the others and the whole call ends inside the device's limit; a run cut short still brings back
 # its windows. TOP_AT=100: gpu_next.sh's CPU snapshot lands inside each run (> 110 s), so no
 # sleeping snapshot outlives the call.
@@ -50,7 +51,7 @@ declare -A args=(
 declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
-[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-6000} \
+[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
   --per-shard 100 --workers 24 >"$OUT/shards.log" 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
@@ -60,12 +61,12 @@ fi
 left=${#variants[@]}
 for v in "${variants[@]}"; do
   left=$(( left - 1 ))
-  budget=$(( t_start + ${TOTAL:-580} - $(date +%s) - left * ${RESERVE:-200} ))
+  budget=$(( t_start + ${TOTAL:-585} - $(date +%s) - left * ${RESERVE:-215} ))
   [ "$budget" -lt 60 ] && { echo "$v: skipped, ${budget}s left" | tee -a "$OUT/summary.txt"; continue; }
   mkdir -p "$OUT/$v"
-  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-6000} \
+  OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-128} BENCH_ARGS="${args[$v]}" \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-100} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   row=$(grep -E "^ref +1 " "$OUT/$v/bench12.log" | tail -1)

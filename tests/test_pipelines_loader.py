@@ -405,3 +405,19 @@ def test_rank_balance_benchmark_prints_the_tail_last_gain(repo_root):
     assert row[0] == "12000" and int(row[1]) > 50, out
     new, old = float(row[2]), float(row[4])
     assert 1.0 <= new < 1.05 < old, out
+    fill = float(row[5].rstrip("%")) / 100  # budget used over steps x budget: each reader's tail is short
+    assert 0.5 < fill < 0.95, out
+
+
+def test_rank_balance_fill_rises_with_the_epoch(repo_root):
+    """A small set's epoch spends more of its steps on unfilled batches (one a reader, last): the
+    fill that jobs/bench/bench_rank_balance.py prints grows with the set."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_rank_balance.py"), "--samples",
+                          "3000", "30000", "--ranks", "1", "--readers", "16", "--epochs", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    fills = {int(r.split()[0]): float(r.split()[5].rstrip("%")) for r in out.strip().splitlines()[-2:]}
+    assert fills[3000] < fills[30000] <= 100.0, out
+    assert fills[30000] > 90.0, out

@@ -15,8 +15,13 @@ with the loader's own ``make_batches``, and the DataLoader takes them round-robi
 each other on every rank without waiting for the others.
 
 It prints a row for each --samples: the steps, the imbalance for the given settings, the
-speed-up it allows (ranks / imbalance), and, as "old order", the imbalance with each reader's
-one unfilled batch of an epoch shuffled in among the full ones instead of last. So a change of
+speed-up it allows (ranks / imbalance), as "old order" the imbalance with each reader's one
+unfilled batch of an epoch shuffled in among the full ones instead of last, and "fill": rank 0's
+budget units used over steps x budget. Each reader ends its epoch with an unfilled batch (and
+sorted packing leaves a few more short), so a small set's epoch takes more steps than its work
+fills: one GPU x 16 readers at cap 512 / 1536 units fills 75 % at 6,000 samples, 86 % at
+12,000, 99 % at 1M, and a benchmark's whole-epoch samples/s on a small set understates a
+real epoch's by up to that ratio. So a change of
 batch size, budget or dataset size can be judged before GPU time is spent on it.
 
 ``--buckets``: for each ``model.frame_bucket``, what rounding rank 0's batches' frame counts up
@@ -108,14 +113,15 @@ def main() -> None:
 
     print(f"{a.ranks} ranks x {a.readers} readers, batch cap {a.batch}, budget {a.frames}, "
           f"llm_tokens_per_frame {a.llm_tokens_per_frame}, {a.epochs} epochs")
-    print(f"{'samples':>8s} {'steps':>6s} {'imbalance':>10s} {'max speed-up':>13s} {'old order':>10s}")
+    print(f"{'samples':>8s} {'steps':>6s} {'imbalance':>10s} {'max speed-up':>13s} {'old order':>10s} {'fill':>6s}")
     for n in a.samples:
-        row = []
+        row, fill = [], None
         for batcher in (current, tail_shuffled_in):
             per_rank = [rank_costs(r, a, n, batcher) for r in range(a.ranks)]
             steps = min(len(c) for c in per_rank)
             row.append(cost_imbalance([c[:steps] for c in per_rank]))
-        print(f"{n:8d} {steps:6d} {row[0]:10.3f} {a.ranks / row[0]:12.2f}x {row[1]:10.3f}")
+            fill = fill or sum(per_rank[0]) / (len(per_rank[0]) * a.frames)
+        print(f"{n:8d} {steps:6d} {row[0]:10.3f} {a.ranks / row[0]:12.2f}x {row[1]:10.3f} {fill:6.1%}")
         if a.buckets:
             frames = [sum(s.frames for s in b) for b in rank_batches(0, a, n, current)]
             print(f"  rank 0's patch pass, {len(frames)} steps, {sum(frames) / len(frames):.0f} real frames a step "

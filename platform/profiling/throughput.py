@@ -71,7 +71,9 @@ def epoch_figures(r: dict, epoch_samples: int) -> dict:
     These are the figures at the shard set's own mix. Steady windows are not: token-budget
     batches hold from a few long videos to hundreds of short ones, so a window's samples/s swings
     with its mix (one 16-step window can average 5 frames a sample, the next 28), and a short
-    run reads only the first part of an epoch."""
+    run reads only the first part of an epoch. A small set's epoch understates a real one's
+    rate, though: each loader reader ends its epoch with a short batch, so 12,000 samples fill
+    86 % of their steps' budget where a million fill 99 % (jobs/bench/bench_rank_balance.py)."""
     es, ec = r.get("epoch_s") or {}, r.get("epoch_compile_s") or {}
     return {"epoch_samples": epoch_samples,
             "epoch_samples_per_s": {e: epoch_samples / s for e, s in es.items()},
