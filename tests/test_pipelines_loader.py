@@ -409,6 +409,26 @@ def test_rank_balance_benchmark_prints_the_tail_last_gain(repo_root):
     assert 0.5 < fill < 0.95, out
 
 
+def test_rank_balance_llm_buckets_trade_added_tokens_for_fewer_shapes(repo_root):
+    """--llm-buckets ROWSxLEN rounds the LLM pass's [rows, frames + text] up: coarser buckets add
+    more tokens and leave fewer distinct shapes; a malformed bucket exits 2 naming the option."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(repo_root / "jobs" / "bench" / "bench_rank_balance.py"), "--samples", "3000",
+           "--ranks", "1", "--readers", "4", "--epochs", "1"]
+    out = subprocess.run(cmd + ["--llm-buckets", "16x16", "64x64"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {r.split()[0]: r.split() for r in out.splitlines()[-3:]}
+    assert set(rows) == {"1x1", "16x16", "64x64"}, out
+    added = {k: float(v[2].rstrip("%")) for k, v in rows.items()}
+    shapes = {k: int(v[4]) for k, v in rows.items()}
+    assert added["1x1"] == 0.0 < added["16x16"] < added["64x64"], out
+    assert shapes["1x1"] > shapes["16x16"] >= shapes["64x64"] >= 1, out
+    bad = subprocess.run(cmd + ["--llm-buckets", "32y"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--llm-buckets takes ROWSxLENGTH" in bad.stderr, bad.stderr
+
+
 def test_rank_balance_fill_rises_with_the_epoch(repo_root):
     """A small set's epoch spends more of its steps on unfilled batches (one a reader, last): the
     fill that jobs/bench/bench_rank_balance.py prints grows with the set."""

@@ -27,6 +27,11 @@ batch size, budget or dataset size can be judged before GPU time is spent on it.
 ``--buckets``: for each ``model.frame_bucket``, what rounding rank 0's batches' frame counts up
 costs the patch pass (blank frames a step, their share of the real frames) and how many
 distinct counts remain (each costs cuDNN one plan build with ``model.dino_attention=cudnn``).
+``--llm-buckets 32x64 ...``: the same for the LLM passes' shapes, rows (samples) rounded up to a
+multiple of the first number and sequence length (the packed row's frames + text tokens, Tv + S)
+to a multiple of the second: the LLM tokens the rounding adds over rank 0's batches (against the
+padded tokens each batch runs today, and against its real tokens) and how many distinct
+[rows, length] shapes remain: what CUDA graphs of the LLM passes would record, one per shape.
 The bench12 job on one GPU reads its batches as ``--ranks 1 --readers 16``.
 """
 
@@ -93,6 +98,29 @@ def bucket_rows(frames: list[int], buckets: list[int]) -> list[str]:
     return rows
 
 
+def llm_bucket_rows(batches: list[list], buckets: list[tuple[int, int]]) -> list[str]:
+    """Per (rows, length) bucket ((1, 1) = off): the fine pass's LLM tokens a step after rounding
+    [B, Tv + S] up, what the rounding adds over today's padded [B, Tv + S] and over the real tokens
+    (each sample's frames + text), and the distinct shapes."""
+    shapes = [(len(b), max(s.frames for s in b) + max(s.tokens for s in b)) for b in batches]
+    real = sum(s.frames + s.tokens for b in batches for s in b)
+    today = sum(r * n for r, n in shapes)
+    rows = [f"{'rows x len':>10s} {'tokens/step':>12s} {'added':>7s} {'over real':>10s} {'shapes':>7s}"]
+    for rb, lb in [(1, 1)] + buckets:
+        padded = [(-(-r // rb) * rb, -(-n // lb) * lb) for r, n in shapes]
+        total = sum(r * n for r, n in padded)
+        rows.append(f"{f'{rb}x{lb}':>10s} {total / len(shapes):12.0f} {total / today - 1:7.2%} "
+                    f"{total / real - 1:10.2%} {len(set(padded)):7d}")
+    return rows
+
+
+def llm_bucket(text: str) -> tuple[int, int]:
+    rows, _, length = text.partition("x")
+    if not (rows.isdigit() and length.isdigit() and int(rows) > 0 and int(length) > 0):
+        raise argparse.ArgumentTypeError(f"--llm-buckets takes ROWSxLENGTH, e.g. 32x64; got {text!r}")
+    return int(rows), int(length)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, nargs="+", default=[12000, 30000, 100000])
@@ -106,6 +134,8 @@ def main() -> None:
                     help="text tokens a sample, uniform in [LO, HI]")
     ap.add_argument("--buckets", type=int, nargs="*", default=[],
                     help="model.frame_bucket values: the patch pass's padding over rank 0's batches")
+    ap.add_argument("--llm-buckets", type=llm_bucket, nargs="*", default=[], metavar="ROWSxLEN",
+                    help="the LLM passes' [rows, length] rounded up, e.g. 32x64: added tokens and shapes left")
     a = ap.parse_args()
 
     def current(samples, batch_size, budget, rng, r):
@@ -127,6 +157,10 @@ def main() -> None:
             print(f"  rank 0's patch pass, {len(frames)} steps, {sum(frames) / len(frames):.0f} real frames a step "
                   f"({min(frames)}-{max(frames)}):")
             print("\n".join("  " + r for r in bucket_rows(frames, a.buckets)))
+        if a.llm_buckets:
+            batches = rank_batches(0, a, n, current)
+            print(f"  rank 0's fine LLM pass [rows, frames + text], {len(batches)} steps:")
+            print("\n".join("  " + r for r in llm_bucket_rows(batches, a.llm_buckets)))
 
 
 if __name__ == "__main__":
