@@ -381,6 +381,8 @@ def test_bench_rates_whole_epochs_at_the_shard_sets_own_mix(repo_root, tmp_path,
     assert "  150.0 (187.5)" in out, out
     out = subprocess.run(bench, capture_output=True, text=True, check=True).stdout  # no set named: no epoch rate
     assert out.rstrip().endswith("-"), out
+    bad = subprocess.run(bench + ["--epoch-samples", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--epoch-samples 0" in bad.stderr, bad.stderr
 
 
 def test_bench_matched_windows_pair_the_same_batches(repo_root):

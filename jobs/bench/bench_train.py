@@ -328,6 +328,8 @@ def check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """Every argument error before any run starts."""
     if not a.shards and not a.summarize:
         ap.error("--shards is required (or --summarize)")
+    if a.epoch_samples is not None and a.epoch_samples < 1:
+        ap.error(f"--epoch-samples {a.epoch_samples}: the samples of one epoch, a positive count")
     for item in a.summarize or []:
         gpus, _, path = item.partition(":")
         if not gpus.isdigit() or not Path(path).is_file():
