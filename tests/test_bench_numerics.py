@@ -158,3 +158,17 @@ def test_fused_llm_projections_same_loss_gradients_and_fewer_matmuls(model_store
     for n, p in plain.named_parameters():
         if p.grad is not None:
             assert torch.allclose(gf[n].grad, p.grad, atol=1e-5, rtol=1e-3), n
+
+
+def test_kernel_bench_names_a_bad_part_and_asks_for_cuda(repo_root):
+    """jobs/bench/bench_kernels.py times CUDA kernels only: an unknown --parts entry is named, and
+    a machine without CUDA gets told where to run it (no partial JSON written)."""
+    import subprocess
+    import sys
+
+    tool = [sys.executable, str(repo_root / "jobs" / "bench" / "bench_kernels.py")]
+    bad = subprocess.run(tool + ["--parts", "query,bogus"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--parts takes kernel, query and numerics, got query,bogus" in bad.stderr
+    if not torch.cuda.is_available():
+        cpu = subprocess.run(tool + ["--parts", "query"], capture_output=True, text=True)
+        assert cpu.returncode != 0 and "run it on a CUDA machine" in cpu.stderr, cpu.stderr

@@ -39,21 +39,26 @@ from fovea.platform.train.loop import configure_cuda_backends
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 
 
+def timed_ms(call, reps: int) -> list[float]:
+    """Milliseconds of each of ``reps`` runs of ``call()``, between CUDA events on a drained device."""
+    out = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        call()
+        end.record()
+        torch.cuda.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
 def fwd_bwd_ms(n: int, backend: SDPBackend, reps: int) -> list[float]:
     """Milliseconds of each of ``reps`` SDPA forward + backward calls over [n, 6, 257, 64] bf16."""
     q, k, v = (torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     g = torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16)
-    out = []
     with sdpa_kernel([backend]):
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            F.scaled_dot_product_attention(q, k, v).backward(g)
-            end.record()
-            torch.cuda.synchronize()
-            out.append(start.elapsed_time(end))
-    return out
+        return timed_ms(lambda: F.scaled_dot_product_attention(q, k, v).backward(g), reps)
 
 
 def kernel_table(n: int, new_shapes: list[int], reps: int) -> dict:
@@ -79,16 +84,8 @@ def query_ms(n: int, how: str, compiled: bool, reps: int) -> float:
     k, v = (torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     g = torch.randn(n, 6, 1, 64, device="cuda", dtype=torch.bfloat16)
     fn = torch.compile(query_attention, dynamic=False) if compiled else query_attention
-    times = []
-    for _ in range(reps + 3):  # the first 3: compilation and warm-up
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn(q, k, v, how).backward(g)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times[3:])
+    times = timed_ms(lambda: fn(q, k, v, how).backward(g), reps + 3)
+    return statistics.median(times[3:])  # the first 3: compilation and warm-up
 
 
 def query_table(n: int, reps: int) -> dict:
