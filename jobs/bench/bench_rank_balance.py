@@ -21,8 +21,8 @@ budget units used over steps x budget. Each reader ends its epoch with an unfill
 sorted packing leaves a few more short), so a small set's epoch takes more steps than its work
 fills: one GPU x 16 readers at cap 512 / 1536 units fills 75 % at 6,000 samples, 86 % at
 12,000, 99 % at 1M, and a benchmark's whole-epoch samples/s on a small set understates a
-real epoch's by up to that ratio. So a change of
-batch size, budget or dataset size can be judged before GPU time is spent on it.
+real epoch's by up to that ratio. So a change of batch size, budget or dataset size can be
+judged before GPU time is spent on it.
 
 ``--buckets``: for each ``model.frame_bucket``, what rounding rank 0's batches' frame counts up
 costs the patch pass (blank frames a step, their share of the real frames) and how many
@@ -145,20 +145,19 @@ def main() -> None:
           f"llm_tokens_per_frame {a.llm_tokens_per_frame}, {a.epochs} epochs")
     print(f"{'samples':>8s} {'steps':>6s} {'imbalance':>10s} {'max speed-up':>13s} {'old order':>10s} {'fill':>6s}")
     for n in a.samples:
-        row, fill = [], None
-        for batcher in (current, tail_shuffled_in):
-            per_rank = [rank_costs(r, a, n, batcher) for r in range(a.ranks)]
-            steps = min(len(c) for c in per_rank)
-            row.append(cost_imbalance([c[:steps] for c in per_rank]))
-            fill = fill or sum(per_rank[0]) / (len(per_rank[0]) * a.frames)
-        print(f"{n:8d} {steps:6d} {row[0]:10.3f} {a.ranks / row[0]:12.2f}x {row[1]:10.3f} {fill:6.1%}")
+        costs = {batcher: [rank_costs(r, a, n, batcher) for r in range(a.ranks)]
+                 for batcher in (current, tail_shuffled_in)}
+        steps = {b: min(len(c) for c in per_rank) for b, per_rank in costs.items()}  # the ranks' common steps
+        new, old = (cost_imbalance([c[:steps[b]] for c in per_rank]) for b, per_rank in costs.items())
+        fill = sum(costs[current][0]) / (len(costs[current][0]) * a.frames)  # rank 0, today's order
+        print(f"{n:8d} {steps[current]:6d} {new:10.3f} {a.ranks / new:12.2f}x {old:10.3f} {fill:6.1%}")
+        batches = rank_batches(0, a, n, current) if a.buckets or a.llm_buckets else []
         if a.buckets:
-            frames = [sum(s.frames for s in b) for b in rank_batches(0, a, n, current)]
+            frames = [sum(s.frames for s in b) for b in batches]
             print(f"  rank 0's patch pass, {len(frames)} steps, {sum(frames) / len(frames):.0f} real frames a step "
                   f"({min(frames)}-{max(frames)}):")
             print("\n".join("  " + r for r in bucket_rows(frames, a.buckets)))
         if a.llm_buckets:
-            batches = rank_batches(0, a, n, current)
             print(f"  rank 0's fine LLM pass [rows, frames + text], {len(batches)} steps:")
             print("\n".join("  " + r for r in llm_bucket_rows(batches, a.llm_buckets)))
 
