@@ -64,6 +64,17 @@ class ModelConfig(BaseModel):
     # (liger-kernel). The rest of Liger's Llama kernels (RMSNorm, SwiGLU, RoPE) sit inside the
     # compiled LLM blocks, which inductor fuses already.
     liger_fused_ce: bool = False
+    # the training passes' LLM input [rows, length] padded up to multiples of these (blank rows
+    # and trailing zero slots, which the packed layout keeps out of every real token's view, so
+    # losses and gradients are the unpadded run's): the three passes then take a few dozen shapes
+    # instead of one per batch, which CUDA graphs need (one graph per shape). 0 = off. DESIGN.md 1.5
+    llm_row_bucket: int = Field(0, ge=0)
+    llm_length_bucket: int = Field(0, ge=0)
+    # the training passes' LLM (every fused layer and the final norm) as ONE compiled region in
+    # torch.compile's "reduce-overhead" mode: CUDA graphs, recorded once per [rows, length] shape
+    # and replayed, so the host launches one graph instead of ~30 kernels a layer. Takes effect
+    # with training.compile; needs both LLM buckets and no LLM checkpointing (docs/PERFORMANCE.md)
+    llm_cudagraphs: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -71,6 +82,17 @@ class ModelConfig(BaseModel):
             raise ValueError("model.fused_llm_projections runs the training passes' attention through SDPA; "
                              f"with model.attn_implementation={self.attn_implementation} set "
                              "model.fused_llm_projections=false")
+        if self.llm_cudagraphs:
+            if not (self.llm_row_bucket and self.llm_length_bucket):
+                raise ValueError("model.llm_cudagraphs records a CUDA graph for every LLM input shape: set "
+                                 "model.llm_row_bucket and model.llm_length_bucket (e.g. 16 and 16) so "
+                                 "that shapes repeat")
+            if not self.fused_llm_projections:
+                raise ValueError("model.llm_cudagraphs compiles the fused LLM layers: set "
+                                 "model.fused_llm_projections=true")
+            if self.gradient_checkpointing is True:
+                raise ValueError("model.llm_cudagraphs cannot record checkpointed layers (CUDA graphs inside "
+                                 "torch.utils.checkpoint): set model.gradient_checkpointing=dino or false")
         return self
 
 

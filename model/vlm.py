@@ -66,6 +66,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import MAX_NEW_TOKENS, ModelConfig
@@ -226,6 +227,7 @@ class FoveatedVLM(nn.Module):
         # (fused_llm.py; no weights of their own, so the state dict does not change)
         self.fused_layers = (nn.ModuleList(FusedDecoderLayer(layer) for layer in dec.layers[: dec.config.num_hidden_layers])
                              if c.fused_llm_projections else None)
+        self._graphed_llm = None  # compile_blocks with model.llm_cudagraphs: the compiled _llm_stack
 
     # -- small helpers ----------------------------------------------------------------
     @property
@@ -253,7 +255,23 @@ class FoveatedVLM(nn.Module):
 
     def _causal_layers(self, h: torch.Tensor) -> torch.Tensor:
         """h [B,L,d] -> the base LLM's last hidden state [B,L,d], causal attention, no cache:
-        what ``LlamaModel.forward`` computes with no mask (SDPA's is_causal; flash attention)."""
+        what ``LlamaModel.forward`` computes with no mask (SDPA's is_causal; flash attention).
+
+        With ``model.llm_row_bucket`` / ``llm_length_bucket`` the input is padded to [B',L'], the
+        next multiples: blank rows below, zero slots at the end of every row. Causal attention
+        keeps the slots after a token out of its view and rows never mix, so the first [B,L] of
+        the output are the unpadded pass's."""
+        B, L, _ = h.shape
+        rb, lb = self.cfg.llm_row_bucket, self.cfg.llm_length_bucket
+        Bp, Lp = (-(-B // rb) * rb if rb else B), (-(-L // lb) * lb if lb else L)
+        if (Bp, Lp) != (B, L):
+            h = F.pad(h, (0, 0, 0, Lp - L, 0, Bp - B))  # [B', L', d]
+        h = (self._graphed_llm or self._llm_stack)(h)
+        return h[:B, :L]
+
+    def _llm_stack(self, h: torch.Tensor) -> torch.Tensor:
+        """The LLM's rotary embedding, every decoder layer and the final norm: [B,L,d] -> [B,L,d].
+        One region, so that ``model.llm_cudagraphs`` records all of it as one CUDA graph."""
         m = self.llm.get_decoder()
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
         rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
@@ -556,13 +574,22 @@ class FoveatedVLM(nn.Module):
         """Regional torch.compile of the repeated blocks: DINOv2 PatchBlocks, QueryBlocks and the
         LLM's decoder layers, each type compiled once (forward + backward) and shared by its
         layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
-        Parameter names and the state dict do not change."""
+        Parameter names and the state dict do not change.
+
+        With ``model.llm_cudagraphs`` the training passes' LLM is instead one region (``_llm_stack``)
+        in "reduce-overhead" mode: inductor compiles it once for symbolic shapes and CUDA graph
+        trees record one graph per [rows, length] it meets (few, with the LLM buckets); the
+        training loop marks each step's start (``torch.compiler.cudagraph_mark_step_begin``)."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
         for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
+        if self.cfg.llm_cudagraphs:  # a plain attribute, not a submodule: the state dict stays
+            self._graphed_llm = torch.compile(self._llm_stack, dynamic=dynamic,
+                                              **{**compile_kw, "mode": "reduce-overhead"})
+            return
         for fused in self.fused_layers or ():
             fused.compile(dynamic=dynamic, **compile_kw)
 

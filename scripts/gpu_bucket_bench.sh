@@ -10,6 +10,10 @@
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
+#   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
+#                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
+#   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one per
+#                    bucketed shape)
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
 # data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
 # an epoch) and STEPS=176, so that epoch 1 is whole. The figures to compare: the variants' log
@@ -25,7 +29,7 @@
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
-# KERNELS=query (or kernel,query,numerics): jobs/bench/bench_kernels.py's parts first, into
+# KERNELS=query (or kernel,query,numerics,graphs): jobs/bench/bench_kernels.py's parts first, into
 # $OUT/kernels.json and kernels.log.
 # $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
 # $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
@@ -46,6 +50,8 @@ declare -A args=(
   [query-matmul]="$base model.query_attention=matmul"
   [liger]="$base model.liger_fused_ce=true"
   [liger-f2304]="$base model.liger_fused_ce=true"
+  [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
+  [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
 # token budget (units) and batch cap of each variant; 1536 / 512 unless named here
 declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)

@@ -13,9 +13,13 @@ Three parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
   the training CUDA settings: the loss and the gradients of each variant against the default and
   against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
+* ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
+  CUDA graphs, against the same compiled model without them, over batches of two shapes, each
+  met twice (recorded, replayed): loss and gradient differences (``--graphs-model``).
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
+    python jobs/bench/bench_kernels.py --parts graphs --graphs-model stage1
 """
 
 from __future__ import annotations
@@ -138,6 +142,35 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
     return res
 
 
+def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
+    """``model.llm_cudagraphs`` on the GPU: the compiled model with its LLM as CUDA graphs against
+    the same compiled model with per-layer regions (both bucketed alike), under bf16 autocast,
+    over the batches in turn, each shape met twice (recorded, then replayed): the loss and gradient
+    differences of every pass, and inductor's CUDA-graph counters (``cudagraph_skips``: regions it
+    could not graph)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    plain = build_model(model_cfg).cuda().train()
+    graphed = build_model(model_cfg.model_copy(update={"llm_cudagraphs": True})).cuda().train()
+    graphed.load_state_dict(plain.state_dict())
+    plain.compile_blocks()
+    graphed.compile_blocks()
+    passes = []
+    for frames in batches + batches:
+        batch = {k: (v.cuda() if torch.is_tensor(v) else v)
+                 for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
+        torch.compiler.cudagraph_mark_step_begin()
+        ref, got = loss_and_grads(plain, batch, "flash"), loss_and_grads(graphed, batch, "flash")
+        passes.append({"frames": frames, "loss": [ref[0], got[0]], "grad_rel_diff": grad_diff(ref[1], got[1])})
+    res = {"config": model_cfg.model_dump(include={"llm", "dino", "llm_row_bucket", "llm_length_bucket"}),
+           "passes": passes,  # a region inductor could not graph logs "skipping cudagraphs due to ..."
+           "inductor_cudagraph_counters": {k: int(v) for k, v in counters["inductor"].items() if "cudagraph" in k}}
+    print("graphs (compiled, bf16 autocast; per-layer regions against the graphed LLM):",
+          json.dumps(res, indent=1), flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=1536, help="N of the steady kernel timing")
@@ -145,12 +178,15 @@ def main() -> None:
                     help="frame counts for first-call timings (never seen before in the process)")
     ap.add_argument("--reps", type=int, default=23)
     ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
-    ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated")
+    ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated "
+                    "(also: graphs, model.llm_cudagraphs' check on --graphs-model)")
+    ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
+                    help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"kernel", "query", "numerics"}:
-        raise SystemExit(f"--parts takes kernel, query and numerics, got {args.parts}")
+    if parts - {"kernel", "query", "numerics", "graphs"}:
+        raise SystemExit(f"--parts takes kernel, query, numerics and graphs, got {args.parts}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
@@ -162,6 +198,10 @@ def main() -> None:
     if "numerics" in parts:
         liger = importlib.util.find_spec("liger_kernel") is not None
         res["numerics"] = numerics([int(x) for x in args.batch_frames.split(",")], ModelConfig(), liger)
+    if "graphs" in parts:
+        models = {"tiny": dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2"), "stage1": {}}
+        cfg = ModelConfig(**models[args.graphs_model], llm_row_bucket=4, llm_length_bucket=16)
+        res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)

@@ -346,6 +346,8 @@ def micro_batch(w: Worker, batch: dict[str, Any], step: int, micro: int, compute
     sync = w.net.no_sync() if (w.world > 1 and micro < tc.grad_accum - 1) else contextlib.nullcontext()
     inject = None if state.oom_injected else oom_injection(w.oom_inject, w.model, step, w.rank, micro)
     state.oom_injected |= inject is not None
+    if w.cfg.model.llm_cudagraphs:  # a new step for CUDA graph trees: last pass's graph outputs may be reused
+        torch.compiler.cudagraph_mark_step_begin()
     try:
         with sync, inject or contextlib.nullcontext():
             with w.autocast(), phase("forward"):
