@@ -266,8 +266,11 @@ class FoveatedVLM(nn.Module):
         Bp, Lp = (-(-B // rb) * rb if rb else B), (-(-L // lb) * lb if lb else L)
         if (Bp, Lp) != (B, L):
             h = F.pad(h, (0, 0, 0, Lp - L, 0, Bp - B))  # [B', L', d]
-        h = (self._graphed_llm or self._llm_stack)(h)
-        return h[:B, :L]
+        if self._graphed_llm is None:
+            return self._llm_stack(h)[:B, :L]
+        torch._dynamo.maybe_mark_dynamic(h, 0)  # rows and length vary; the width stays static
+        torch._dynamo.maybe_mark_dynamic(h, 1)
+        return self._graphed_llm(h)[:B, :L]
 
     def _llm_stack(self, h: torch.Tensor) -> torch.Tensor:
         """The LLM's rotary embedding, every decoder layer and the final norm: [B,L,d] -> [B,L,d].
@@ -576,10 +579,11 @@ class FoveatedVLM(nn.Module):
         layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
         Parameter names and the state dict do not change.
 
-        With ``model.llm_cudagraphs`` the training passes' LLM is instead one region (``_llm_stack``)
-        in "reduce-overhead" mode: inductor compiles it once for symbolic shapes and CUDA graph
-        trees record one graph per [rows, length] it meets (few, with the LLM buckets); the
-        training loop marks each step's start (``torch.compiler.cudagraph_mark_step_begin``)."""
+        With ``model.llm_cudagraphs`` the training passes' LLM is instead one region (``_llm_stack``:
+        every layer unrolled, so it compiles several times longer than one layer) in
+        "reduce-overhead" mode: inductor compiles it for symbolic [rows, length] and CUDA graph
+        trees record one graph per shape it meets (few, with the LLM buckets); the training loop
+        marks each step's start (``torch.compiler.cudagraph_mark_step_begin``)."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -587,7 +591,8 @@ class FoveatedVLM(nn.Module):
         for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
         if self.cfg.llm_cudagraphs:  # a plain attribute, not a submodule: the state dict stays
-            self._graphed_llm = torch.compile(self._llm_stack, dynamic=dynamic,
+            # rows and length are marked dynamic at each call (_causal_layers); the width stays static
+            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None,
                                               **{**compile_kw, "mode": "reduce-overhead"})
             return
         for fused in self.fused_layers or ():
