@@ -30,19 +30,20 @@
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics,graphs): jobs/bench/bench_kernels.py's parts first, into
-# $OUT/kernels.json and kernels.log.
-# $OUT/<variant>/ holds each run's bench12.log, bench_12gpu.json and <variant>_bench-ref-1gpu_metrics.jsonl;
-# $OUT/summary.txt one table line each. A variant's time limit (BENCH_TIMEOUT) is what is left of
-# TOTAL s (585) less RESERVE s (215) for each variant after it, so a slow first run cannot starve
-# the others and the whole call ends inside the device's limit; a run cut short still brings back
-# its windows. TOP_AT=100: gpu_next.sh's CPU snapshot lands inside each run (> 110 s), so no
-# sleeping snapshot outlives the call.
+# $OUT/kernels.json (the log's last lines go to summary.txt).
+# EXTRA="model.x=y ...": appended to every variant's overrides.
+# At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
+# <variant>_bench-ref-1gpu_metrics.jsonl; $OUT/summary.txt one table line each (from the run's own
+# summary, or, for a run cut by its time limit, `bench_train.py --summarize` of the windows it
+# logged); $OUT/kernels.json. A variant's time limit (BENCH_TIMEOUT) is what is left of TOTAL s
+# (585) less RESERVE s (215) for each variant after it, so a slow first run cannot starve the
+# others and the whole call ends inside the device's limit. TOP_AT=0: no CPU snapshot file.
 set -uo pipefail
 t_start=$(date +%s)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source scripts/gpu_env.sh
 bucket=${BUCKET:-64}
-base="data.llm_tokens_per_frame=64${PROFILE:+ training.profile_steps=$PROFILE}"
+base="data.llm_tokens_per_frame=64${PROFILE:+ training.profile_steps=$PROFILE}${EXTRA:+ $EXTRA}"
 declare -A args=(
   [flash]="$base"
   [cudnn-b64]="$base model.dino_attention=cudnn model.frame_bucket=$bucket"
@@ -57,12 +58,13 @@ declare -A args=(
 declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
-[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
-  --per-shard 100 --workers 24 >"$OUT/shards.log" 2>&1
+mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
+  --per-shard 100 --workers 24 >/tmp/bench/shards.log 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
-  timeout 150 python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >"$OUT/kernels.log" 2>&1
+  timeout 150 python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1
   echo "kernels ($KERNELS, rc $?): $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
+  tail -5 /tmp/bench/kernels.log >>"$OUT/summary.txt"
 fi
 left=${#variants[@]}
 for v in "${variants[@]}"; do
@@ -73,9 +75,13 @@ for v in "${variants[@]}"; do
   OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
     CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
-    TOP_AT=${TOP_AT:-100} \
+    TOP_AT=${TOP_AT:-0} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
+  rm -f "$OUT/$v/bench_12gpu.json"  # its row is in bench12.log; 8 files at most come back
   row=$(grep -E "^ref +1 " "$OUT/$v/bench12.log" | tail -1)
+  metrics="$OUT/$v/${v}_bench-ref-1gpu_metrics.jsonl"
+  [ -z "$row" ] && [ -s "$metrics" ] && row="cut by its limit; its windows: $(python3 jobs/bench/bench_train.py \
+    --summarize "1:$metrics" --epoch-samples ${SAMPLES:-12000} 2>/dev/null | tail -1)"
   echo "$v (limit ${budget}s, ${frames[$v]:-1536} units, cap ${batch[$v]:-512}, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
 done
 echo "total: $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"

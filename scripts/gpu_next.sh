@@ -10,7 +10,7 @@
 #                    READERS: loader workers of all GPUs together (16: 1 GPU x 16, 2 x 8), BENCH_ARGS="data.llm_tokens_per_frame=64" and other config overrides;
 #                    RUNS: a runs folder of its own for each variant, or a same-named run resumes;
 #                    "training.profile_steps=[60,64]" in BENCH_ARGS: each rank's op profile comes back too;
-#                    top.txt: a CPU snapshot TOP_AT s in; NCCL_DEBUG=INFO: NCCL's transport lines in the log;
+#                    top.txt: a CPU snapshot TOP_AT s in (0: none); NCCL_DEBUG=INFO: NCCL's transport lines in the log;
 #                    TAG: a prefix for the files it brings back; TRACES=1: rank 0's Chrome traces too)
 #     allreduce      all-reduce bus bandwidth (fp32, bf16; NCCL defaults, P2P_LEVEL=SYS, PROTO=Simple)
 #     gc             Python's collection pauses in a training process, before/after gc.freeze (jobs/bench/bench_gc.py)
@@ -60,7 +60,7 @@ for section in "$@"; do
     bench12)
       { nproc; lscpu | grep -E "^(Model name|Thread|Core|Socket)"; } >>"$log" 2>&1
       # what the CPUs do during the first run (after its compilation): per-process CPU shares
-      (sleep ${TOP_AT:-150}; top -b -n 1 -w 200 | head -40 >"$OUT/top.txt") &
+      [ "${TOP_AT:-150}" = 0 ] || (sleep ${TOP_AT:-150}; top -b -n 1 -w 200 | head -40 >"$OUT/top.txt") &
       # BENCH_TIMEOUT counts from the section's start, shard generation included, so that the
       # copying below still runs inside a caller's limit of BENCH_TIMEOUT + ~30 s
       timeout $(( ${BENCH_TIMEOUT:-190} - ($(date +%s) - t0) )) python3 -u jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' --gpus ${GPUS:-2,1} \
