@@ -14,6 +14,7 @@ from fovea.model import build_model
 from fovea.model.config import ModelConfig
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.platform.config import ConfigError, load_config
+from fovea.platform.train.loop import cuda_only_settings_note
 
 TINY = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
 FRAMES, TEXT = [3, 1, 0, 5], [20, 31, 12, 25]  # 4 rows; coarse pass [4, 5], fine pass [4, 5 + S]
@@ -31,6 +32,10 @@ def test_config_takes_buckets_and_names_what_cuda_graphs_need():
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=dino"):
         load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.gradient_checkpointing=true"])
+    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
+                                          "model.llm_length_bucket=16"]).model
+    assert "model.llm_cudagraphs=false silences" in cuda_only_settings_note(graphed, torch.device("cpu"))
+    assert cuda_only_settings_note(graphed, torch.device("cuda")) is None
     with pytest.raises(ConfigError, match="model.fused_llm_projections=true"):
         load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.fused_llm_projections=false"])
