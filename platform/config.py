@@ -162,6 +162,8 @@ class RunConfig(_Section):
         ps = self.training.profile_steps
         if ps is not None and not 1 <= ps[0] <= ps[1]:
             raise ValueError(f"training.profile_steps must be [first, last] with 1 <= first <= last, got {list(ps)}")
+        if self.model.llm_cudagraphs and not self.training.compile:
+            raise ValueError("model.llm_cudagraphs records the graphs through torch.compile: set training.compile=true")
         return self
 
     # -- helpers -----------------------------------------------------------------

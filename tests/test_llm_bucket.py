@@ -32,8 +32,10 @@ def test_config_takes_buckets_and_names_what_cuda_graphs_need():
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=dino"):
         load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.gradient_checkpointing=true"])
+    with pytest.raises(ConfigError, match="training.compile=true"):
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
     graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
-                                          "model.llm_length_bucket=16"]).model
+                                          "model.llm_length_bucket=16", "training.compile=true"]).model
     assert "model.llm_cudagraphs=false silences" in cuda_only_settings_note(graphed, torch.device("cpu"))
     assert cuda_only_settings_note(graphed, torch.device("cuda")) is None
     with pytest.raises(ConfigError, match="model.fused_llm_projections=true"):
