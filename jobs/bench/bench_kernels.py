@@ -16,6 +16,9 @@ Three parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
   CUDA graphs, against the same compiled model without them, over batches of two shapes, each
   met twice (recorded, replayed): loss and gradient differences (``--graphs-model``).
+* ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
+  [rows, length] shapes, compiled per layer against ``model.llm_cudagraphs``: compile seconds and
+  median milliseconds.
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
@@ -171,6 +174,42 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     return res
 
 
+def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
+    """The stage-1 LLM's training pass alone (``FoveatedVLM._causal_layers``: input [rows, length,
+    576] -> hidden, forward + backward under bf16 autocast), compiled per layer (the default)
+    against ``model.llm_cudagraphs`` (one region, CUDA graphs), buckets 16 x 16: seconds to the
+    first pass (compilation), then the median milliseconds at each shape, the graphs replayed."""
+    import time
+
+    res = {}
+    for name, graphs in (("per_layer", False), ("graphed", True)):
+        torch.manual_seed(0)
+        cfg = ModelConfig(llm_row_bucket=16, llm_length_bucket=16, llm_cudagraphs=graphs)
+        model = build_model(cfg).cuda().train()
+        model.compile_blocks()
+        d = model.llm.config.hidden_size
+
+        def one_pass(rows: int, length: int) -> None:
+            torch.compiler.cudagraph_mark_step_begin()
+            h = torch.randn(rows, length, d, device="cuda", requires_grad=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model._causal_layers(h)
+            out.float().square().mean().backward()
+
+        t0 = time.perf_counter()
+        one_pass(*shapes[0])
+        torch.cuda.synchronize()
+        row = {"first_pass_s": time.perf_counter() - t0}
+        for rows, length in shapes:
+            row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
+        row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        res[name] = row
+        print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=1536, help="N of the steady kernel timing")
@@ -179,14 +218,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=23)
     ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
     ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated "
-                    "(also: graphs, model.llm_cudagraphs' check on --graphs-model)")
+                    "(also: graphs, model.llm_cudagraphs' check on --graphs-model; llm-pass, its timing)")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"kernel", "query", "numerics", "graphs"}:
-        raise SystemExit(f"--parts takes kernel, query, numerics and graphs, got {args.parts}")
+    if parts - {"kernel", "query", "numerics", "graphs", "llm-pass"}:
+        raise SystemExit(f"--parts takes kernel, query, numerics, graphs and llm-pass, got {args.parts}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
@@ -202,6 +241,8 @@ def main() -> None:
         models = {"tiny": dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2"), "stage1": {}}
         cfg = ModelConfig(**models[args.graphs_model], llm_row_bucket=4, llm_length_bucket=16)
         res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
+    if "llm-pass" in parts:  # the fine pass's shapes of bench12's batches, from short to long videos
+        res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
