@@ -22,10 +22,13 @@
 # without the epoch's recompilation). A window's samples/s alone swings with its batches' frames
 # a sample (docs/PERFORMANCE.md "Whole epochs"); a 12,000-sample epoch fills 86 % of its steps'
 # budget (each reader's last batch is short; jobs/bench/bench_rank_balance.py), a real one 99 %.
-# Cost: the install and the shards ~55-80 s; a run's start and compilation from cold ~110-150 s,
-# then ~0.5 s a step and a few seconds at the epoch end; later runs of a call find inductor's
-# cache warm. Two variants a call: ~80 + 240 + 200 s.
-#   bash scripts/gpu_bucket_bench.sh                 # flash, query-matmul
+# Cost: the install and the shards ~55-80 s; a run's start ~95 s and its first 16 steps (the
+# compilation) ~90 s from cold, then ~0.5 s a step and a few seconds at the epoch end; later runs
+# of a call find inductor's cache warm. One whole-epoch run fits a call beside the setup; two do
+# not (a 253-s limit ended one at step 144 of 176): for two variants a call set STEPS=64-96 and
+# compare the windows of the same steps.
+#   VARIANTS=flash bash scripts/gpu_bucket_bench.sh  # one whole epoch
+#   STEPS=80 bash scripts/gpu_bucket_bench.sh        # flash, query-matmul, the same windows
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
