@@ -72,8 +72,8 @@ class ModelConfig(BaseModel):
     llm_length_bucket: int = Field(0, ge=0)
     # the training passes' LLM (every fused layer and the final norm) as ONE compiled region in
     # torch.compile's "reduce-overhead" mode: CUDA graphs, recorded once per [rows, length] shape
-    # and replayed, so the host launches one graph instead of ~30 kernels a layer. Takes effect
-    # with training.compile; needs both LLM buckets and no LLM checkpointing (docs/PERFORMANCE.md)
+    # and replayed, so the host launches one graph instead of every layer's kernels. Needs
+    # training.compile, both LLM buckets and no LLM checkpointing (docs/PERFORMANCE.md)
     llm_cudagraphs: bool = False
 
     @model_validator(mode="after")
