@@ -73,7 +73,8 @@ class ModelConfig(BaseModel):
     # the training passes' LLM (every fused layer and the final norm) as ONE compiled region in
     # torch.compile's "reduce-overhead" mode: CUDA graphs, recorded once per [rows, length] shape
     # and replayed, so the host launches one graph instead of every layer's kernels. Needs
-    # training.compile, both LLM buckets and no LLM checkpointing (docs/PERFORMANCE.md)
+    # training.compile, training.grad_accum=1, both LLM buckets and no LLM checkpointing
+    # (docs/PERFORMANCE.md)
     llm_cudagraphs: bool = False
 
     @model_validator(mode="after")

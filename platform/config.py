@@ -164,6 +164,11 @@ class RunConfig(_Section):
             raise ValueError(f"training.profile_steps must be [first, last] with 1 <= first <= last, got {list(ps)}")
         if self.model.llm_cudagraphs and not self.training.compile:
             raise ValueError("model.llm_cudagraphs records the graphs through torch.compile: set training.compile=true")
+        if self.model.llm_cudagraphs and self.training.grad_accum > 1:
+            # the graphed backward writes the LLM's gradients into the graphs' memory, which the
+            # next micro-batch's replay overwrites before they are summed
+            raise ValueError("model.llm_cudagraphs keeps each backward's gradients in its graphs' memory until the "
+                             "next pass: set training.grad_accum=1 (a larger data.max_total_frames instead)")
         return self
 
     # -- helpers -----------------------------------------------------------------

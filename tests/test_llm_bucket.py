@@ -34,8 +34,11 @@ def test_config_takes_buckets_and_names_what_cuda_graphs_need():
                                     "model.llm_length_bucket=16", "model.gradient_checkpointing=true"])
     with pytest.raises(ConfigError, match="training.compile=true"):
         load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
-    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
-                                          "model.llm_length_bucket=16", "training.compile=true"]).model
+    with pytest.raises(ConfigError, match="training.grad_accum=1"):
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+                                    "training.compile=true", "training.grad_accum=2"])
+    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+                                          "training.compile=true", "training.grad_accum=1"]).model
     assert "model.llm_cudagraphs=false silences" in cuda_only_settings_note(graphed, torch.device("cpu"))
     assert cuda_only_settings_note(graphed, torch.device("cuda")) is None
     with pytest.raises(ConfigError, match="model.fused_llm_projections=true"):

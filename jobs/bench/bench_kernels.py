@@ -15,7 +15,7 @@ Three parts (``--parts``), each printed and written to ``--out`` (JSON):
   against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
 * ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
   CUDA graphs, against the same compiled model without them, over batches of two shapes, each
-  met twice (recorded, replayed): loss and gradient differences (``--graphs-model``).
+  met three times (warmed up, recorded, replayed): loss and gradient differences (``--graphs-model``).
 * ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
   [rows, length] shapes, compiled per layer against ``model.llm_cudagraphs``: compile seconds and
   median milliseconds.
@@ -148,7 +148,7 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
 def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     """``model.llm_cudagraphs`` on the GPU: the compiled model with its LLM as CUDA graphs against
     the same compiled model with per-layer regions (both bucketed alike), under bf16 autocast,
-    over the batches in turn, each shape met twice (recorded, then replayed): the loss and gradient
+    over the batches in turn, each shape met three times (warmed up, recorded, replayed): the loss and gradient
     differences of every pass, and inductor's CUDA-graph counters (``cudagraph_skips``: regions it
     could not graph)."""
     from torch._dynamo.utils import counters
@@ -160,7 +160,7 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     plain.compile_blocks()
     graphed.compile_blocks()
     passes = []
-    for frames in batches + batches:
+    for frames in batches * 3:  # CUDA graph trees warm a shape up, record it, then replay it
         batch = {k: (v.cuda() if torch.is_tensor(v) else v)
                  for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
         torch.compiler.cudagraph_mark_step_begin()
@@ -190,7 +190,10 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
         d = model.llm.config.hidden_size
 
         def one_pass(rows: int, length: int) -> None:
+            # as a training step: a new step for the graph trees, gradients dropped (the graphed
+            # backward writes them into its own pool, which its next replay overwrites)
             torch.compiler.cudagraph_mark_step_begin()
+            model.zero_grad(set_to_none=True)
             h = torch.randn(rows, length, d, device="cuda", requires_grad=True)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = model._causal_layers(h)
