@@ -2,7 +2,7 @@
 (``model.dino_attention``), the query pass's attention fused against two matmuls
 (``model.query_attention``) and Liger-Kernel's fused linear cross-entropy (``model.liger_fused_ce``).
 
-Three parts (``--parts``), each printed and written to ``--out`` (JSON):
+Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 
 * ``kernel``: SDPA forward + backward, bf16 [N, 6, 257, 64] (DINOv2-small's patch attention),
   median milliseconds at a fixed N, and the first call at each of ``--new-shapes`` frame counts
@@ -148,9 +148,9 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
 def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     """``model.llm_cudagraphs`` on the GPU: the compiled model with its LLM as CUDA graphs against
     the same compiled model with per-layer regions (both bucketed alike), under bf16 autocast,
-    over the batches in turn, each shape met three times (warmed up, recorded, replayed): the loss and gradient
-    differences of every pass, and inductor's CUDA-graph counters (``cudagraph_skips``: regions it
-    could not graph)."""
+    over the batches in turn, each shape met three times (warmed up, recorded, replayed): the loss
+    and gradient differences of every pass, and inductor's CUDA-graph counters
+    (``cudagraph_skips``: regions it could not graph)."""
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
