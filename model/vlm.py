@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MAX_NEW_TOKENS, ModelConfig
-from .encoder import FoveatedEncoder, PatchCache
+from .encoder import FoveatedEncoder, PatchCache, bucketed_frames
 from .fused_llm import FusedDecoderLayer, fused_causal_pass
 from .losses import IGNORE_INDEX, build_labels, fused_linear_text_ce, shifted_targets, text_ce
 
@@ -262,8 +262,8 @@ class FoveatedVLM(nn.Module):
         keeps the slots after a token out of its view and rows never mix, so the first [B,L] of
         the output are the unpadded pass's."""
         B, L, _ = h.shape
-        rb, lb = self.cfg.llm_row_bucket, self.cfg.llm_length_bucket
-        Bp, Lp = (-(-B // rb) * rb if rb else B), (-(-L // lb) * lb if lb else L)
+        # the patch pass's rounding (model.frame_bucket), here of rows and length
+        Bp, Lp = bucketed_frames(B, self.cfg.llm_row_bucket), bucketed_frames(L, self.cfg.llm_length_bucket)
         if (Bp, Lp) != (B, L):
             h = F.pad(h, (0, 0, 0, Lp - L, 0, Bp - B))  # [B', L', d]
         if self._graphed_llm is None:

@@ -33,6 +33,7 @@ import contextlib
 import importlib.util
 import json
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,13 @@ def query_table(n: int, reps: int) -> dict:
     return res
 
 
+def cuda_batch(frames: list[int]) -> dict:
+    """A model-input batch on the GPU: one sample per entry of ``frames`` (its frame count), text
+    of 40, 47, 54, ... tokens."""
+    return {k: (v.cuda() if torch.is_tensor(v) else v)
+            for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
+
+
 def loss_and_grads(model, batch: dict, variant: str) -> tuple[float, dict]:
     """One forward + backward of ``variant``: "flash" (the default), "cudnn" (patch attention),
     "liger" (fused linear cross-entropy), "query-matmul" (the query pass's attention as two
@@ -134,8 +142,7 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
     where liger-kernel is installed)."""
     torch.manual_seed(0)
     model = build_model(model_cfg).cuda().train()
-    batch = {k: (v.cuda() if torch.is_tensor(v) else v)
-             for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
+    batch = cuda_batch(frames)
     runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "query-matmul", "math")
             if b != "liger" or liger}
     runs["flash_again"] = loss_and_grads(model, batch, "flash")  # the run-to-run noise of the default
@@ -162,8 +169,7 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     graphed.compile_blocks()
     passes = []
     for frames in batches * 3:  # CUDA graph trees warm a shape up, record it, then replay it
-        batch = {k: (v.cuda() if torch.is_tensor(v) else v)
-                 for k, v in model_inputs(dummy_batch(frames, [40 + 7 * i for i in range(len(frames))])).items()}
+        batch = cuda_batch(frames)
         torch.compiler.cudagraph_mark_step_begin()
         ref, got = loss_and_grads(plain, batch, "flash"), loss_and_grads(graphed, batch, "flash")
         passes.append({"frames": frames, "loss": [ref[0], got[0]], "grad_rel_diff": grad_diff(ref[1], got[1])})
@@ -185,8 +191,6 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
     576] -> hidden, forward + backward under bf16 autocast), compiled per layer (the default)
     against ``model.llm_cudagraphs`` (one region, CUDA graphs), buckets 16 x 16: seconds to the
     first pass (compilation), then the median milliseconds at each shape, the graphs replayed."""
-    import time
-
     res = {}
     for name, graphs in (("per_layer", False), ("graphed", True)):
         torch.manual_seed(0)
