@@ -33,7 +33,7 @@
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics,graphs): jobs/bench/bench_kernels.py's parts first, into
-# $OUT/kernels.json (the log's last lines go to summary.txt).
+# $OUT/kernels.json (the log's last lines go to summary.txt), within KERNELS_TIMEOUT s (150).
 # EXTRA="model.x=y ...": appended to every variant's overrides.
 # At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
 # <variant>_bench-ref-1gpu_metrics.jsonl; $OUT/summary.txt one table line each (from the run's own
@@ -65,9 +65,9 @@ mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shar
   --per-shard 100 --workers 24 >/tmp/bench/shards.log 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
-  timeout 150 python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1
+  timeout ${KERNELS_TIMEOUT:-150} python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1
   echo "kernels ($KERNELS, rc $?): $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
-  tail -5 /tmp/bench/kernels.log >>"$OUT/summary.txt"
+  tail -5 /tmp/bench/kernels.log >>"$OUT/summary.txt"; cp /tmp/bench/kernels.log "$OUT/"
 fi
 left=${#variants[@]}
 for v in "${variants[@]}"; do
