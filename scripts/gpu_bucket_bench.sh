@@ -38,7 +38,7 @@
 # At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
 # <variant>_bench-ref-1gpu_metrics.jsonl; $OUT/summary.txt one table line each (from the run's own
 # summary, or, for a run cut by its time limit, `bench_train.py --summarize` of the windows it
-# logged); $OUT/kernels.json. A variant's time limit (BENCH_TIMEOUT) is what is left of TOTAL s
+# logged); $OUT/kernels.json and kernels.log. A variant's time limit (BENCH_TIMEOUT) is what is left of TOTAL s
 # (585) less RESERVE s (215) for each variant after it, so a slow first run cannot starve the
 # others and the whole call ends inside the device's limit. TOP_AT=0: no CPU snapshot file.
 set -uo pipefail
