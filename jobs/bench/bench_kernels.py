@@ -16,7 +16,7 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
   CUDA graphs, against the same compiled model without them, over batches of two shapes, each
   met three times (warmed up, recorded, replayed): loss and gradient differences (``--graphs-model``);
-  it exits non-zero where they exceed bf16's spread or inductor skipped the graphs.
+  it exits non-zero where they exceed bf16's spread, a pass failed or inductor skipped the graphs.
 * ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
   [rows, length] shapes, compiled per layer against ``model.llm_cudagraphs``: compile seconds and
   median milliseconds.
@@ -167,20 +167,23 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     graphed.load_state_dict(plain.state_dict())
     plain.compile_blocks()
     graphed.compile_blocks()
-    passes = []
-    for frames in batches * 3:  # CUDA graph trees warm a shape up, record it, then replay it
-        batch = cuda_batch(frames)
-        torch.compiler.cudagraph_mark_step_begin()
-        ref, got = loss_and_grads(plain, batch, "flash"), loss_and_grads(graphed, batch, "flash")
-        passes.append({"frames": frames, "loss": [ref[0], got[0]], "grad_rel_diff": grad_diff(ref[1], got[1])})
+    passes, error = [], None
+    try:
+        for frames in batches * 3:  # CUDA graph trees warm a shape up, record it, then replay it
+            batch = cuda_batch(frames)
+            torch.compiler.cudagraph_mark_step_begin()
+            ref, got = loss_and_grads(plain, batch, "flash"), loss_and_grads(graphed, batch, "flash")
+            passes.append({"frames": frames, "loss": [ref[0], got[0]], "grad_rel_diff": grad_diff(ref[1], got[1])})
+    except RuntimeError as e:  # a failed replay: reported with the passes before it, the other parts still run
+        error = str(e).splitlines()[0]
     graph_counters = {k: int(v) for k, v in counters["inductor"].items() if "cudagraph" in k}
     # bf16 autocast: the default path and PyTorch's math attention differ by ~1.4 % in gradients
     # (numerics above); a broken replay differs by orders of magnitude
     bad = [p for p in passes if abs(p["loss"][1] - p["loss"][0]) > 1e-2 * abs(p["loss"][0]) or p["grad_rel_diff"] > 0.05]
     res = {"config": model_cfg.model_dump(include={"llm", "dino", "llm_row_bucket", "llm_length_bucket"}),
            "passes": passes,  # a region inductor could not graph logs "skipping cudagraphs due to ..."
-           "inductor_cudagraph_counters": graph_counters,
-           "ok": not bad and not graph_counters.get("cudagraph_skips", 0)}
+           "inductor_cudagraph_counters": graph_counters, "error": error,
+           "ok": not bad and not error and not graph_counters.get("cudagraph_skips", 0)}
     print("graphs (compiled, bf16 autocast; per-layer regions against the graphed LLM):",
           json.dumps(res, indent=1), flush=True)
     return res
@@ -213,11 +216,16 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
         one_pass(*shapes[0])
         torch.cuda.synchronize()
         row = {"first_pass_s": time.perf_counter() - t0}
-        for rows, length in shapes:
-            row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
+        print(f"LLM pass {name}: first pass (compilation) {row['first_pass_s']:.1f} s", flush=True)
+        try:  # a failed replay still leaves the compile time and the shapes timed before it
+            for rows, length in shapes:
+                row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
+        except RuntimeError as e:
+            row["error"] = str(e).splitlines()[0]
         row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res[name] = row
-        print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+        print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in row.items()), flush=True)
         del model
         torch.cuda.empty_cache()
     return res
@@ -260,8 +268,8 @@ def main() -> None:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
     if "graphs" in res and not res["graphs"]["ok"]:
-        raise SystemExit("graphs: the graphed LLM differs from the ungraphed one (loss > 1 %, gradients > 5 %) "
-                         "or inductor skipped the graphs; see the passes above")
+        raise SystemExit("graphs: the graphed LLM differs from the ungraphed one (loss > 1 %, gradients > 5 %), "
+                         "a pass failed or inductor skipped the graphs; see the passes above")
 
 
 if __name__ == "__main__":
