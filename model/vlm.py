@@ -227,7 +227,7 @@ class FoveatedVLM(nn.Module):
         # (fused_llm.py; no weights of their own, so the state dict does not change)
         self.fused_layers = (nn.ModuleList(FusedDecoderLayer(layer) for layer in dec.layers[: dec.config.num_hidden_layers])
                              if c.fused_llm_projections else None)
-        self._graphed_llm = None  # compile_blocks with model.llm_cudagraphs: the compiled _llm_stack
+        self._graphed_llm = None  # compile_blocks with model.llm_cudagraphs=stack: the compiled _llm_stack
 
     # -- small helpers ----------------------------------------------------------------
     @property
@@ -274,7 +274,7 @@ class FoveatedVLM(nn.Module):
 
     def _llm_stack(self, h: torch.Tensor) -> torch.Tensor:
         """The LLM's rotary embedding, every decoder layer and the final norm: [B,L,d] -> [B,L,d].
-        One region, so that ``model.llm_cudagraphs`` records all of it as one CUDA graph."""
+        One region, so that ``model.llm_cudagraphs=stack`` records all of it as one CUDA graph."""
         m = self.llm.get_decoder()
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
         rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
@@ -579,24 +579,25 @@ class FoveatedVLM(nn.Module):
         layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
         Parameter names and the state dict do not change.
 
-        With ``model.llm_cudagraphs`` the training passes' LLM is instead one region (``_llm_stack``:
-        every layer unrolled, so it compiles several times longer than one layer) in
-        "reduce-overhead" mode: inductor compiles it for symbolic [rows, length] and CUDA graph
-        trees record one graph per shape it meets (few, with the LLM buckets); the training loop
-        marks each step's start (``torch.compiler.cudagraph_mark_step_begin``)."""
+        ``model.llm_cudagraphs`` compiles the training passes' LLM in "reduce-overhead" mode, and
+        CUDA graph trees record one graph per shape they meet (few, with the LLM buckets): with
+        "layers" each fused layer as today, with "stack" the LLM as one region (``_llm_stack``:
+        every layer unrolled, so it compiles several times longer than one layer) for symbolic
+        [rows, length]. The training loop marks each step's start
+        (``torch.compiler.cudagraph_mark_step_begin``)."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
         for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
-        if self.cfg.llm_cudagraphs:  # a plain attribute, not a submodule: the state dict stays
+        graphs = {**compile_kw, "mode": "reduce-overhead"}
+        if self.cfg.llm_cudagraphs == "stack":  # a plain attribute, not a submodule: the state dict stays
             # rows and length are marked dynamic at each call (_causal_layers); the width stays static
-            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None,
-                                              **{**compile_kw, "mode": "reduce-overhead"})
+            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None, **graphs)
             return
         for fused in self.fused_layers or ():
-            fused.compile(dynamic=dynamic, **compile_kw)
+            fused.compile(dynamic=dynamic, **(graphs if self.cfg.llm_cudagraphs == "layers" else compile_kw))
 
     # -- persistence (io.py) --------------------------------------------------------------
     def save_pretrained(self, directory, tokenizer=None) -> None:

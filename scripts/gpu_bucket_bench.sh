@@ -12,8 +12,10 @@
 #                    [tokens, 49,152] logits) spent on a larger token budget
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
-#   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one per
-#                    bucketed shape)
+#   llm-graphs       the same + model.llm_cudagraphs=layers (the LLM passes as CUDA graphs, one
+#                    per fused layer and bucketed shape)
+#   llm-graphs-stack the same + model.llm_cudagraphs=stack (the LLM as one compiled region, one
+#                    graph per bucketed shape; its compile takes minutes)
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
 # data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
 # an epoch) and STEPS=176, so that epoch 1 is whole. The figures to compare: the variants' log
@@ -32,7 +34,7 @@
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
-# KERNELS=query (or kernel,query,numerics,graphs): jobs/bench/bench_kernels.py's parts first, into
+# KERNELS=query (or kernel,query,numerics,graphs,llm-pass): jobs/bench/bench_kernels.py's parts first, into
 # $OUT/kernels.json (the log's last lines go to summary.txt), within KERNELS_TIMEOUT s (150).
 # EXTRA="model.x=y ...": appended to every variant's overrides.
 # At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
@@ -55,7 +57,8 @@ declare -A args=(
   [liger]="$base model.liger_fused_ce=true"
   [liger-f2304]="$base model.liger_fused_ce=true"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
-  [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
+  [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=layers"
+  [llm-graphs-stack]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=stack"
 )
 # token budget (units) and batch cap of each variant; 1536 / 512 unless named here
 declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)

@@ -28,22 +28,24 @@ def test_config_takes_buckets_and_names_what_cuda_graphs_need():
     with pytest.raises(ConfigError, match="model.llm_length_bucket"):
         load_config("stage1_135m", ["model.llm_length_bucket=-1"])
     with pytest.raises(ConfigError, match="model.llm_row_bucket and model.llm_length_bucket"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16"])
+        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16"])
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=dino"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=stack", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.gradient_checkpointing=true"])
-    with pytest.raises(ConfigError, match="training.compile=true"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
+    with pytest.raises(ConfigError, match="model.llm_cudagraphs=layers .* training.compile=true"):
+        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
     with pytest.raises(ConfigError, match="training.grad_accum=1"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=stack", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
                                     "training.compile=true", "training.grad_accum=2"])
-    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
                                           "training.compile=true", "training.grad_accum=1"]).model
     assert "model.llm_cudagraphs=false silences" in cuda_only_settings_note(graphed, torch.device("cpu"))
     assert cuda_only_settings_note(graphed, torch.device("cuda")) is None
     with pytest.raises(ConfigError, match="model.fused_llm_projections=true"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.fused_llm_projections=false"])
+    with pytest.raises(ConfigError, match="model.llm_cudagraphs.*False, 'layers' or 'stack'"):  # which graphs is a choice
+        load_config("stage1_135m", ["model.llm_cudagraphs=true"])
 
 
 def _run(model, batch, mode: str, watch: bool = True) -> tuple[torch.Tensor, dict, list]:
@@ -85,18 +87,20 @@ def test_bucketed_llm_gives_the_unbucketed_loss_and_gradients(model_store, mode,
 
 
 @pytest.mark.extended
-def test_graphed_llm_region_gives_the_eager_loss_and_gradients(model_store):
-    """model.llm_cudagraphs compiles the LLM as one region in "reduce-overhead" mode; on the CPU
-    inductor records no CUDA graph, so this pins the region itself (symbolic shapes, bucketed,
-    training and no-grad passes, two batch shapes, each twice) against the eager model. The CUDA
-    graphs' own check runs on a GPU: jobs/bench/bench_kernels.py --parts graphs."""
+@pytest.mark.parametrize("scope", ["layers", "stack"])
+def test_graphed_llm_gives_the_eager_loss_and_gradients(model_store, scope):
+    """model.llm_cudagraphs compiles the fused layers ("layers") or the LLM as one region
+    ("stack") in "reduce-overhead" mode; on the CPU inductor records no CUDA graph, so this pins
+    the compiled code itself (symbolic shapes, bucketed, training and no-grad passes, two batch
+    shapes, each twice) against the eager model. The CUDA graphs' own check runs on a GPU:
+    jobs/bench/bench_kernels.py --parts graphs."""
     cfg = ModelConfig(**TINY, lambda_coarse=0.5, llm_row_bucket=4, llm_length_bucket=16)
     torch.manual_seed(0)
     plain = build_model(cfg).train()
-    graphed = build_model(cfg.model_copy(update={"llm_cudagraphs": True})).train()
+    graphed = build_model(cfg.model_copy(update={"llm_cudagraphs": scope})).train()
     graphed.load_state_dict(plain.state_dict())
     graphed.compile_blocks()
-    assert graphed._graphed_llm is not None and plain._graphed_llm is None
+    assert (graphed._graphed_llm is not None) == (scope == "stack") and plain._graphed_llm is None
     torch.manual_seed(2)
     batches = [model_inputs(dummy_batch(FRAMES, TEXT)), model_inputs(dummy_batch([2, 6], [40, 9]))]
     for batch in batches + batches:
