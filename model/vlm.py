@@ -407,6 +407,10 @@ class FoveatedVLM(nn.Module):
         """
         mode = check_mode(mode)
         check_batch_extras(batch_extras)
+        if self.cfg.llm_cudagraphs and not torch.is_grad_enabled():
+            # no backward can be pending after a no-grad pass: a new step for CUDA graph trees, so
+            # evaluation's batches replay their graphs instead of each extending the last step's
+            torch.compiler.cudagraph_mark_step_begin()
         want_coarse = self._want_coarse(compute_coarse) or mode == "coarse_only"
         with phase("frame_index"):  # lead: coarse_only and autoregressive score the first text token
             tb = self.text_batch(frame_mask, input_ids, attention_mask, loss_mask,

@@ -1,6 +1,6 @@
 """``model.llm_row_bucket`` / ``model.llm_length_bucket``: the training passes' LLM input padded up
-to [rows, length] multiples, and ``model.llm_cudagraphs``: that LLM as one compiled region in
-"reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so CUDA graphs can be
+to [rows, length] multiples, and ``model.llm_cudagraphs``: that LLM's compiled layers or one
+compiled region in "reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so CUDA graphs can be
 replayed) is a GPU figure (docs/PERFORMANCE.md); here: that they change nothing the model
 computes, which shapes the LLM runs at, and that bad settings are named.
 """
@@ -111,3 +111,25 @@ def test_graphed_llm_gives_the_eager_loss_and_gradients(model_store, scope):
         assert grads_g.keys() == grads_p.keys()
         for k in grads_p:
             torch.testing.assert_close(grads_g[k], grads_p[k], rtol=1e-3, atol=1e-5, msg=k)
+        with torch.no_grad():  # as evaluation runs: no step mark from the caller
+            torch.testing.assert_close(graphed(**batch, mode="coarse_fine")["loss"],
+                                       plain(**batch, mode="coarse_fine")["loss"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_no_grad_pass_starts_a_graph_step(model_store, monkeypatch):
+    """Evaluation calls the model under no_grad with no step mark of its own; with CUDA graphs
+    the model marks one itself (no backward can be pending), so each batch replays graphs rather
+    than extending the last training step's. A training pass leaves the mark to the loop."""
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    cfg = ModelConfig(**TINY, llm_row_bucket=4, llm_length_bucket=16, llm_cudagraphs="layers")
+    model = build_model(cfg).train()
+    batch = model_inputs(dummy_batch(FRAMES, TEXT))
+    model(**batch, mode="coarse_fine")["loss"].backward()
+    assert marks == []
+    with torch.no_grad():
+        model(**batch, mode="coarse_fine")
+    assert marks == [1]
+    with torch.no_grad():  # without graphs, nothing to mark
+        build_model(cfg.model_copy(update={"llm_cudagraphs": False}))(**batch, mode="coarse_fine")
+    assert marks == [1]
