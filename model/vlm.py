@@ -585,10 +585,10 @@ class FoveatedVLM(nn.Module):
 
         ``model.llm_cudagraphs`` compiles the training passes' LLM in "reduce-overhead" mode, and
         CUDA graph trees record one graph per shape they meet (few, with the LLM buckets): with
-        "layers" each fused layer as today, with "stack" the LLM as one region (``_llm_stack``:
+        "layers" each fused layer (compiled as without graphs), with "stack" the LLM as one region (``_llm_stack``:
         every layer unrolled, so it compiles several times longer than one layer) for symbolic
         [rows, length]. The training loop marks each step's start
-        (``torch.compiler.cudagraph_mark_step_begin``)."""
+        (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
