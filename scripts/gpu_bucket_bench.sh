@@ -32,6 +32,9 @@
 #   VARIANTS=flash bash scripts/gpu_bucket_bench.sh  # one whole epoch
 #   STEPS=80 bash scripts/gpu_bucket_bench.sh        # flash, query-matmul, the same windows
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
+#   KERNELS=graphs EXTRA="model.coarse_loss_every=0" VARIANTS=llm-graphs STEPS=64 bash scripts/gpu_bucket_bench.sh
+#     then, on the warm machine (the shards kept), the same with VARIANTS=flash: the check and
+#     two runs do not fit one call
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics,graphs,llm-pass): jobs/bench/bench_kernels.py's parts first, into
