@@ -585,9 +585,9 @@ class FoveatedVLM(nn.Module):
 
         ``model.llm_cudagraphs`` compiles the training passes' LLM in "reduce-overhead" mode, and
         CUDA graph trees record one graph per shape they meet (few, with the LLM buckets): with
-        "layers" each fused layer (compiled as without graphs), with "stack" the LLM as one region (``_llm_stack``:
-        every layer unrolled, so it compiles several times longer than one layer) for symbolic
-        [rows, length]. The training loop marks each step's start
+        "layers" each fused layer (compiled as without graphs), with "stack" the LLM as one region
+        (``_llm_stack``: every layer unrolled, so it compiles several times longer than one layer)
+        for symbolic [rows, length]. The training loop marks each step's start
         (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own."""
         import torch._dynamo
 
@@ -595,13 +595,13 @@ class FoveatedVLM(nn.Module):
         self.encoder.compile_blocks(dynamic=dynamic, **compile_kw)
         for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
-        graphs = {**compile_kw, "mode": "reduce-overhead"}
+        llm_kw = {**compile_kw, "mode": "reduce-overhead"} if self.cfg.llm_cudagraphs else compile_kw
         if self.cfg.llm_cudagraphs == "stack":  # a plain attribute, not a submodule: the state dict stays
             # rows and length are marked dynamic at each call (_causal_layers); the width stays static
-            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None, **graphs)
+            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None, **llm_kw)
             return
         for fused in self.fused_layers or ():
-            fused.compile(dynamic=dynamic, **(graphs if self.cfg.llm_cudagraphs == "layers" else compile_kw))
+            fused.compile(dynamic=dynamic, **llm_kw)
 
     # -- persistence (io.py) --------------------------------------------------------------
     def save_pretrained(self, directory, tokenizer=None) -> None:

@@ -159,8 +159,8 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig, scope: str) -
     against the same compiled model without them (both bucketed alike), under bf16 autocast, over
     the batches in turn, each shape met three times (warmed up, recorded, replayed): the loss and
     gradient differences of every training pass, the loss of a no-grad pass after it (as
-    evaluation runs it: the model marks the graphs' step itself), and inductor's CUDA-graph counters (``cudagraph_skips``:
-    regions it could not graph)."""
+    evaluation runs it: the model marks the graphs' step itself), and inductor's CUDA-graph
+    counters (``cudagraph_skips``: regions it could not graph)."""
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
