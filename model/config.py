@@ -70,13 +70,12 @@ class ModelConfig(BaseModel):
     # instead of one per batch, which CUDA graphs need (one graph per shape). 0 = off. DESIGN.md 1.5
     llm_row_bucket: int = Field(0, ge=0)
     llm_length_bucket: int = Field(0, ge=0)
-    # the training passes' LLM as CUDA graphs (torch.compile's "reduce-overhead" mode), recorded
-    # once per [rows, length] shape and replayed, so the host launches graphs instead of every
-    # kernel. "layers": each compiled fused layer is graphed (the compile of the default path;
-    # a graph per layer and shape). "stack": every fused layer and the final norm compile as ONE
-    # region (a graph per shape; a compile several times longer). Needs training.compile,
-    # training.grad_accum=1, both LLM buckets and no LLM checkpointing (docs/PERFORMANCE.md)
-    llm_cudagraphs: Literal[False, "layers", "stack"] = False
+    # the training passes' LLM as CUDA graphs: each compiled fused layer in torch.compile's
+    # "reduce-overhead" mode, recorded once per layer and [rows, length] shape and replayed, so
+    # the host launches graphs instead of every kernel. Needs training.compile,
+    # training.grad_accum=1, both LLM buckets and no LLM checkpointing. Opt-in: on one H100 it
+    # ran the real step slower than without graphs so far (docs/PERFORMANCE.md)
+    llm_cudagraphs: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":

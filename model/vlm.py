@@ -227,7 +227,6 @@ class FoveatedVLM(nn.Module):
         # (fused_llm.py; no weights of their own, so the state dict does not change)
         self.fused_layers = (nn.ModuleList(FusedDecoderLayer(layer) for layer in dec.layers[: dec.config.num_hidden_layers])
                              if c.fused_llm_projections else None)
-        self._graphed_llm = None  # compile_blocks with model.llm_cudagraphs=stack: the compiled _llm_stack
 
     # -- small helpers ----------------------------------------------------------------
     @property
@@ -266,15 +265,10 @@ class FoveatedVLM(nn.Module):
         Bp, Lp = bucketed_frames(B, self.cfg.llm_row_bucket), bucketed_frames(L, self.cfg.llm_length_bucket)
         if (Bp, Lp) != (B, L):
             h = F.pad(h, (0, 0, 0, Lp - L, 0, Bp - B))  # [B', L', d]
-        if self._graphed_llm is None:
-            return self._llm_stack(h)[:B, :L]
-        torch._dynamo.maybe_mark_dynamic(h, 0)  # rows and length vary; the width stays static
-        torch._dynamo.maybe_mark_dynamic(h, 1)
-        return self._graphed_llm(h)[:B, :L]
+        return self._llm_stack(h)[:B, :L]
 
     def _llm_stack(self, h: torch.Tensor) -> torch.Tensor:
-        """The LLM's rotary embedding, every decoder layer and the final norm: [B,L,d] -> [B,L,d].
-        One region, so that ``model.llm_cudagraphs=stack`` records all of it as one CUDA graph."""
+        """The LLM's rotary embedding, every decoder layer and the final norm: [B,L,d] -> [B,L,d]."""
         m = self.llm.get_decoder()
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)  # [1, L]
         rope = m.rotary_emb(h, position_ids=pos)  # (cos, sin), each [1, L, head_dim]
@@ -583,12 +577,11 @@ class FoveatedVLM(nn.Module):
         layers. Shapes change every batch (frames n, sequence length), hence ``dynamic=True``.
         Parameter names and the state dict do not change.
 
-        ``model.llm_cudagraphs`` compiles the training passes' LLM in "reduce-overhead" mode, and
-        CUDA graph trees record one graph per shape they meet (few, with the LLM buckets): with
-        "layers" each fused layer (compiled as without graphs), with "stack" the LLM as one region
-        (``_llm_stack``: every layer unrolled, so it compiles several times longer than one layer)
-        for symbolic [rows, length]. The training loop marks each step's start
-        (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own."""
+        ``model.llm_cudagraphs`` compiles the training passes' fused layers in "reduce-overhead"
+        mode, and CUDA graph trees record one graph per layer and shape they meet (few, with the
+        LLM buckets). The whole LLM as one region would be one graph per shape, but its unrolled
+        layers compile for minutes (docs/PERFORMANCE.md). The training loop marks each step's
+        start (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -596,10 +589,6 @@ class FoveatedVLM(nn.Module):
         for layer in self.llm.get_decoder().layers:  # the cached passes (evaluation) use these
             layer.compile(dynamic=dynamic, **compile_kw)
         llm_kw = {**compile_kw, "mode": "reduce-overhead"} if self.cfg.llm_cudagraphs else compile_kw
-        if self.cfg.llm_cudagraphs == "stack":  # a plain attribute, not a submodule: the state dict stays
-            # rows and length are marked dynamic at each call (_causal_layers); the width stays static
-            self._graphed_llm = torch.compile(self._llm_stack, dynamic=None, **llm_kw)
-            return
         for fused in self.fused_layers or ():
             fused.compile(dynamic=dynamic, **llm_kw)
 

@@ -163,7 +163,7 @@ class RunConfig(_Section):
         if ps is not None and not 1 <= ps[0] <= ps[1]:
             raise ValueError(f"training.profile_steps must be [first, last] with 1 <= first <= last, got {list(ps)}")
         if self.model.llm_cudagraphs and not self.training.compile:
-            raise ValueError(f"model.llm_cudagraphs={self.model.llm_cudagraphs} records the graphs through torch.compile: "
+            raise ValueError("model.llm_cudagraphs=true records the graphs through torch.compile: "
                              "set training.compile=true")
         if self.model.llm_cudagraphs and self.training.grad_accum > 1:
             # the graphed backward writes the LLM's gradients into the graphs' memory, which the

@@ -10,12 +10,12 @@
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
+#   liger-nockpt     the same at 1536 units without DINOv2 checkpointing: the memory Liger frees
+#                    spent on not recomputing the patch blocks in backward
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
-#   llm-graphs       the same + model.llm_cudagraphs=layers (the LLM passes as CUDA graphs, one
+#   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
 #                    per fused layer and bucketed shape)
-#   llm-graphs-stack the same + model.llm_cudagraphs=stack (the LLM as one compiled region, one
-#                    graph per bucketed shape; its compile takes minutes)
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
 # data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
 # an epoch) and STEPS=176, so that epoch 1 is whole. The figures to compare: the variants' log
@@ -27,14 +27,15 @@
 # Cost: the install and the shards ~55-80 s; a run's start ~95 s and its first 16 steps (the
 # compilation) ~90 s from cold, then ~0.5 s a step and a few seconds at the epoch end; later runs
 # of a call find inductor's cache warm. One whole-epoch run fits a call beside the setup; two do
-# not (a 253-s limit ended one at step 144 of 176): for two variants a call set STEPS=64-96 and
-# compare the windows of the same steps.
+# not (a 253-s limit ended one at step 144 of 176): for two or three variants a call sets
+# STEPS=64 (RESERVE=175 for three) and compares the windows of the same steps.
 #   VARIANTS=flash bash scripts/gpu_bucket_bench.sh  # one whole epoch
 #   STEPS=80 bash scripts/gpu_bucket_bench.sh        # flash, query-matmul, the same windows
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
-#   KERNELS=graphs EXTRA="model.coarse_loss_every=0" VARIANTS=llm-graphs STEPS=64 bash scripts/gpu_bucket_bench.sh
-#     then, on the warm machine (the shards kept), the same with VARIANTS=flash: the check and
-#     two runs do not fit one call
+#   EXTRA="model.coarse_loss_every=0" VARIANTS="flash liger-nockpt" STEPS=64 bash scripts/gpu_bucket_bench.sh
+#   PROFILE="[50,51]" EXTRA="model.coarse_loss_every=0" VARIANTS=llm-graphs STEPS=64 bash scripts/gpu_bucket_bench.sh
+#   KERNELS=graphs VARIANTS=llm-graphs ...: the graphs check (~150 s) first; with it, a second
+#     run does not fit the call
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics,graphs,llm-pass): jobs/bench/bench_kernels.py's parts first, into
@@ -59,12 +60,12 @@ declare -A args=(
   [query-matmul]="$base model.query_attention=matmul"
   [liger]="$base model.liger_fused_ce=true"
   [liger-f2304]="$base model.liger_fused_ce=true"
+  [liger-nockpt]="$base model.liger_fused_ce=true"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
-  [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=layers"
-  [llm-graphs-stack]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=stack"
+  [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
-# token budget (units) and batch cap of each variant; 1536 / 512 unless named here
-declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
+# token budget (units), batch cap and DINOv2 checkpointing of each variant; 1536 / 512 / on unless named here
+declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768) ckpt=([liger-nockpt]=0)
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
@@ -83,7 +84,7 @@ for v in "${variants[@]}"; do
   mkdir -p "$OUT/$v"
   OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
+    CKPT=${ckpt[$v]:-1} COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-0} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   rm -f "$OUT/$v/bench_12gpu.json"  # its row is in bench12.log; 8 files at most come back

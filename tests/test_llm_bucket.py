@@ -1,6 +1,6 @@
 """``model.llm_row_bucket`` / ``model.llm_length_bucket``: the training passes' LLM input padded up
-to [rows, length] multiples, and ``model.llm_cudagraphs``: that LLM's compiled layers or one
-compiled region in "reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so
+to [rows, length] multiples, and ``model.llm_cudagraphs``: that LLM's compiled layers in
+"reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so
 CUDA graphs can be replayed) is a GPU figure (docs/PERFORMANCE.md); here: that they change
 nothing the model computes, which shapes the LLM runs at, and that bad settings are named.
 """
@@ -28,24 +28,24 @@ def test_config_takes_buckets_and_names_what_cuda_graphs_need():
     with pytest.raises(ConfigError, match="model.llm_length_bucket"):
         load_config("stage1_135m", ["model.llm_length_bucket=-1"])
     with pytest.raises(ConfigError, match="model.llm_row_bucket and model.llm_length_bucket"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16"])
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16"])
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=dino"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=stack", "model.llm_row_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.gradient_checkpointing=true"])
-    with pytest.raises(ConfigError, match="model.llm_cudagraphs=layers .* training.compile=true"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
+    with pytest.raises(ConfigError, match="model.llm_cudagraphs=true .* training.compile=true"):
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16"])
     with pytest.raises(ConfigError, match="training.grad_accum=1"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=stack", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
                                     "training.compile=true", "training.grad_accum=2"])
-    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
+    graphed = load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16", "model.llm_length_bucket=16",
                                           "training.compile=true", "training.grad_accum=1"]).model
     assert "model.llm_cudagraphs=false silences" in cuda_only_settings_note(graphed, torch.device("cpu"))
     assert cuda_only_settings_note(graphed, torch.device("cuda")) is None
     with pytest.raises(ConfigError, match="model.fused_llm_projections=true"):
-        load_config("stage1_135m", ["model.llm_cudagraphs=layers", "model.llm_row_bucket=16",
+        load_config("stage1_135m", ["model.llm_cudagraphs=true", "model.llm_row_bucket=16",
                                     "model.llm_length_bucket=16", "model.fused_llm_projections=false"])
-    with pytest.raises(ConfigError, match="model.llm_cudagraphs.*False, 'layers' or 'stack'"):  # which graphs is a choice
-        load_config("stage1_135m", ["model.llm_cudagraphs=true"])
+    with pytest.raises(ConfigError, match="model.llm_cudagraphs"):  # a switch, named with its file
+        load_config("stage1_135m", ["model.llm_cudagraphs=layers"])
 
 
 def _run(model, batch, mode: str, watch: bool = True) -> tuple[torch.Tensor, dict, list]:
@@ -87,20 +87,17 @@ def test_bucketed_llm_gives_the_unbucketed_loss_and_gradients(model_store, mode,
 
 
 @pytest.mark.extended
-@pytest.mark.parametrize("scope", ["layers", "stack"])
-def test_graphed_llm_gives_the_eager_loss_and_gradients(model_store, scope):
-    """model.llm_cudagraphs compiles the fused layers ("layers") or the LLM as one region
-    ("stack") in "reduce-overhead" mode; on the CPU inductor records no CUDA graph, so this pins
-    the compiled code itself (symbolic shapes, bucketed, training and no-grad passes, two batch
-    shapes, each twice) against the eager model. The CUDA graphs' own check runs on a GPU:
-    jobs/bench/bench_kernels.py --parts graphs."""
+def test_graphed_llm_gives_the_eager_loss_and_gradients(model_store):
+    """model.llm_cudagraphs compiles the fused layers in "reduce-overhead" mode; on the CPU
+    inductor records no CUDA graph, so this pins the compiled code itself (symbolic shapes,
+    bucketed, training and no-grad passes, two batch shapes, each twice) against the eager model.
+    The CUDA graphs' own check runs on a GPU: jobs/bench/bench_kernels.py --parts graphs."""
     cfg = ModelConfig(**TINY, lambda_coarse=0.5, llm_row_bucket=4, llm_length_bucket=16)
     torch.manual_seed(0)
     plain = build_model(cfg).train()
-    graphed = build_model(cfg.model_copy(update={"llm_cudagraphs": scope})).train()
+    graphed = build_model(cfg.model_copy(update={"llm_cudagraphs": True})).train()
     graphed.load_state_dict(plain.state_dict())
     graphed.compile_blocks()
-    assert (graphed._graphed_llm is not None) == (scope == "stack") and plain._graphed_llm is None
     torch.manual_seed(2)
     batches = [model_inputs(dummy_batch(FRAMES, TEXT)), model_inputs(dummy_batch([2, 6], [40, 9]))]
     for batch in batches + batches:
@@ -122,7 +119,7 @@ def test_a_no_grad_pass_starts_a_graph_step(model_store, monkeypatch):
     than extending the last training step's. A training pass leaves the mark to the loop."""
     marks = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    cfg = ModelConfig(**TINY, llm_row_bucket=4, llm_length_bucket=16, llm_cudagraphs="layers")
+    cfg = ModelConfig(**TINY, llm_row_bucket=4, llm_length_bucket=16, llm_cudagraphs=True)
     model = build_model(cfg).train()
     batch = model_inputs(dummy_batch(FRAMES, TEXT))
     model(**batch, mode="coarse_fine")["loss"].backward()

@@ -425,8 +425,30 @@ def test_rank_balance_llm_buckets_trade_added_tokens_for_fewer_shapes(repo_root)
     shapes = {k: int(v[4]) for k, v in rows.items()}
     assert added["1x1"] == 0.0 < added["16x16"] < added["64x64"], out
     assert shapes["1x1"] > shapes["16x16"] >= shapes["64x64"] >= 1, out
+    for k, v in rows.items():  # a step path pairs a coarse shape with a fine one
+        assert shapes[k] <= int(v[5]) and int(v[6]) <= min(int(v[5]), 64), out
     bad = subprocess.run(cmd + ["--llm-buckets", "32y"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--llm-buckets takes ROWSxLENGTH" in bad.stderr, bad.stderr
+
+
+def test_rank_balance_counts_a_step_path_per_coarse_and_fine_pair(repo_root):
+    """CUDA graph trees record each step's sequence of calls: a fine shape met before after a new
+    coarse shape is a new path. Four hand-made batches: coarse [rows, max frames], fine [rows,
+    max frames + max text]."""
+    import importlib.util
+    from types import SimpleNamespace as S
+
+    spec = importlib.util.spec_from_file_location("rank_balance", repo_root / "jobs" / "bench" / "bench_rank_balance.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    batches = [[S(frames=3, tokens=10), S(frames=5, tokens=20)],  # coarse [2, 5], fine [2, 25]
+               [S(frames=5, tokens=20), S(frames=1, tokens=4)],   # the same pair
+               [S(frames=5, tokens=20)] * 3,                      # [3, 5], [3, 25]
+               [S(frames=2, tokens=23), S(frames=1, tokens=1)]]   # [2, 2], [2, 25]: fine met, path new
+    plain, bucketed = (r.split() for r in tool.llm_bucket_rows(batches, [(4, 32)], first=2)[1:])
+    assert plain[0] == "1x1" and (plain[4], plain[5], plain[6]) == ("2", "3", "1"), plain
+    # rows to 4, length to 32: coarse [4, 32] and fine [4, 32] for every batch
+    assert bucketed[0] == "4x32" and (bucketed[4], bucketed[5], bucketed[6]) == ("1", "1", "1"), bucketed
 
 
 def test_rank_balance_fill_rises_with_the_epoch(repo_root):

@@ -13,14 +13,14 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
   the training CUDA settings: the loss and the gradients of each variant against the default and
   against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
-* ``graphs`` (not in the default set): ``model.llm_cudagraphs`` (each of ``--graphs-scopes``),
-  the LLM's training passes as CUDA graphs, against the same compiled model without them, over
+* ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
+  CUDA graphs (one per compiled layer and shape), against the same compiled model without them, over
   batches of two shapes, each met three times (warmed up, recorded, replayed), a no-grad pass
   after each: loss and gradient differences (``--graphs-model``); it exits non-zero where they
   exceed bf16's spread, a pass failed or inductor skipped the graphs.
 * ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
-  [rows, length] shapes, compiled per layer against ``model.llm_cudagraphs`` (each of
-  ``--graphs-scopes``): compile seconds and median milliseconds.
+  [rows, length] shapes, compiled per layer without and with ``model.llm_cudagraphs``: compile
+  seconds and median milliseconds.
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
@@ -154,8 +154,8 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
     return res
 
 
-def graphs_check(batches: list[list[int]], model_cfg: ModelConfig, scope: str) -> dict:
-    """``model.llm_cudagraphs=scope`` on the GPU: the compiled model with its LLM as CUDA graphs
+def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
+    """``model.llm_cudagraphs`` on the GPU: the compiled model with its LLM as CUDA graphs
     against the same compiled model without them (both bucketed alike), under bf16 autocast, over
     the batches in turn, each shape met three times (warmed up, recorded, replayed): the loss and
     gradient differences of every training pass, the loss of a no-grad pass after it (as
@@ -165,7 +165,7 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig, scope: str) -
 
     torch.manual_seed(0)
     plain = build_model(model_cfg).cuda().train()
-    graphed = build_model(model_cfg.model_copy(update={"llm_cudagraphs": scope})).cuda().train()
+    graphed = build_model(model_cfg.model_copy(update={"llm_cudagraphs": True})).cuda().train()
     graphed.load_state_dict(plain.state_dict())
     plain.compile_blocks()
     graphed.compile_blocks()
@@ -188,23 +188,23 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig, scope: str) -
     off = lambda a, b: abs(b - a) > 1e-2 * abs(a)  # noqa: E731
     bad = [p for p in passes if off(*p["loss"]) or off(*p["no_grad_loss"]) or p["grad_rel_diff"] > 0.05]
     res = {"config": model_cfg.model_dump(include={"llm", "dino", "llm_row_bucket", "llm_length_bucket"}),
-           "scope": scope, "passes": passes,  # a region inductor could not graph logs "skipping cudagraphs due to ..."
+           "passes": passes,  # a region inductor could not graph logs "skipping cudagraphs due to ..."
            "inductor_cudagraph_counters": graph_counters, "error": error,
            "ok": not bad and not error and not graph_counters.get("cudagraph_skips", 0)}
-    print(f"graphs {scope} (compiled, bf16 autocast; against the ungraphed compiled model):",
+    print("graphs (compiled, bf16 autocast; against the ungraphed compiled model):",
           json.dumps(res, indent=1), flush=True)
     del plain, graphed
     torch.cuda.empty_cache()
     return res
 
 
-def llm_pass_table(shapes: list[tuple[int, int]], scopes: list[str], reps: int) -> dict:
+def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
     """The stage-1 LLM's training pass alone (``FoveatedVLM._causal_layers``: input [rows, length,
     576] -> hidden, forward + backward under bf16 autocast), compiled per layer (the default)
-    against ``model.llm_cudagraphs`` at each of ``scopes``, buckets 16 x 16: seconds to the first
+    against ``model.llm_cudagraphs``, buckets 16 x 16: seconds to the first
     pass (compilation), then the median milliseconds at each shape, the graphs replayed."""
     res = {}
-    for name, graphs in [("per_layer", False)] + [(f"graphed_{s}", s) for s in scopes]:
+    for name, graphs in [("per_layer", False), ("graphed", True)]:
         torch.manual_seed(0)
         cfg = ModelConfig(llm_row_bucket=16, llm_length_bucket=16, llm_cudagraphs=graphs)
         model = build_model(cfg).cuda().train()
@@ -251,16 +251,11 @@ def main() -> None:
                     "(also: graphs, model.llm_cudagraphs' check on --graphs-model; llm-pass, its timing)")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
-    ap.add_argument("--graphs-scopes", default="layers,stack",
-                    help="graphs, llm-pass: which model.llm_cudagraphs values, in this order")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if parts - {"kernel", "query", "numerics", "graphs", "llm-pass"}:
         raise SystemExit(f"--parts takes kernel, query, numerics, graphs and llm-pass, got {args.parts}")
-    scopes = args.graphs_scopes.split(",")
-    if set(scopes) - {"layers", "stack"}:
-        raise SystemExit(f"--graphs-scopes takes layers and stack, got {args.graphs_scopes}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
@@ -275,13 +270,13 @@ def main() -> None:
     if "graphs" in parts:
         models = {"tiny": dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2"), "stage1": {}}
         cfg = ModelConfig(**models[args.graphs_model], llm_row_bucket=4, llm_length_bucket=16)
-        res["graphs"] = {s: graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg, s) for s in scopes}
+        res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
     if "llm-pass" in parts:  # the fine pass's shapes of bench12's batches, from short to long videos
-        res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], scopes, args.reps)
+        res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
-    if "graphs" in res and not all(r["ok"] for r in res["graphs"].values()):
+    if "graphs" in res and not res["graphs"]["ok"]:
         raise SystemExit("graphs: the graphed LLM differs from the ungraphed one (loss > 1 %, gradients > 5 %), "
                          "a pass failed or inductor skipped the graphs; see the passes above")
 

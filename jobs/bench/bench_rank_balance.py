@@ -30,8 +30,9 @@ distinct counts remain (each costs cuDNN one plan build with ``model.dino_attent
 ``--llm-buckets 32x64 ...``: the same for the LLM passes' shapes, rows (samples) rounded up to a
 multiple of the first number and sequence length (the packed row's frames + text tokens, Tv + S)
 to a multiple of the second: the LLM tokens the rounding adds over rank 0's batches (against the
-padded tokens each batch runs today, and against its real tokens) and how many distinct
-[rows, length] shapes remain: what CUDA graphs of the LLM passes would record, one per shape.
+padded tokens each batch runs today, and against its real tokens), how many distinct
+[rows, length] shapes remain, and how many distinct (coarse, fine) pairs the steps run: what CUDA
+graph trees of the LLM passes record, one set of graphs per pair (``model.llm_cudagraphs``).
 The bench12 job on one GPU reads its batches as ``--ranks 1 --readers 16``.
 """
 
@@ -98,19 +99,29 @@ def bucket_rows(frames: list[int], buckets: list[int]) -> list[str]:
     return rows
 
 
-def llm_bucket_rows(batches: list[list], buckets: list[tuple[int, int]]) -> list[str]:
+def llm_bucket_rows(batches: list[list], buckets: list[tuple[int, int]], first: int = 64) -> list[str]:
     """Per (rows, length) bucket ((1, 1) = off): the fine pass's LLM tokens a step after rounding
     [B, Tv + S] up, what the rounding adds over today's padded [B, Tv + S] and over the real tokens
-    (each sample's frames + text), and the distinct shapes."""
-    shapes = [(len(b), max(s.frames for s in b) + max(s.tokens for s in b)) for b in batches]
+    (each sample's frames + text), the distinct fine shapes, and the distinct step paths: a step
+    runs the coarse pass [B, Tv] and then the fine pass, and CUDA graph trees record a graph for
+    each call at its place in the step's sequence of calls, so each new (coarse, fine) pair is
+    recorded anew even where both shapes were met before. ``new in first N``: the steps among the
+    first N that bring a path not met before (each records every graphed region again)."""
+    coarse = [(len(b), max(s.frames for s in b)) for b in batches]
+    shapes = [(r, tv + max(s.tokens for s in b)) for (r, tv), b in zip(coarse, batches)]
     real = sum(s.frames + s.tokens for b in batches for s in b)
     today = sum(r * n for r, n in shapes)
-    rows = [f"{'rows x len':>10s} {'tokens/step':>12s} {'added':>7s} {'over real':>10s} {'shapes':>7s}"]
+    rows = [f"{'rows x len':>10s} {'tokens/step':>12s} {'added':>7s} {'over real':>10s} {'shapes':>7s} "
+            f"{'paths':>6s} {f'new in first {first}':>17s}"]
     for rb, lb in [(1, 1)] + buckets:
-        padded = [(-(-r // rb) * rb, -(-n // lb) * lb) for r, n in shapes]
+        def up(r, n):
+            return -(-r // rb) * rb, -(-n // lb) * lb
+        padded = [up(r, n) for r, n in shapes]
+        paths = [(up(*c), f) for c, f in zip(coarse, padded)]
         total = sum(r * n for r, n in padded)
         rows.append(f"{f'{rb}x{lb}':>10s} {total / len(shapes):12.0f} {total / today - 1:7.2%} "
-                    f"{total / real - 1:10.2%} {len(set(padded)):7d}")
+                    f"{total / real - 1:10.2%} {len(set(padded)):7d} {len(set(paths)):6d} "
+                    f"{len(set(paths[:first])):17d}")
     return rows
 
 

@@ -96,7 +96,7 @@ def cuda_only_settings_note(model_cfg, device: torch.device) -> str | None:
         notes.append("model.liger_fused_ce=true runs Triton kernels on CUDA only; the loss takes the plain "
                      "LM head and cross-entropy (model.liger_fused_ce=false silences this)")
     if model_cfg.llm_cudagraphs:
-        notes.append(f"model.llm_cudagraphs={model_cfg.llm_cudagraphs} records CUDA graphs on CUDA only; here the "
+        notes.append("model.llm_cudagraphs=true records CUDA graphs on CUDA only; here the "
                      "LLM runs without them (model.llm_cudagraphs=false silences this)")
     return f"this run is on {device.type}: " + "; ".join(notes) if notes else None
 
