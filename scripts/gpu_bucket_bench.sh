@@ -10,7 +10,7 @@
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
-#   liger-nockpt     the same at 1536 units without DINOv2 checkpointing: the memory Liger frees
+#   liger-nockpt     liger (1536 units) without DINOv2 checkpointing: the memory Liger frees
 #                    spent on not recomputing the patch blocks in backward
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
