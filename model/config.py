@@ -73,8 +73,8 @@ class ModelConfig(BaseModel):
     # the training passes' LLM as CUDA graphs: each compiled fused layer in torch.compile's
     # "reduce-overhead" mode, recorded once per layer and [rows, length] shape and replayed, so
     # the host launches graphs instead of every kernel. Needs training.compile,
-    # training.grad_accum=1, both LLM buckets and no LLM checkpointing. Opt-in: on one H100 it
-    # ran the real step slower than without graphs so far (docs/PERFORMANCE.md)
+    # training.grad_accum=1, both LLM buckets and no LLM checkpointing. Opt-in: the real step
+    # runs slower with it than without (docs/PERFORMANCE.md)
     llm_cudagraphs: bool = False
 
     @model_validator(mode="after")
