@@ -1,8 +1,8 @@
 """``model.llm_row_bucket`` / ``model.llm_length_bucket``: the training passes' LLM input padded up
 to [rows, length] multiples, and ``model.llm_cudagraphs``: that LLM's compiled layers in
-"reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so
-CUDA graphs can be replayed) is a GPU figure (docs/PERFORMANCE.md); here: that they change
-nothing the model computes, which shapes the LLM runs at, and that bad settings are named.
+"reduce-overhead" mode (DESIGN.md 1.5). What they buy (shapes that repeat, so CUDA graphs can be
+replayed) is a GPU figure (docs/PERFORMANCE.md); here: that they change nothing the model
+computes, which shapes the LLM runs at, and that bad settings are named.
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def llm_bucket_rows(batches: list[list], buckets: list[tuple[int, int]], first: 
     rows = [f"{'rows x len':>10s} {'tokens/step':>12s} {'added':>7s} {'over real':>10s} {'shapes':>7s} "
             f"{'paths':>6s} {f'new in first {first}':>17s}"]
     for rb, lb in [(1, 1)] + buckets:
-        def up(r, n):
-            return -(-r // rb) * rb, -(-n // lb) * lb
+        def up(r, n):  # the rounding FoveatedVLM._causal_layers applies
+            return bucketed_frames(r, rb), bucketed_frames(n, lb)
         padded = [up(r, n) for r, n in shapes]
         paths = [(up(*c), f) for c, f in zip(coarse, padded)]
         total = sum(r * n for r, n in padded)
