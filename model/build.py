@@ -58,6 +58,12 @@ def apply_training_flags(model: FoveatedVLM) -> FoveatedVLM:
         model.encoder.checkpoint_patches = True
     elif c.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if c.dino_checkpoint_layers is not None:
+        layers = len(model.encoder.patch_blocks)
+        if c.dino_checkpoint_layers > layers:
+            raise ValueError(f"model.dino_checkpoint_layers={c.dino_checkpoint_layers}, but {c.dino} has {layers} "
+                             f"patch blocks: set 0..{layers}")
+        model.encoder.checkpoint_layers = c.dino_checkpoint_layers
     return model
 
 

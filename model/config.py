@@ -38,6 +38,11 @@ class ModelConfig(BaseModel):
     # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257
     # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
     gradient_checkpointing: bool | Literal["dino"] = False
+    # with gradient_checkpointing on DINOv2 (dino or true): how many of its patch blocks, the
+    # first ones, are recomputed in backward (None = all). Each block left out keeps its ~3.1 MB
+    # of activations a budget unit (~4.8 GB at 1536 units) and saves its forward's recompute, a
+    # twelfth of one patch forward a step for DINOv2-small: memory traded for speed
+    dino_checkpoint_layers: int | None = Field(None, ge=0)
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
     # fewer kernel launches a step, which pays where the host's launches bound the step (several GPUs)
@@ -83,6 +88,10 @@ class ModelConfig(BaseModel):
             raise ValueError("model.fused_llm_projections runs the training passes' attention through SDPA; "
                              f"with model.attn_implementation={self.attn_implementation} set "
                              "model.fused_llm_projections=false")
+        if self.dino_checkpoint_layers is not None and not self.gradient_checkpointing:
+            raise ValueError(f"model.dino_checkpoint_layers={self.dino_checkpoint_layers} counts the DINOv2 patch "
+                             "blocks recomputed in backward: set model.gradient_checkpointing=dino (or true), "
+                             "or leave model.dino_checkpoint_layers unset")
         if self.llm_cudagraphs:
             if not (self.llm_row_bucket and self.llm_length_bucket):
                 raise ValueError("model.llm_cudagraphs records a CUDA graph for every LLM input shape: set "

@@ -42,7 +42,8 @@ back for ablation A3); ``query_dim`` is free (A2 uses 192). The patch pass does 
 chunk frames: K/V are activations autograd keeps anyway, so chunking would not lower
 the training peak; call it in chunks under ``torch.no_grad`` if needed for inference.
 ``compile_blocks()`` compiles the two block types once each (regional torch.compile);
-``checkpoint_patches = True`` recomputes each PatchBlock in backward (gradient checkpointing).
+``checkpoint_patches = True`` recomputes each PatchBlock in backward (gradient checkpointing);
+``checkpoint_layers = k`` limits that to the first k blocks (None = all).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class FoveatedEncoder(nn.Module):
         self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention) for layer in self.layers]
         self.query_blocks = [QueryBlock(layer, self.num_heads, query_attention) for layer in self.layers]
         self.checkpoint_patches = False
+        self.checkpoint_layers: int | None = None
         self.frame_bucket = frame_bucket
 
     def compile_blocks(self, **compile_kw) -> None:
@@ -189,8 +191,11 @@ class FoveatedEncoder(nn.Module):
         frames = normalize_frames(frames).contiguous(memory_format=torch.channels_last)
         keys, values = [], []  # per layer [n, H, Np, hd]
         h = self.dino.embeddings(frames)  # [padded, Np, D]: CLS + patches + pos-emb
-        for block in self.patch_blocks:
-            if self.checkpoint_patches and torch.is_grad_enabled():
+        recomputed = 0  # the first blocks, recomputed in backward (gradient checkpointing)
+        if self.checkpoint_patches and torch.is_grad_enabled():
+            recomputed = len(self.patch_blocks) if self.checkpoint_layers is None else self.checkpoint_layers
+        for i, block in enumerate(self.patch_blocks):
+            if i < recomputed:
                 h, k, v = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
             else:
                 h, k, v = block(h)

@@ -10,8 +10,11 @@
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
-#   liger-nockpt     liger (1536 units) without DINOv2 checkpointing: the memory Liger frees
-#                    spent on not recomputing the patch blocks in backward
+#   liger-r6         liger + model.dino_checkpoint_layers=6: the memory Liger frees spent on
+#                    keeping the last 6 of DINOv2's 12 patch blocks' activations instead of
+#                    recomputing them in backward (~3.1 MB a unit each; all 12 do not fit 80 GB)
+#   liger-r8         the same with 8 blocks recomputed (4 kept)
+#   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -32,7 +35,7 @@
 #   VARIANTS=flash bash scripts/gpu_bucket_bench.sh  # one whole epoch
 #   STEPS=80 bash scripts/gpu_bucket_bench.sh        # flash, query-matmul, the same windows
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
-#   EXTRA="model.coarse_loss_every=0" VARIANTS="flash liger-nockpt" STEPS=64 bash scripts/gpu_bucket_bench.sh
+#   RESERVE=175 EXTRA="model.coarse_loss_every=0" VARIANTS="flash liger-r6 liger-r8" STEPS=64 bash scripts/gpu_bucket_bench.sh
 #   PROFILE="[50,51]" EXTRA="model.coarse_loss_every=0" VARIANTS=llm-graphs STEPS=64 bash scripts/gpu_bucket_bench.sh
 #   KERNELS=graphs VARIANTS=llm-graphs ...: the graphs check (~150 s) first; with it, a second
 #     run does not fit the call
@@ -60,12 +63,14 @@ declare -A args=(
   [query-matmul]="$base model.query_attention=matmul"
   [liger]="$base model.liger_fused_ce=true"
   [liger-f2304]="$base model.liger_fused_ce=true"
-  [liger-nockpt]="$base model.liger_fused_ce=true"
+  [liger-r6]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
+  [liger-r8]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8"
+  [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
-# token budget (units), batch cap and DINOv2 checkpointing of each variant; 1536 / 512 / on unless named here
-declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768) ckpt=([liger-nockpt]=0)
+# token budget (units) and batch cap of each variant; 1536 / 512 unless named here
+declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
@@ -84,7 +89,7 @@ for v in "${variants[@]}"; do
   mkdir -p "$OUT/$v"
   OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=${ckpt[$v]:-1} COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-0} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   rm -f "$OUT/$v/bench_12gpu.json"  # its row is in bench12.log; 8 files at most come back

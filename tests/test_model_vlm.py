@@ -240,6 +240,48 @@ def test_gradient_checkpointing_same_gradients(model):
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-4), n
 
 
+def test_dino_checkpoint_layers_recompute_only_the_first_blocks(model, model_store):
+    """model.dino_checkpoint_layers=k: the first k patch blocks run again in backward, the others
+    keep their activations (more saved bytes for fewer recomputed blocks); gradients unchanged."""
+    from fovea.platform.profiling.saved_tensors import count_checkpoint_inputs, measure
+
+    batch = model_inputs(dummy_batch([3, 1], [8, 6], seed=9))
+    layers = model.encoder.dino.encoder.layer
+    assert len(layers) >= 2
+    grads, saved = {}, {}
+    count_checkpoint_inputs()
+    for k in (None, 1, 0):  # all recomputed, the first only, none
+        m = copy.deepcopy(model).train()
+        m.encoder.checkpoint_patches, m.encoder.checkpoint_layers = True, k
+        calls = [0] * len(layers)
+        for i, layer in enumerate(m.encoder.dino.encoder.layer):
+            layer.attention.k_proj.register_forward_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
+        out = m(**batch)
+        out["loss"].backward()
+        recomputed = len(layers) if k is None else k
+        assert calls == [2] * recomputed + [1] * (len(layers) - recomputed), k
+        grads[k] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        m.zero_grad(set_to_none=True)
+        saved[k] = measure(m, dummy_batch([3, 1], [8, 6], seed=9), lambda: torch.autocast("cpu", enabled=False)
+                           ).bytes["DINOv2 patch pass"]
+    assert saved[None] < saved[1] < saved[0]
+    for k in (1, 0):
+        assert grads[k].keys() == grads[None].keys()
+        for n in grads[None]:
+            assert torch.allclose(grads[k][n], grads[None][n], atol=1e-6, rtol=1e-4), (k, n)
+
+
+def test_dino_checkpoint_layers_needs_checkpointing_and_a_layer_count(model_store):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="model.gradient_checkpointing=dino"):
+        ModelConfig(llm=TINY_LLM, dino=TINY_DINO, dino_checkpoint_layers=2)
+    with pytest.raises(ValueError, match=r"model.dino_checkpoint_layers=99, but .* patch blocks: set 0\.\.\d+"):
+        build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO, gradient_checkpointing="dino", dino_checkpoint_layers=99))
+    m = build_model(ModelConfig(llm=TINY_LLM, dino=TINY_DINO, gradient_checkpointing="dino", dino_checkpoint_layers=1))
+    assert m.encoder.checkpoint_patches and m.encoder.checkpoint_layers == 1
+
+
 def test_gradient_checkpointing_dino_only_from_config(model_store):
     """model.gradient_checkpointing: true = LLM + DINOv2 patch blocks, "dino" = patch blocks only."""
     for value, llm_ckpt in ((True, True), ("dino", False)):
