@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts import load_script
 from fovea.pipelines.errors import Reject
 
 AVI_FRAMES, AVI_FPS = 795, 10  # the header of the file: 795 frames at 10 fps
@@ -144,12 +145,7 @@ def test_reject_details_hold_no_object_address():
 
 
 def _preprocess(argv: list[str], capsys) -> tuple[int, str, str]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pp", Path(__file__).parents[1] / "jobs" / "preprocess.py")
-    pp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pp)
-    rc = pp.main(argv)
+    rc = load_script("jobs/preprocess.py").main(argv)
     out = capsys.readouterr()
     return rc, out.out, out.err
 

@@ -5,15 +5,14 @@ evaluation -> report, MLflow parent/children, heatmap artifact)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from scripts import load_script
 from fovea.platform.train.failure_signatures import (
     ENTROPY_FRAC, RATIO_TOL, WARMUP_STEPS, failure_signatures, flag_failure_signatures,
 )
@@ -94,14 +93,6 @@ def test_training_loop_hook_tags_rank0_and_marks_metrics():
 
 
 # -- end to end ------------------------------------------------------------------------------
-
-def _load_job(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("foveation_check", repo_root / "jobs" / "foveation_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_verdicts():
     from fovea.platform.check.report import verdicts
@@ -201,7 +192,7 @@ def test_tiny_check_end_to_end(repo_root, model_store, tmp_path):
 
     from fovea.platform.check.run import ARTIFACT_DIR, run_check
 
-    job = _load_job(repo_root)
+    job = load_script("jobs/foveation_check.py")
     try:
         st = run_check(job.parse_args(["--preset", "cpu-tiny", "--runs-dir", str(tmp_path), "--workers", "1",
                                        "--parallel", "yes", "--bug", "both", "--steps", "6", "--name", "e2e"]))

@@ -4,7 +4,6 @@ control's frames, and how the findings read the controls and the bug rows."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from scripts import load_script
 from fovea.platform.check.matrix import (
     CONTROLS, VARIANTS, MatrixData, backbone_reads, bug_caught, findings, format_matrix, merge_matrices,
     select_variants, variant_overrides, variant_task, why,
@@ -164,10 +164,7 @@ def test_one_row_of_the_matrix_on_the_tiny_standin(repo_root, standin_tiny, tmp_
     from fovea.platform.check.matrix import run_matrix
     from fovea.platform.check.presets import STANDIN_TINY
 
-    spec = importlib.util.spec_from_file_location("foveation_check_job", repo_root / "jobs" / "foveation_check.py")
-    job = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = job
-    spec.loader.exec_module(job)
+    job = load_script("jobs/foveation_check.py")
     try:
         summary = run_matrix(job.parse_args([
             "--preset", "cpu-standin", "--matrix", "--variants", "fixed-colours", "--steps", "20",

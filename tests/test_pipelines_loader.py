@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from scripts import load_script
 from fovea.pipelines.config import DataConfig
 
 
@@ -435,12 +436,9 @@ def test_rank_balance_counts_a_step_path_per_coarse_and_fine_pair(repo_root):
     """CUDA graph trees record each step's sequence of calls: a fine shape met before after a new
     coarse shape is a new path. Four hand-made batches: coarse [rows, max frames], fine [rows,
     max frames + max text]."""
-    import importlib.util
     from types import SimpleNamespace as S
 
-    spec = importlib.util.spec_from_file_location("rank_balance", repo_root / "jobs" / "bench" / "bench_rank_balance.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("jobs/bench/bench_rank_balance.py")
     batches = [[S(frames=3, tokens=10), S(frames=5, tokens=20)],  # coarse [2, 5], fine [2, 25]
                [S(frames=5, tokens=20), S(frames=1, tokens=4)],   # the same pair
                [S(frames=5, tokens=20)] * 3,                      # [3, 5], [3, 25]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts import load_script
 from fovea.pipelines.errors import Reject
 
 
@@ -180,11 +181,7 @@ def test_readers_reject_unknown_dataset_and_missing_folder(tmp_path):
 
 
 def test_preprocess_job_clear_errors(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pp", Path(__file__).parents[1] / "jobs" / "preprocess.py")
-    pp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pp)
+    pp = load_script("jobs/preprocess.py")
     for argv, msg in [(["nope", "--input", str(tmp_path), "--output", "x"], "unknown dataset 'nope'"),
                       (["webvid", "--input", str(tmp_path / "missing"), "--output", "x"], "does not exist")]:
         with pytest.raises(SystemExit):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from scripts import load_script
 from fovea.pipelines import storage
 from fovea.pipelines.config import DataConfig
 
@@ -244,12 +245,7 @@ def colour_webvid(root: Path, n: int) -> Path:
 
 def run_job(repo_root: Path, name: str, argv: list[str]) -> int:
     """A ``jobs/<name>.py`` entry point, in this process (its Ray cluster is this test's)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"job_{name}", repo_root / "jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return load_script(f"jobs/{name}.py").main(argv)
 
 
 @pytest.mark.slow

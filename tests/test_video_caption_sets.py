@@ -9,7 +9,6 @@ they use are encoded)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import random
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts import load_script
 from fovea.pipelines.errors import Reject
 
 RAW = {"openvid": "openvid", "vript_long": "vript", "vript_short": "vript", "sharegpt4video": "sharegpt4video"}
@@ -216,9 +216,7 @@ def test_preprocess_job_on_the_sample_sets(sets, tmp_path, capsys, model_store):
     import ray
 
     root, cat = sets
-    spec = importlib.util.spec_from_file_location("pp", Path(__file__).parents[1] / "jobs" / "preprocess.py")
-    pp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pp)
+    pp = load_script("jobs/preprocess.py")
     started = not ray.is_initialized()  # another module's instance is shared; "local": never a cluster
     if started:  # that `ray start` left running on this machine
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
