@@ -19,12 +19,15 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
   after each: loss and gradient differences (``--graphs-model``); it exits non-zero where they
   exceed bf16's spread, a pass failed or inductor skipped the graphs.
 * ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
-  [rows, length] shapes, compiled per layer without and with ``model.llm_cudagraphs``: compile
-  seconds and median milliseconds.
+  [rows, length] shapes, one row per ``--llm-arms`` arm (``LLM_ARMS``): compile seconds and
+  median milliseconds. The arms: the fused layers compiled per layer (the default path), the
+  same as CUDA graphs (``model.llm_cudagraphs``), and transformers' own Llama layers with
+  Liger-Kernel's RMSNorm, SwiGLU and RoPE kernels, eager (as Liger is meant to run) and compiled.
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
     python jobs/bench/bench_kernels.py --parts graphs --graphs-model stage1
+    python jobs/bench/bench_kernels.py --parts llm-pass --llm-arms hf_liger,per_layer,hf_liger_compiled
 """
 
 from __future__ import annotations
@@ -198,17 +201,34 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
     return res
 
 
-def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
+# llm-pass arms: name -> (ModelConfig switches, Liger's Llama kernels on transformers' layers, compiled)
+LLM_ARMS = {
+    "per_layer": ({}, False, True),  # the default training path: fused projections, compiled per layer
+    "graphed": ({"llm_cudagraphs": True}, False, True),
+    "hf_liger": ({"fused_llm_projections": False}, True, False),
+    "hf_liger_compiled": ({"fused_llm_projections": False}, True, True),
+}
+
+
+def llm_pass_table(shapes: list[tuple[int, int]], reps: int, arms: list[str]) -> dict:
     """The stage-1 LLM's training pass alone (``FoveatedVLM._causal_layers``: input [rows, length,
-    576] -> hidden, forward + backward under bf16 autocast), compiled per layer (the default)
-    against ``model.llm_cudagraphs``, buckets 16 x 16: seconds to the first
-    pass (compilation), then the median milliseconds at each shape, the graphs replayed."""
+    576] -> hidden, forward + backward under bf16 autocast), buckets 16 x 16, for each arm of
+    ``LLM_ARMS``: seconds to the first pass (compilation), then the median milliseconds at each
+    shape (graphs replayed). Liger's kernels patch transformers' Llama module for the whole process
+    (its RMSNorm class, its RoPE function), so its arms run after the others."""
     res = {}
-    for name, graphs in [("per_layer", False), ("graphed", True)]:
+    for name in sorted(arms, key=lambda a: LLM_ARMS[a][1]):  # Liger's arms last, in the order given
+        switches, liger, compiled = LLM_ARMS[name]
         torch.manual_seed(0)
-        cfg = ModelConfig(llm_row_bucket=16, llm_length_bucket=16, llm_cudagraphs=graphs)
+        cfg = ModelConfig(llm_row_bucket=16, llm_length_bucket=16, **switches)
         model = build_model(cfg).cuda().train()
-        model.compile_blocks()
+        if liger:
+            from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+            apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=False,
+                                        model=model.llm)
+        if compiled:
+            model.compile_blocks()
         d = model.llm.config.hidden_size
 
         def one_pass(rows: int, length: int) -> None:
@@ -221,16 +241,17 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int) -> dict:
                 out = model._causal_layers(h)
             out.float().square().mean().backward()
 
-        t0 = time.perf_counter()
-        one_pass(*shapes[0])
-        torch.cuda.synchronize()
-        row = {"first_pass_s": time.perf_counter() - t0}
-        print(f"LLM pass {name}: first pass (compilation) {row['first_pass_s']:.1f} s", flush=True)
-        try:  # a failed replay still leaves the compile time and the shapes timed before it
+        row = {}
+        try:  # a failed pass still leaves the compile time and the shapes timed before it, and the next arm runs
+            t0 = time.perf_counter()
+            one_pass(*shapes[0])
+            torch.cuda.synchronize()
+            row["first_pass_s"] = time.perf_counter() - t0
+            print(f"LLM pass {name}: first pass (compilation) {row['first_pass_s']:.1f} s", flush=True)
             for rows, length in shapes:
                 row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
-        except RuntimeError as e:
-            row["error"] = str(e).splitlines()[0]
+        except Exception as e:  # noqa: BLE001 (Triton and inductor raise their own types)
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res[name] = row
         print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
@@ -251,11 +272,16 @@ def main() -> None:
                     "(also: graphs, model.llm_cudagraphs' check on --graphs-model; llm-pass, its timing)")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
+    ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, in order, "
+                    f"comma-separated ({', '.join(LLM_ARMS)})")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if parts - {"kernel", "query", "numerics", "graphs", "llm-pass"}:
         raise SystemExit(f"--parts takes kernel, query, numerics, graphs and llm-pass, got {args.parts}")
+    arms = args.llm_arms.split(",")
+    if set(arms) - set(LLM_ARMS):
+        raise SystemExit(f"--llm-arms takes {', '.join(LLM_ARMS)}, got {args.llm_arms}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
@@ -272,7 +298,7 @@ def main() -> None:
         cfg = ModelConfig(**models[args.graphs_model], llm_row_bucket=4, llm_length_bucket=16)
         res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
     if "llm-pass" in parts:  # the fine pass's shapes of bench12's batches, from short to long videos
-        res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps)
+        res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps, arms)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
