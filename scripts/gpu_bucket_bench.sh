@@ -15,6 +15,7 @@
 #                    recomputing them in backward (~3.1 MB a unit each; all 12 do not fit 80 GB)
 #   liger-r8         the same with 8 blocks recomputed (4 kept)
 #   liger-r8-matmul  liger-r8 + model.query_attention=matmul
+#   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -65,12 +66,13 @@ declare -A args=(
   [liger-f2304]="$base model.liger_fused_ce=true"
   [liger-r6]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-r8]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8"
+  [liger-r6-f2304]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
 # token budget (units) and batch cap of each variant; 1536 / 512 unless named here
-declare -A frames=([liger-f2304]=2304) batch=([liger-f2304]=768)
+declare -A frames=([liger-f2304]=2304 [liger-r6-f2304]=2304) batch=([liger-f2304]=768 [liger-r6-f2304]=768)
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
