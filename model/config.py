@@ -39,9 +39,10 @@ class ModelConfig(BaseModel):
     # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
     gradient_checkpointing: bool | Literal["dino"] = False
     # with gradient_checkpointing on DINOv2 (dino or true): how many of its patch blocks, the
-    # first ones, are recomputed in backward (None = all). Each block left out keeps its ~3.1 MB
-    # of activations a budget unit (~4.8 GB at 1536 units) and saves its forward's recompute, a
-    # twelfth of one patch forward a step for DINOv2-small: memory traded for speed
+    # first ones, are recomputed in backward (None = all). Each block left out keeps its
+    # activations (~2.6 MB a budget unit counted eagerly, ~4 GB at 1536 units; less compiled) and
+    # saves its forward's recompute, a twelfth of a patch forward for DINOv2-small: memory traded
+    # for GPU time, which pays only where the GPU, not the host, bounds the step (PERFORMANCE.md)
     dino_checkpoint_layers: int | None = Field(None, ge=0)
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):

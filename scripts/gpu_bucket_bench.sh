@@ -12,7 +12,7 @@
 #                    [tokens, 49,152] logits) spent on a larger token budget
 #   liger-r6         liger + model.dino_checkpoint_layers=6: the memory Liger frees spent on
 #                    keeping the last 6 of DINOv2's 12 patch blocks' activations instead of
-#                    recomputing them in backward (~3.1 MB a unit each; all 12 do not fit 80 GB)
+#                    recomputing them in backward (~2.6 MB a unit each; all 12 do not fit 80 GB)
 #   liger-r8         the same with 8 blocks recomputed (4 kept)
 #   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step

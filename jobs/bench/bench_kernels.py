@@ -27,7 +27,7 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
     python jobs/bench/bench_kernels.py --parts graphs --graphs-model stage1
-    python jobs/bench/bench_kernels.py --parts llm-pass --llm-arms hf_liger,per_layer,hf_liger_compiled
+    python jobs/bench/bench_kernels.py --parts llm-pass --llm-arms per_layer,hf_liger,hf_liger_compiled
 """
 
 from __future__ import annotations
@@ -272,8 +272,8 @@ def main() -> None:
                     "(also: graphs, model.llm_cudagraphs' check on --graphs-model; llm-pass, its timing)")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
-    ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, in order, "
-                    f"comma-separated ({', '.join(LLM_ARMS)})")
+    ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, comma-separated "
+                    f"({', '.join(LLM_ARMS)}; Liger's run last)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
