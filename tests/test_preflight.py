@@ -76,6 +76,25 @@ def test_a_bad_init_from_starts_nothing_and_leaves_no_running_run(tmp_path, caps
     assert store.search_runs(exps) == []
 
 
+def test_a_checkpoint_layer_count_past_dinov2s_blocks_stops_the_job_before_ray(tmp_path, model_store):
+    import subprocess
+    import sys
+
+    from fovea.platform.train.preflight import RunInputError, check_model_settings
+
+    cfg = tiny(tmp_path, "model.gradient_checkpointing=dino", "model.dino_checkpoint_layers=2")
+    check_model_settings(cfg)  # the tiny DINOv2 has 2 blocks
+    cfg = tiny(tmp_path, "model.gradient_checkpointing=dino", "model.dino_checkpoint_layers=3")
+    with pytest.raises(RunInputError, match=r"model.dino_checkpoint_layers=3 \(config tiny\), but "
+                                            r"model.dino='fovea/tiny-dinov2' has 2 patch blocks: set 0..2"):
+        check_model_settings(cfg, "tiny")
+    p = subprocess.run([sys.executable, str(REPO / "jobs" / "stage1.py"), "--config", "tiny", "--dry-run",
+                        "model.gradient_checkpointing=dino", "model.dino_checkpoint_layers=12"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "error: model.dino_checkpoint_layers=12 (config tiny), but model.dino='fovea/tiny-dinov2'" in p.stderr
+
+
 def test_the_readme_makes_every_shard_set_the_stage_configs_read():
     from fovea.pipelines.preprocess import resolve_output
     from fovea.pipelines.shard_sets import shard_folder
