@@ -59,12 +59,17 @@ def apply_training_flags(model: FoveatedVLM) -> FoveatedVLM:
     elif c.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if c.dino_checkpoint_layers is not None:
-        layers = len(model.encoder.patch_blocks)
-        if c.dino_checkpoint_layers > layers:
-            raise ValueError(f"model.dino_checkpoint_layers={c.dino_checkpoint_layers}, but {c.dino} has {layers} "
-                             f"patch blocks: set 0..{layers}")
+        check_dino_checkpoint_layers(c, len(model.encoder.patch_blocks))
         model.encoder.checkpoint_layers = c.dino_checkpoint_layers
     return model
+
+
+def check_dino_checkpoint_layers(c: ModelConfig, layers: int, where: str = "") -> None:
+    """``model.dino_checkpoint_layers`` at most DINOv2's ``layers`` patch blocks (ValueError);
+    the training job's preflight reads ``layers`` from the model's config, the build from the model."""
+    if c.dino_checkpoint_layers is not None and c.dino_checkpoint_layers > layers:
+        raise ValueError(f"model.dino_checkpoint_layers={c.dino_checkpoint_layers}{where}, but model.dino={c.dino!r} "
+                         f"has {layers} patch blocks: set 0..{layers} (0 recomputes none)")
 
 
 def build_model(model_cfg: ModelConfig | None = None) -> FoveatedVLM:

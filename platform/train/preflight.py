@@ -1,6 +1,7 @@
-"""What a training run needs before anything starts: its shards, its ``init_from``
-checkpoint and model settings its models' configs must agree with, checked in the driver before Ray or an MLflow run exist, so that a missing input
-costs seconds and leaves no cluster, no retried workers and no run stuck in RUNNING.
+"""What a training run needs before anything starts: its shards, its ``init_from`` checkpoint
+and the model settings its models' configs must agree with, checked in the driver before Ray or
+an MLflow run exist, so that a missing input costs seconds and leaves no cluster, no retried
+workers and no run stuck in RUNNING.
 
     init_dir = check_run_inputs(cfg)       # the init_from model dir, or None; RunInputError
 
@@ -72,19 +73,19 @@ def check_storage(cfg: RunConfig) -> None:
 def check_model_settings(cfg: RunConfig, source: str = "") -> None:
     """Model settings that need the models' own configs (their config.json, no weights):
     ``model.dino_checkpoint_layers`` at most DINOv2's block count."""
-    k = cfg.model.dino_checkpoint_layers
-    if k is None:
+    if cfg.model.dino_checkpoint_layers is None:
         return
+    from fovea.model.build import check_dino_checkpoint_layers
     from fovea.model.store import model_config
 
     try:
         layers = model_config(cfg.model.dino).num_hidden_layers
     except (OSError, ValueError):  # a model that is not there: building it says so, with the next step
         return
-    if k > layers:
-        where = f" (config {source})" if source else ""
-        raise RunInputError(f"model.dino_checkpoint_layers={k}{where}, but model.dino={cfg.model.dino!r} has "
-                            f"{layers} patch blocks: set 0..{layers} (0 recomputes none)")
+    try:
+        check_dino_checkpoint_layers(cfg.model, layers, f" (config {source})" if source else "")
+    except ValueError as e:
+        raise RunInputError(str(e)) from None
 
 
 def check_run_inputs(cfg: RunConfig, source: str = "") -> Location | None:
