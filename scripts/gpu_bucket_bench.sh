@@ -22,7 +22,7 @@
 #                    per fused layer and bucketed shape)
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
 # data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
-# an epoch) and STEPS=176, so that epoch 1 is whole. The figures to compare: the variants' log
+# an epoch) and STEPS=176, so that epoch 1 is whole (the 2304-unit variants: STEPS_2304=120). The figures to compare: the variants' log
 # windows of the same steps (they read the same batches; `bench_train.py --summarize` of each
 # metrics file) and samples/s over the whole epoch (the summary line's last column, with and
 # without the epoch's recompilation). A window's samples/s alone swings with its batches' frames
@@ -43,7 +43,8 @@
 # PROFILE="[170,171]": each run profiles those steps (training.profile_steps; their window is left
 # out of the figures) and its per-phase table comes back as <variant>/<variant>_profiles.txt.
 # KERNELS=query (or kernel,query,numerics,graphs,llm-pass): jobs/bench/bench_kernels.py's parts first, into
-# $OUT/kernels.json (the log's last lines go to summary.txt), within KERNELS_TIMEOUT s (150).
+# $OUT/kernels.json (the log's last lines go to summary.txt), within KERNELS_TIMEOUT s (150);
+# KERNEL_ARGS="--llm-arms per_layer,hf_liger --reps 8": more of bench_kernels.py's arguments.
 # EXTRA="model.x=y ...": appended to every variant's overrides.
 # At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
 # <variant>_bench-ref-1gpu_metrics.jsonl; $OUT/summary.txt one table line each (from the run's own
@@ -73,13 +74,15 @@ declare -A args=(
 )
 # token budget (units) and batch cap of each variant; 1536 / 512 unless named here
 declare -A frames=([liger-f2304]=2304 [liger-r6-f2304]=2304) batch=([liger-f2304]=768 [liger-r6-f2304]=768)
+# steps of each variant; STEPS unless named here: at 2304 units an epoch is ~48 steps, so 120 holds epoch 1 whole
+declare -A steps=([liger-f2304]=${STEPS_2304:-120} [liger-r6-f2304]=${STEPS_2304:-120})
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
   --per-shard 100 --workers 24 >/tmp/bench/shards.log 2>&1
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
-  timeout ${KERNELS_TIMEOUT:-150} python3 jobs/bench/bench_kernels.py --parts "$KERNELS" --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1
+  timeout ${KERNELS_TIMEOUT:-150} python3 jobs/bench/bench_kernels.py --parts "$KERNELS" ${KERNEL_ARGS:-} --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1
   echo "kernels ($KERNELS, rc $?): $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
   tail -5 /tmp/bench/kernels.log >>"$OUT/summary.txt"; cp /tmp/bench/kernels.log "$OUT/"
 fi
@@ -91,7 +94,7 @@ for v in "${variants[@]}"; do
   mkdir -p "$OUT/$v"
   OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
     BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${STEPS:-176} BENCH_ARGS="${args[$v]}" \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${steps[$v]:-${STEPS:-176}} BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-0} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   rm -f "$OUT/$v/bench_12gpu.json"  # its row is in bench12.log; 8 files at most come back
@@ -99,6 +102,6 @@ for v in "${variants[@]}"; do
   metrics="$OUT/$v/${v}_bench-ref-1gpu_metrics.jsonl"
   [ -z "$row" ] && [ -s "$metrics" ] && row="cut by its limit; its windows: $(python3 jobs/bench/bench_train.py \
     --summarize "1:$metrics" --epoch-samples ${SAMPLES:-12000} 2>/dev/null | tail -1)"
-  echo "$v (limit ${budget}s, ${frames[$v]:-1536} units, cap ${batch[$v]:-512}, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
+  echo "$v (limit ${budget}s, ${frames[$v]:-1536} units, cap ${batch[$v]:-512}, ${steps[$v]:-${STEPS:-176}} steps, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
 done
 echo "total: $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"

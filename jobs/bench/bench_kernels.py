@@ -205,6 +205,7 @@ def graphs_check(batches: list[list[int]], model_cfg: ModelConfig) -> dict:
 LLM_ARMS = {
     "per_layer": ({}, False, True),  # the default training path: fused projections, compiled per layer
     "graphed": ({"llm_cudagraphs": True}, False, True),
+    "hf_compiled": ({"fused_llm_projections": False}, False, True),  # transformers' layers as inductor fuses them
     "hf_liger": ({"fused_llm_projections": False}, True, False),
     "hf_liger_compiled": ({"fused_llm_projections": False}, True, True),
 }
