@@ -82,6 +82,8 @@ for section in "$@"; do
           [ -f "$p" ] && { echo "=== $run $(basename "$p")"; cat "$p"; } >>"$OUT/${TAG:-}profiles.txt"; done
         t="$(dirname "$m")/profile/rank0_trace.json.gz"
         [ "${TRACES:-0}" = 1 ] && [ -f "$t" ] && cp "$t" "$OUT/${run}_rank0_trace.json.gz"; done
+      # a failed run's message names the job log, which does not come back: its last lines do
+      grep -q "FAILED" "$log" && { echo "== $OUT/bench12_job.log, last 40 lines"; tail -n 40 "$OUT/bench12_job.log"; } >>"$log" 2>&1
       rm -f "$OUT/bench12_job.log" ;;
     allreduce)  # what DDP's gradient all-reduce costs between these GPUs, and over which link
       nvidia-smi topo -m >>"$log" 2>&1

@@ -38,6 +38,7 @@ import importlib.util
 import json
 import statistics
 import time
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -221,6 +222,7 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int, arms: list[str]) ->
     for name in sorted(arms, key=lambda a: LLM_ARMS[a][1]):  # Liger's arms last, in the order given
         switches, liger, compiled = LLM_ARMS[name]
         torch.manual_seed(0)
+        torch.cuda.reset_peak_memory_stats()  # each arm's own peak, not the process's
         cfg = ModelConfig(llm_row_bucket=16, llm_length_bucket=16, **switches)
         model = build_model(cfg).cuda().train()
         if liger:
@@ -252,7 +254,9 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int, arms: list[str]) ->
             for rows, length in shapes:
                 row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
         except Exception as e:  # noqa: BLE001 (Triton and inductor raise their own types)
-            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            where = traceback.extract_tb(e.__traceback__)[-1]  # an AssertionError often has no message
+            row["error"] = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                            f"(at {where.filename}:{where.lineno})")
         row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res[name] = row
         print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
