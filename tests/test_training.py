@@ -155,6 +155,9 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
         x("user_annotation", "fovea/data", 0, 30, tid=7),  # another thread: not the loop's
         x("cpu_op", "aten::nonzero", 60, 30), x("cuda_runtime", "cudaStreamSynchronize", 65, 20),
         x("cuda_runtime", "cudaLaunchKernel", 20, 2),
+        x("cuda_driver", "cuLaunchKernel", 120, 80, tid=9),   # autograd's thread, blocked on a full queue
+        x("cuda_runtime", "cudaMemcpyAsync", 130, 4, tid=9),
+        x("cuda_runtime", "cudaLaunchKernel", 30, 60, pid=2),  # another process: not counted
         x("kernel", "gemm", 5, 45, pid=0, tid=7),       # busy 5..50: forward idle 0..5, encode idle none
         x("kernel", "flash", 90, 60, pid=0, tid=7),     # busy 90..150: forward idle 50..90 (40), backward 150..200
         x("gpu_memcpy", "Memcpy HtoD", 140, 20, pid=0, tid=8)]}  # busy to 160
@@ -167,8 +170,16 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
     assert ph["backward"]["gpu_idle_ms"] == close(0.02) and "data" not in ph
     assert ph["forward"]["syncs"] == 0.5 and ph["forward"]["sync_ms"] == close(0.01)
     assert s["sync_sites"] == [("aten::nonzero", "forward", 0.5, close(0.01))]
+    # launches: by the phase they start in, from any thread of the loop's process; blocked = >= 50 us
+    assert (ph["encode_patches"]["launches"], ph["encode_patches"]["blocked_ms"]) == (0.5, 0.0)
+    assert ph["encode_patches"]["launch_ms"] == close(0.001)
+    assert ph["backward"]["launches"] == 1.0 and ph["backward"]["launch_ms"] == close(0.042)
+    assert ph["backward"]["blocked_ms"] == close(0.04) and ph["forward"]["launches"] == 0.0
     text = format_summary(s)
     assert "aten::nonzero in forward" in text and text.splitlines()[2].startswith("forward")
+    assert text.splitlines()[1].split()[-5:] == ["launches", "launch", "ms", "blocked", "ms"]
+    backward_row = next(r for r in text.splitlines() if r.startswith("backward")).split()
+    assert backward_row[-3:] == ["1", "0.0", "0.0"]  # per step, in ms: 0.042 and 0.040
     assert timeline_summary({"traceEvents": []}) == {}
 
 

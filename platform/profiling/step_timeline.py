@@ -11,6 +11,12 @@ The training loop and the model mark their phases with ``torch.profiler.record_f
     syncs       host calls that wait for the GPU (cudaStreamSynchronize, ...), how many and
                 how long they blocked; a sync drains the queue of launched work, so the GPU
                 idles from the moment the host resumes until its next launch arrives
+    launches    the process's launch calls (kernels, async copies and memsets, from any of its
+                threads) that start in the phase, and the host time in them; ``blocked ms``
+                is the time in calls of ``BLOCKED_US`` or more: a launch returns in a few
+                microseconds unless the GPU's launch queue is full, when the host waits for
+                the GPU to drain it. So a phase with GPU idle and no blocked time has a host
+                that is slower than its GPU work; blocked time says the host was ahead
 
 GPU idle at time t is put on the phase the host is in at t: the GPU runs behind the host, so
 an empty GPU queue means the host has not yet launched the next work of the phase it is in.
@@ -28,6 +34,8 @@ PHASE_PREFIX = "fovea/"
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
               "cudaStreamQuery")
+LAUNCH_PREFIXES = ("cudaLaunch", "cuLaunch", "cudaGraphLaunch", "cudaMemcpyAsync", "cudaMemsetAsync")
+BLOCKED_US = 50.0  # a launch call this long waited for room in the GPU's queue
 
 
 def _spans(events, pred) -> list[tuple[float, float, dict]]:
@@ -46,10 +54,15 @@ def _innermost_segments(phases: list[tuple[float, float, str]]) -> list[tuple[fl
     return out
 
 
+def _phase_at(segs: list[tuple[float, float, str]], t: float) -> str:
+    return next((n for a, b, n in segs if a <= t < b), "(outside)")
+
+
 def timeline_summary(trace: dict, steps: int = 1) -> dict:
     """Per-phase wall, GPU idle and sync figures (ms per step) of a Chrome trace dict.
 
-    Returns {"phases": {name: {"wall_ms", "gpu_idle_ms", "syncs", "sync_ms"}}, "window_ms",
+    Returns {"phases": {name: {"wall_ms", "gpu_idle_ms", "syncs", "sync_ms", "launches",
+    "launch_ms", "blocked_ms"}}, "window_ms",
     "gpu_busy_ms", "gpu_idle_ms", "sync_sites": [(op, phase, count, ms), ...]} (per step), or
     an empty dict when the trace has no ``fovea/`` phases."""
     events = trace.get("traceEvents", [])
@@ -72,13 +85,22 @@ def timeline_summary(trace: dict, steps: int = 1) -> dict:
     syncs = _spans(events, lambda e: e.get("cat") in ("cuda_runtime", "cuda_driver") and e["name"] in SYNC_CALLS
                    and on_main(e))
     ops = _spans(events, lambda e: e.get("cat") == "cpu_op" and on_main(e))
-    per = defaultdict(lambda: {"wall_ms": 0.0, "gpu_idle_ms": 0.0, "syncs": 0.0, "sync_ms": 0.0})
+    # every thread of the loop's process: backward's kernels are launched by autograd's thread
+    launches = _spans(events, lambda e: e.get("cat") in ("cuda_runtime", "cuda_driver")
+                      and e["name"].startswith(LAUNCH_PREFIXES) and e.get("pid") == main[0])
+    per = defaultdict(lambda: {"wall_ms": 0.0, "gpu_idle_ms": 0.0, "syncs": 0.0, "sync_ms": 0.0,
+                               "launches": 0.0, "launch_ms": 0.0, "blocked_ms": 0.0})
     for s, e, name in segs:
         per[name]["wall_ms"] += (e - s) / 1e3
         per[name]["gpu_idle_ms"] += ((e - s) - overlap([(s, e)], busy)) / 1e3
+    for s, e, _ in launches:
+        name = _phase_at(segs, s)
+        per[name]["launches"] += 1
+        per[name]["launch_ms"] += (e - s) / 1e3
+        per[name]["blocked_ms"] += (e - s) / 1e3 if e - s >= BLOCKED_US else 0.0
     sites = defaultdict(lambda: [0, 0.0])
     for s, e, _ in syncs:
-        name = next((n for a, b, n in segs if a <= s < b), "(outside)")
+        name = _phase_at(segs, s)
         per[name]["syncs"] += 1
         per[name]["sync_ms"] += (e - s) / 1e3
         encl = [(a, ev["name"]) for a, b, ev in ops if a <= s and e <= b]
@@ -101,9 +123,11 @@ def format_summary(s: dict) -> str:
         return "timeline: no fovea/ phases in the trace"
     lines = [f"timeline per step: window {s['window_ms']:.1f} ms, GPU busy {s['gpu_busy_ms']:.1f} ms, "
              f"GPU idle {s['gpu_idle_ms']:.1f} ms ({s['gpu_idle_ms'] / max(s['window_ms'], 1e-9):.1%})",
-             f"{'phase (innermost)':<22}{'wall ms':>10}{'GPU idle ms':>13}{'syncs':>8}{'sync wait ms':>14}"]
+             f"{'phase (innermost)':<22}{'wall ms':>10}{'GPU idle ms':>13}{'syncs':>8}{'sync wait ms':>14}"
+             f"{'launches':>10}{'launch ms':>11}{'blocked ms':>12}"]
     for name, v in sorted(s["phases"].items(), key=lambda kv: -kv[1]["gpu_idle_ms"]):
-        lines.append(f"{name:<22}{v['wall_ms']:>10.1f}{v['gpu_idle_ms']:>13.1f}{v['syncs']:>8.1f}{v['sync_ms']:>14.1f}")
+        lines.append(f"{name:<22}{v['wall_ms']:>10.1f}{v['gpu_idle_ms']:>13.1f}{v['syncs']:>8.1f}{v['sync_ms']:>14.1f}"
+                     f"{v['launches']:>10.0f}{v['launch_ms']:>11.1f}{v['blocked_ms']:>12.1f}")
     if s["sync_sites"]:
         lines.append("syncs by op: " + "; ".join(f"{op} in {ph}: {c:.1f}x {ms:.1f} ms"
                                                  for op, ph, c, ms in s["sync_sites"][:8]))
