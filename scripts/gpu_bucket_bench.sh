@@ -22,7 +22,8 @@
 #                    per fused layer and bucketed shape)
 # Settings: BATCH=512 FRAMES=1536 CKPT=1 COMPILE=on GPUS=1 READERS=16,
 # data.llm_tokens_per_frame=64, SAMPLES=12000 (the reference mix, 7.0 frames a sample; ~78 steps
-# an epoch) and STEPS=176, so that epoch 1 is whole (the 2304-unit variants: STEPS_2304=120). The figures to compare: the variants' log
+# an epoch) and STEPS=176, so that epoch 1 is whole (the 2304-unit variants: STEPS_2304=120, ~48
+# steps an epoch). The figures to compare: the variants' log
 # windows of the same steps (they read the same batches; `bench_train.py --summarize` of each
 # metrics file) and samples/s over the whole epoch (the summary line's last column, with and
 # without the epoch's recompilation). A window's samples/s alone swings with its batches' frames
