@@ -160,14 +160,17 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
         x("cuda_runtime", "cudaLaunchKernel", 30, 60, pid=2),  # another process: not counted
         x("kernel", "gemm", 5, 45, pid=0, tid=7),       # busy 5..50: forward idle 0..5, encode idle none
         x("kernel", "flash", 90, 60, pid=0, tid=7),     # busy 90..150: forward idle 50..90 (40), backward 150..200
-        x("gpu_memcpy", "Memcpy HtoD", 140, 20, pid=0, tid=8)]}  # busy to 160
+        x("gpu_memcpy", "Memcpy HtoD", 140, 20, pid=0, tid=8),  # busy to 160
+        x("kernel", "tail", 190, 40, pid=0, tid=7)]}   # busy 190..230: 30 of it after the last phase
     s = timeline_summary(trace, steps=2)
-    assert s["window_ms"] == pytest.approx(0.1) and s["gpu_busy_ms"] == pytest.approx(0.0575)
+    assert s["window_ms"] == pytest.approx(0.1) and s["gpu_busy_ms"] == pytest.approx(0.0625)
+    # the work queued past the window counts in the GPU's work a step, not in the window's busy
+    assert s["gpu_after_ms"] == pytest.approx(0.015) and s["gpu_work_ms"] == pytest.approx(0.0775)
     ph = s["phases"]
     close = pytest.approx
     assert ph["encode_patches"]["wall_ms"] == close(0.02) and ph["encode_patches"]["gpu_idle_ms"] == 0.0
     assert ph["forward"]["wall_ms"] == close(0.03) and ph["forward"]["gpu_idle_ms"] == close(0.0225)
-    assert ph["backward"]["gpu_idle_ms"] == close(0.02) and "data" not in ph
+    assert ph["backward"]["gpu_idle_ms"] == close(0.015) and "data" not in ph
     assert ph["forward"]["syncs"] == 0.5 and ph["forward"]["sync_ms"] == close(0.01)
     assert s["sync_sites"] == [("aten::nonzero", "forward", 0.5, close(0.01))]
     # launches: by the phase they start in, from any thread of the loop's process; blocked = >= 50 us
@@ -176,8 +179,9 @@ def test_timeline_puts_gpu_idle_on_the_host_phase_and_finds_syncs():
     assert ph["backward"]["launches"] == 1.0 and ph["backward"]["launch_ms"] == close(0.042)
     assert ph["backward"]["blocked_ms"] == close(0.04) and ph["forward"]["launches"] == 0.0
     text = format_summary(s)
-    assert "aten::nonzero in forward" in text and text.splitlines()[2].startswith("forward")
-    assert text.splitlines()[1].split()[-5:] == ["launches", "launch", "ms", "blocked", "ms"]
+    assert "aten::nonzero in forward" in text and text.splitlines()[3].startswith("forward")
+    assert text.splitlines()[1].startswith("GPU work a step 0.1 ms, 0.0 ms of it after the last phase")
+    assert text.splitlines()[2].split()[-5:] == ["launches", "launch", "ms", "blocked", "ms"]
     backward_row = next(r for r in text.splitlines() if r.startswith("backward")).split()
     assert backward_row[-3:] == ["1", "0.0", "0.0"]  # per step, in ms: 0.042 and 0.040
     assert timeline_summary({"traceEvents": []}) == {}

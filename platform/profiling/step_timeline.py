@@ -20,6 +20,13 @@ The training loop and the model mark their phases with ``torch.profiler.record_f
 
 GPU idle at time t is put on the phase the host is in at t: the GPU runs behind the host, so
 an empty GPU queue means the host has not yet launched the next work of the phase it is in.
+
+The window's idle overstates what the host costs an unprofiled step, for three reasons: the
+profiler slows the host (it records every op), the first profiled step starts on an empty
+queue (``StepProfiler`` syncs before it), and work still queued when the last phase ends runs
+after the window, while the profile's closing sync waits for it. So the summary also gives the
+GPU's work a step, that tail included (``gpu_work_ms``, ``gpu_after_ms``): set against an
+unprofiled step's time (the run's log windows), it says how much of a step the GPU is busy.
 Backward is one phase here (autograd launches its kernels from its own thread while the main
 thread waits in ``backward()``).
 """
@@ -62,9 +69,10 @@ def timeline_summary(trace: dict, steps: int = 1) -> dict:
     """Per-phase wall, GPU idle and sync figures (ms per step) of a Chrome trace dict.
 
     Returns {"phases": {name: {"wall_ms", "gpu_idle_ms", "syncs", "sync_ms", "launches",
-    "launch_ms", "blocked_ms"}}, "window_ms",
-    "gpu_busy_ms", "gpu_idle_ms", "sync_sites": [(op, phase, count, ms), ...]} (per step), or
-    an empty dict when the trace has no ``fovea/`` phases."""
+    "launch_ms", "blocked_ms"}}, "window_ms", "gpu_busy_ms", "gpu_idle_ms" (inside the phases'
+    window), "gpu_after_ms" (device work after the last phase), "gpu_work_ms" (the two busy
+    figures together), "sync_sites": [(op, phase, count, ms), ...]} (per step), or an empty
+    dict when the trace has no ``fovea/`` phases."""
     events = trace.get("traceEvents", [])
     marks = _spans(events, lambda e: e.get("cat") == "user_annotation" and e["name"].startswith(PHASE_PREFIX))
     if not marks:
@@ -75,8 +83,9 @@ def timeline_summary(trace: dict, steps: int = 1) -> dict:
     main = max(tids, key=tids.get)  # the thread that runs the loop: most time in phases
     phases = [(s, e, ev["name"][len(PHASE_PREFIX):]) for s, e, ev in marks if (ev.get("pid"), ev.get("tid")) == main]
     lo, hi = min(s for s, _, _ in phases), max(e for _, e, _ in phases)
-    busy = union([(max(s, lo), min(e, hi)) for s, e, _ in _spans(events, lambda e: e.get("cat") in DEVICE_CATS)
-                   if e > lo and s < hi])
+    device = _spans(events, lambda e: e.get("cat") in DEVICE_CATS)
+    busy = union([(max(s, lo), min(e, hi)) for s, e, _ in device if e > lo and s < hi])
+    after = union([(max(s, hi), e) for s, e, _ in device if e > hi])  # drained at the closing sync
     segs = _innermost_segments(phases)
 
     def on_main(ev) -> bool:
@@ -111,8 +120,9 @@ def timeline_summary(trace: dict, steps: int = 1) -> dict:
         for k in v:
             v[k] /= steps
     window = (hi - lo) / 1e3
-    return {"phases": dict(per), "window_ms": window / steps, "gpu_busy_ms": length(busy) / 1e3 / steps,
-            "gpu_idle_ms": (window - length(busy) / 1e3) / steps,
+    busy_ms, after_ms = length(busy) / 1e3 / steps, length(after) / 1e3 / steps
+    return {"phases": dict(per), "window_ms": window / steps, "gpu_busy_ms": busy_ms,
+            "gpu_idle_ms": window / steps - busy_ms, "gpu_after_ms": after_ms, "gpu_work_ms": busy_ms + after_ms,
             "sync_sites": sorted(((op, ph, c / steps, ms / steps) for (op, ph), (c, ms) in sites.items()),
                                  key=lambda r: -r[3])}
 
@@ -123,6 +133,8 @@ def format_summary(s: dict) -> str:
         return "timeline: no fovea/ phases in the trace"
     lines = [f"timeline per step: window {s['window_ms']:.1f} ms, GPU busy {s['gpu_busy_ms']:.1f} ms, "
              f"GPU idle {s['gpu_idle_ms']:.1f} ms ({s['gpu_idle_ms'] / max(s['window_ms'], 1e-9):.1%})",
+             f"GPU work a step {s['gpu_work_ms']:.1f} ms, {s['gpu_after_ms']:.1f} ms of it after the last phase "
+             "(still queued; the closing sync waits for it): compare with an unprofiled step's time",
              f"{'phase (innermost)':<22}{'wall ms':>10}{'GPU idle ms':>13}{'syncs':>8}{'sync wait ms':>14}"
              f"{'launches':>10}{'launch ms':>11}{'blocked ms':>12}"]
     for name, v in sorted(s["phases"].items(), key=lambda kv: -kv[1]["gpu_idle_ms"]):
