@@ -20,6 +20,8 @@ The training loop and the model mark their phases with ``torch.profiler.record_f
 
 GPU idle at time t is put on the phase the host is in at t: the GPU runs behind the host, so
 an empty GPU queue means the host has not yet launched the next work of the phase it is in.
+Backward is one phase here (autograd launches its kernels from its own thread while the main
+thread waits in ``backward()``).
 
 The window's idle overstates what the host costs an unprofiled step, for three reasons: the
 profiler slows the host (it records every op), the first profiled step starts on an empty
@@ -27,8 +29,6 @@ queue (``StepProfiler`` syncs before it), and work still queued when the last ph
 after the window, while the profile's closing sync waits for it. So the summary also gives the
 GPU's work a step, that tail included (``gpu_work_ms``, ``gpu_after_ms``): set against an
 unprofiled step's time (the run's log windows), it says how much of a step the GPU is busy.
-Backward is one phase here (autograd launches its kernels from its own thread while the main
-thread waits in ``backward()``).
 """
 
 from __future__ import annotations
@@ -63,6 +63,29 @@ def _innermost_segments(phases: list[tuple[float, float, str]]) -> list[tuple[fl
 
 def _phase_at(segs: list[tuple[float, float, str]], t: float) -> str:
     return next((n for a, b, n in segs if a <= t < b), "(outside)")
+
+
+def _count_launches(per: dict, segs: list, launches: list) -> None:
+    """Each launch call onto the phase it starts in: count, host time, time in blocked calls."""
+    for s, e, _ in launches:
+        name = _phase_at(segs, s)
+        per[name]["launches"] += 1
+        per[name]["launch_ms"] += (e - s) / 1e3
+        per[name]["blocked_ms"] += (e - s) / 1e3 if e - s >= BLOCKED_US else 0.0
+
+
+def _count_syncs(per: dict, segs: list, syncs: list, ops: list) -> dict:
+    """Each sync onto its phase; -> {(enclosing op, phase): [count, ms]}."""
+    sites = defaultdict(lambda: [0, 0.0])
+    for s, e, _ in syncs:
+        name = _phase_at(segs, s)
+        per[name]["syncs"] += 1
+        per[name]["sync_ms"] += (e - s) / 1e3
+        encl = [(a, ev["name"]) for a, b, ev in ops if a <= s and e <= b]
+        op = max(encl)[1] if encl else "(no op)"
+        sites[(op, name)][0] += 1
+        sites[(op, name)][1] += (e - s) / 1e3
+    return sites
 
 
 def timeline_summary(trace: dict, steps: int = 1) -> dict:
@@ -102,20 +125,8 @@ def timeline_summary(trace: dict, steps: int = 1) -> dict:
     for s, e, name in segs:
         per[name]["wall_ms"] += (e - s) / 1e3
         per[name]["gpu_idle_ms"] += ((e - s) - overlap([(s, e)], busy)) / 1e3
-    for s, e, _ in launches:
-        name = _phase_at(segs, s)
-        per[name]["launches"] += 1
-        per[name]["launch_ms"] += (e - s) / 1e3
-        per[name]["blocked_ms"] += (e - s) / 1e3 if e - s >= BLOCKED_US else 0.0
-    sites = defaultdict(lambda: [0, 0.0])
-    for s, e, _ in syncs:
-        name = _phase_at(segs, s)
-        per[name]["syncs"] += 1
-        per[name]["sync_ms"] += (e - s) / 1e3
-        encl = [(a, ev["name"]) for a, b, ev in ops if a <= s and e <= b]
-        op = max(encl)[1] if encl else "(no op)"
-        sites[(op, name)][0] += 1
-        sites[(op, name)][1] += (e - s) / 1e3
+    _count_launches(per, segs, launches)
+    sites = _count_syncs(per, segs, syncs, ops)
     for v in per.values():
         for k in v:
             v[k] /= steps
