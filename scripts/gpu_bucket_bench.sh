@@ -73,10 +73,6 @@ declare -A args=(
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
-# token budget (units) and batch cap of each variant; 1536 / 512 unless named here
-declare -A frames=([liger-f2304]=2304 [liger-r6-f2304]=2304) batch=([liger-f2304]=768 [liger-r6-f2304]=768)
-# steps of each variant; STEPS unless named here: at 2304 units an epoch is ~48 steps, so 120 holds epoch 1 whole
-declare -A steps=([liger-f2304]=${STEPS_2304:-120} [liger-r6-f2304]=${STEPS_2304:-120})
 variants=(${VARIANTS:-flash query-matmul})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
@@ -93,9 +89,12 @@ for v in "${variants[@]}"; do
   budget=$(( t_start + ${TOTAL:-585} - $(date +%s) - left * ${RESERVE:-215} ))
   [ "$budget" -lt 60 ] && { echo "$v: skipped, ${budget}s left" | tee -a "$OUT/summary.txt"; continue; }
   mkdir -p "$OUT/$v"
+  # token budget (units), batch cap and steps: the -f2304 variants 2304 / 768 / STEPS_2304 (an
+  # epoch is ~48 steps there, so 120 holds epoch 1 whole), the others 1536 / 512 / STEPS
+  if [[ $v == *-f2304 ]]; then units=2304 cap=768 n=${STEPS_2304:-120}; else units=1536 cap=512 n=${STEPS:-176}; fi
   OUT="$OUT/$v" TAG="${v}_" RUNS="/tmp/runs-$v" BENCH_TIMEOUT=$budget SAMPLES=${SAMPLES:-12000} \
-    BATCH=${batch[$v]:-512} FRAMES=${frames[$v]:-1536} \
-    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=${steps[$v]:-${STEPS:-176}} BENCH_ARGS="${args[$v]}" \
+    BATCH=$cap FRAMES=$units \
+    CKPT=1 COMPILE=on GPUS=1 READERS=16 STEPS=$n BENCH_ARGS="${args[$v]}" \
     TOP_AT=${TOP_AT:-0} \
     bash scripts/gpu_next.sh bench12 >/dev/null 2>&1
   rm -f "$OUT/$v/bench_12gpu.json"  # its row is in bench12.log; 8 files at most come back
@@ -103,6 +102,6 @@ for v in "${variants[@]}"; do
   metrics="$OUT/$v/${v}_bench-ref-1gpu_metrics.jsonl"
   [ -z "$row" ] && [ -s "$metrics" ] && row="cut by its limit; its windows: $(python3 jobs/bench/bench_train.py \
     --summarize "1:$metrics" --epoch-samples ${SAMPLES:-12000} 2>/dev/null | tail -1)"
-  echo "$v (limit ${budget}s, ${frames[$v]:-1536} units, cap ${batch[$v]:-512}, ${steps[$v]:-${STEPS:-176}} steps, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
+  echo "$v (limit ${budget}s, $units units, cap $cap, $n steps, ${args[$v]}): ${row:-no result, see $v/bench12.log}" | tee -a "$OUT/summary.txt"
 done
 echo "total: $(( $(date +%s) - t_start ))s" | tee -a "$OUT/summary.txt"
