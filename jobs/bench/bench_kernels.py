@@ -21,8 +21,9 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``llm-pass`` (not in the default set): the stage-1 LLM's training pass alone at a few
   [rows, length] shapes, one row per ``--llm-arms`` arm (``LLM_ARMS``): compile seconds and
   median milliseconds. The arms: the fused layers compiled per layer (the default path), the
-  same as CUDA graphs (``model.llm_cudagraphs``), and transformers' own Llama layers with
-  Liger-Kernel's RMSNorm, SwiGLU and RoPE kernels, eager (as Liger is meant to run) and compiled.
+  same as CUDA graphs (``model.llm_cudagraphs``), transformers' own Llama layers compiled, and
+  those with Liger-Kernel's RMSNorm, SwiGLU and RoPE kernels, eager (as Liger is meant to run) and
+  compiled.
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
