@@ -16,6 +16,9 @@
 #   liger-r8         the same with 8 blocks recomputed (4 kept)
 #   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step
+#   cudnn-liger-r6-f2304  the same with cuDNN patch attention and frame bucket BUCKET (64)
+#   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul (all 12 blocks recomputed:
+#                    the memory the kept blocks take is what matmul's [rows, 257] scores need)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -69,6 +72,8 @@ declare -A args=(
   [liger-r6]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-r8]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8"
   [liger-r6-f2304]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
+  [cudnn-liger-r6-f2304]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true model.dino_checkpoint_layers=6"
+  [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
