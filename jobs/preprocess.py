@@ -26,7 +26,8 @@ import os
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked: a bad argument exits with status 2 and names it."""
     from fovea.pipelines.preprocess import DEFAULT_SAMPLES_PER_SHARD, DEFAULT_STAGE, DEFAULT_VAL_FRACTION
     from fovea.pipelines.readers import DATASETS
     from fovea.pipelines.tokenize import DEFAULT_TOKENIZER
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"input folder {args.input!r} does not exist (for the demo: make sample-data)")
     if not 0.0 <= args.val_fraction < 1.0:
         ap.error("--val-fraction must be in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from fovea.pipelines.readers import LayoutError, check_layout
     from fovea.pipelines.storage import StorageError, check_bucket
 

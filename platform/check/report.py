@@ -63,7 +63,37 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
     """PASS/FAIL lines and the verdict: "helping" needs the baseline's fine tokens to beat both
     its own coarse tokens and the A6 arm by LOSS_MARGIN; attention evidence qualifies it."""
     b, a = evals["baseline"], evals["a6"]
-    lines, ok = [], {}
+    ok: dict[str, bool] = {}
+    lines = _loss_and_caption_checks(b, a, chance, ok)
+    lines += _attention_checks(b, a, rows.get("baseline", []), log_n, ok)
+    names = sorted(set(warn) | {s.name for s in final_sigs})
+    lines.append(_signature_line(names, warn, {s.name for s in final_sigs}))
+    learned = not math.isfinite(chance) or max(b["glyph_accuracy"], a["glyph_accuracy"]) > chance + LEARNED_MARGIN
+    if not learned:
+        lines.append(f"NOTE neither arm reads the glyphs above chance ({chance:.3f} + {LEARNED_MARGIN}): the budget "
+                     f"was too small to learn the visual task, so this says nothing about foveation yet; raise "
+                     f"--steps (2 GPUs: the arms run in parallel) or ease the task (--clutter plain, --glyph-size 0.35)")
+    # A6 reading the glyphs better than the baseline's own captions (the deployment loop) is no
+    # "helping", whatever the teacher-forced losses say (seen on the 0-distractor control task).
+    a6_reads_better = (a["glyph_accuracy"], a["exact_match"]) > (b["glyph_accuracy"], b["exact_match"])
+    if not learned:
+        verdict = "inconclusive: neither arm learned to read the glyphs in this budget"
+    elif ok["ratio"] and ok["a6"] and not a6_reads_better:
+        verdict = "foveation is helping" + ("" if ok.get("lift", True) and ok["entropy"] else
+                                            " (loss only: attention not clearly on the glyph)")
+    elif ok["a6"] or ok["captions"]:
+        verdict = "inconclusive: " + ", ".join(k for k, v in ok.items() if not v) + " failed"
+    else:
+        verdict = "foveation is NOT helping"
+    if names and not verdict.startswith("foveation is helping"):
+        verdict += f" -- signatures: {', '.join(names)}"
+    return verdict, lines
+
+
+def _loss_and_caption_checks(b: dict, a: dict, chance: float, ok: dict[str, bool]) -> list[str]:
+    """The held-out losses (fine against coarse, baseline against A6) and the captions; fills
+    ``ok`` with "ratio", "a6" and "captions"."""
+    lines = []
     lf, lc, la = b["loss_fine"], b["loss_coarse"], a["loss"]
     ok["ratio"] = lf < lc * (1 - LOSS_MARGIN)
     lines.append(f"{'PASS' if ok['ratio'] else 'FAIL'} fine vs coarse tokens: baseline held-out loss_fine {lf:.4f} "
@@ -77,7 +107,15 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
     lines.append(f"{'PASS' if ok['captions'] else 'FAIL'} captions: exact match {b['exact_match']:.3f} vs A6 "
                  f"{a['exact_match']:.3f}; glyph accuracy {b['glyph_accuracy']:.3f} vs A6 {a['glyph_accuracy']:.3f} "
                  f"(chance {chance:.3f}; a pass also needs the baseline above chance + {LEARNED_MARGIN})")
-    ent = series(rows.get("baseline", []), ENT_FINE)
+    return lines
+
+
+def _attention_checks(b: dict, a: dict, baseline_rows: list[dict], log_n: float, ok: dict[str, bool]) -> list[str]:
+    """Where the fine query looks: its entropy over training, its lift on the glyph box, and how
+    much its token carries of its own frame; fills ``ok`` with "entropy" and, with lift figures,
+    "lift"."""
+    lines = []
+    ent = series(baseline_rows, ENT_FINE)
     ent_eval = b["diagnostics"].get("attn_entropy_fine")
     if ent:
         first, last = ent[0][1], ent[-1][1]
@@ -109,33 +147,16 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
         if fa.get("lift", 0.0) >= LIFT_MIN and fs["fine"] < 0.25 * afs["coarse"]:
             lines.append("NOTE the fine query looks at the glyph, but its token hardly changes with the frame: "
                          "the query pass sees without carrying what it sees to the LLM")
-    names = sorted(set(warn) | {s.name for s in final_sigs})
-    if names:
-        lines.append("WARN failure signatures: " + "; ".join(
-            f"{n}" + (f" (training steps {warn[n]['first']}-{warn[n]['last']}, {warn[n]['count']}x)" if n in warn else "")
-            + (" (held-out)" if n in {s.name for s in final_sigs} else "") for n in names))
-    else:
-        lines.append("OK   no failure signatures (ratio at 1.0, entropy near log N, q_static std, identical tokens)")
-    learned = not math.isfinite(chance) or max(b["glyph_accuracy"], a["glyph_accuracy"]) > chance + LEARNED_MARGIN
-    if not learned:
-        lines.append(f"NOTE neither arm reads the glyphs above chance ({chance:.3f} + {LEARNED_MARGIN}): the budget "
-                     f"was too small to learn the visual task, so this says nothing about foveation yet; raise "
-                     f"--steps (2 GPUs: the arms run in parallel) or ease the task (--clutter plain, --glyph-size 0.35)")
-    # A6 reading the glyphs better than the baseline's own captions (the deployment loop) is no
-    # "helping", whatever the teacher-forced losses say (seen on the 0-distractor control task).
-    a6_reads_better = (a["glyph_accuracy"], a["exact_match"]) > (b["glyph_accuracy"], b["exact_match"])
-    if not learned:
-        verdict = "inconclusive: neither arm learned to read the glyphs in this budget"
-    elif ok["ratio"] and ok["a6"] and not a6_reads_better:
-        verdict = "foveation is helping" + ("" if ok.get("lift", True) and ok["entropy"] else
-                                            " (loss only: attention not clearly on the glyph)")
-    elif ok["a6"] or ok["captions"]:
-        verdict = "inconclusive: " + ", ".join(k for k, v in ok.items() if not v) + " failed"
-    else:
-        verdict = "foveation is NOT helping"
-    if names and not verdict.startswith("foveation is helping"):
-        verdict += f" -- signatures: {', '.join(names)}"
-    return verdict, lines
+    return lines
+
+
+def _signature_line(names: list[str], warn: dict[str, dict], held_out: set[str]) -> str:
+    """One line for the failure signatures seen in training (``warn``) or on held-out data."""
+    if not names:
+        return "OK   no failure signatures (ratio at 1.0, entropy near log N, q_static std, identical tokens)"
+    return "WARN failure signatures: " + "; ".join(
+        f"{n}" + (f" (training steps {warn[n]['first']}-{warn[n]['last']}, {warn[n]['count']}x)" if n in warn else "")
+        + (" (held-out)" if n in held_out else "") for n in names)
 
 
 def format_report(st: dict) -> str:
