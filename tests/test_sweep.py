@@ -273,6 +273,34 @@ def test_results_table_and_plot_from_mlflow_children(tmp_path):
     assert client.get_run(by["A6"]["run_id"]).data.params["override.model.coarse_only"] == "true"
 
 
+def test_trial_status_reconciles_mlflow_with_tune(tmp_path):
+    """A run MLflow still calls RUNNING is STOPPED when Tune terminated it (the scheduler ended
+    the driver mid-fit: the run is marked KILLED at its last logged metric), INTERRUPTED when Tune
+    had not finished it, and ERROR whenever Tune says so."""
+    from mlflow.tracking import MlflowClient
+
+    from fovea.platform.runs.tracking import Tracker
+
+    plan = swp.make_plan("ablations", only=["baseline", "A6", "A7"], base_config="tiny", name="t",
+                         sets=[f"runs_dir={tmp_path}"], cluster_cpus=2, cluster_gpus=0, scheduler="asha")
+    plan["parent_run_id"] = sw.open_parent(plan)
+    runs = {}
+    for exp in ("baseline", "A6", "A7"):
+        t = Tracker(plan["tracking_uri"], plan["mlflow_experiment"], run_name=f"t-{exp}",
+                    tags={"mlflow.parentRunId": plan["parent_run_id"], "experiment_id": exp})
+        t.log_metrics({"loss": 2.0, "step": 1}, 1)
+        if exp == "A7":
+            t.finish()  # FINISHED in MLflow, but Tune saw the trial fail afterwards
+        runs[exp] = t
+    rows = swr.collect_results(plan, {"baseline": "TERMINATED", "A6": "RUNNING", "A7": "ERROR"})
+    by = {r["experiment"]: r for r in rows}
+    assert [by[e]["status"] for e in ("baseline", "A6", "A7")] == ["STOPPED", "INTERRUPTED", "ERROR"]
+    run = MlflowClient(plan["tracking_uri"]).get_run(by["baseline"]["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["stopped_by"] == "asha"
+    assert by["baseline"]["trial_end"] == run.data.tags["trial_end"] and by["baseline"]["wall_s"] is not None
+    assert by["A6"]["trial_end"] == "" and by["A6"]["wall_s"] is None  # still open: no end time
+
+
 def test_a_partly_copied_checkpoint_is_not_resumed_from(tmp_path):
     """Found by the kill test below: SIGKILL while Ray persists a checkpoint left files of the
     right names but a truncated train_state.pt, which resume then picked and failed on."""

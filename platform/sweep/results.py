@@ -95,49 +95,57 @@ def collect_results(plan: dict[str, Any], statuses: dict[str, str] | None = None
                          "status": "NOT_STARTED" if tune_status in ("", "PENDING") else tune_status,
                          "run_id": ""})
             continue
-        rid = run.info.run_id
-        status = run.info.status
-        stopped_at = None
-        if status == "RUNNING" and tune_status == "TERMINATED":
-            # Stopped by the scheduler (ASHA): the driver was ended mid-fit.
-            status = "STOPPED"
-            hist = best_effort(lambda rid=rid: client.get_metric_history(rid, "loss"), "history") or []
-            last_ms = max((x.timestamp for x in hist), default=None)
-            stopped_at = _iso_ms(last_ms)
-
-            def mark(rid=rid, last_ms=last_ms, stopped_at=stopped_at):
-                client.set_tag(rid, "stopped_by", plan.get("scheduler") or "tune")
-                if stopped_at:
-                    client.set_tag(rid, "trial_end", stopped_at)
-                client.set_terminated(rid, "KILLED", end_time=last_ms)
-            best_effort(mark, "marking a stopped trial")
-        elif status == "RUNNING" and tune_status in ("PENDING", "RUNNING", "PAUSED"):
-            status = "INTERRUPTED"
-        elif tune_status == "ERROR":
-            status = "ERROR"
-        best_effort(lambda rid=rid, exp=exp: log_override_params(client, rid, plan["overrides"][exp]),
+        status, stopped_at = _reconcile_status(client, plan, run, tune_status)
+        best_effort(lambda rid=run.info.run_id, exp=exp: log_override_params(client, rid, plan["overrides"][exp]),
                     "logging override params")
-        m = run.data.metrics
-        vals = [x.value for x in best_effort(lambda rid=rid: client.get_metric_history(rid, "val_loss"),
-                                             "history") or []]
-        sps = [x.value for x in best_effort(lambda rid=rid: client.get_metric_history(rid, "samples_per_s"),
-                                            "history") or []]
-        start = run.data.tags.get("trial_start") or _iso_ms(run.info.start_time)
-        end = (run.data.tags.get("trial_end") or stopped_at
-               or (_iso_ms(run.info.end_time) if status not in ("RUNNING", "INTERRUPTED") else ""))
-        rows.append({
-            "experiment": exp, "overrides": overrides, "status": status,
-            "steps": int(m["step"]) if "step" in m else None,
-            "loss": m.get("loss"), "loss_fine": m.get("loss_fine"), "loss_coarse": m.get("loss_coarse"),
-            # final fine / final coarse (the logged `loss_ratio` may come from a diagnostics batch)
-            "loss_ratio": (m["loss_fine"] / m["loss_coarse"]
-                           if m.get("loss_fine") is not None and m.get("loss_coarse") else None),
-            "best_val_loss": min(vals) if vals else None,
-            "samples_per_s": sum(sps) / len(sps) if sps else None,
-            "trial_start": start, "trial_end": end, "wall_s": int(_wall(start, end)) if end else None,
-            "run_id": rid,
-        })
+        rows.append({"experiment": exp, "overrides": overrides, "status": status,
+                     **_run_figures(client, run, status, stopped_at)})
     return rows
+
+
+def _reconcile_status(client, plan: dict[str, Any], run, tune_status: str) -> tuple[str, str | None]:
+    """The trial's status from its MLflow run and Tune's view of it, and when a trial the
+    scheduler stopped ended (None otherwise). A stopped trial's run is marked KILLED in MLflow."""
+    rid, status = run.info.run_id, run.info.status
+    if status == "RUNNING" and tune_status == "TERMINATED":
+        # Stopped by the scheduler (ASHA): the driver was ended mid-fit.
+        hist = best_effort(lambda: client.get_metric_history(rid, "loss"), "history") or []
+        last_ms = max((x.timestamp for x in hist), default=None)
+        stopped_at = _iso_ms(last_ms)
+
+        def mark():
+            client.set_tag(rid, "stopped_by", plan.get("scheduler") or "tune")
+            if stopped_at:
+                client.set_tag(rid, "trial_end", stopped_at)
+            client.set_terminated(rid, "KILLED", end_time=last_ms)
+        best_effort(mark, "marking a stopped trial")
+        return "STOPPED", stopped_at
+    if status == "RUNNING" and tune_status in ("PENDING", "RUNNING", "PAUSED"):
+        return "INTERRUPTED", None
+    if tune_status == "ERROR":
+        return "ERROR", None
+    return status, None
+
+
+def _run_figures(client, run, status: str, stopped_at: str | None) -> dict[str, Any]:
+    """A run's columns of the results table: final losses, best val_loss, mean samples/s, times."""
+    rid, m = run.info.run_id, run.data.metrics
+    vals = [x.value for x in best_effort(lambda: client.get_metric_history(rid, "val_loss"), "history") or []]
+    sps = [x.value for x in best_effort(lambda: client.get_metric_history(rid, "samples_per_s"), "history") or []]
+    start = run.data.tags.get("trial_start") or _iso_ms(run.info.start_time)
+    end = (run.data.tags.get("trial_end") or stopped_at
+           or (_iso_ms(run.info.end_time) if status not in ("RUNNING", "INTERRUPTED") else ""))
+    return {
+        "steps": int(m["step"]) if "step" in m else None,
+        "loss": m.get("loss"), "loss_fine": m.get("loss_fine"), "loss_coarse": m.get("loss_coarse"),
+        # final fine / final coarse (the logged `loss_ratio` may come from a diagnostics batch)
+        "loss_ratio": (m["loss_fine"] / m["loss_coarse"]
+                       if m.get("loss_fine") is not None and m.get("loss_coarse") else None),
+        "best_val_loss": min(vals) if vals else None,
+        "samples_per_s": sum(sps) / len(sps) if sps else None,
+        "trial_start": start, "trial_end": end, "wall_s": int(_wall(start, end)) if end else None,
+        "run_id": rid,
+    }
 
 
 def _fmt(v: Any) -> str:
