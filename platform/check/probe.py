@@ -359,11 +359,6 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-    import torch.nn.functional as F
-    from matplotlib.patches import Rectangle
-
-    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
 
     base = evals.get("baseline", {}).get("heat", [])
     a6 = {h["key"]: h for h in evals.get("a6", {}).get("heat", [])}
@@ -380,10 +375,7 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
             rows.append(("A6 coarse", a6[h["key"]]))
     T = max(int(h["mask"].sum()) for _, h in rows)
     fig, axes = plt.subplots(len(rows), T, figsize=(1.75 * T, 1.95 * len(rows)), squeeze=False)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     for r, (title, h) in enumerate(rows):
-        size = h["frames"].shape[-1]
         real = h["mask"].nonzero().squeeze(1).tolist()
         for c in range(T):
             ax = axes[r, c]
@@ -391,27 +383,7 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
             if c >= len(real):
                 ax.axis("off")
                 continue
-            t = real[c]
-            img = (h["frames"][t] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-            m = h["maps"][t]
-            heat = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-            heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
-            ax.imshow(img)
-            ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
-            meta = h["meta"]
-            label = ""
-            if meta and t < len(meta["glyphs"]):
-                rec = meta["glyphs"][t]
-                x0, y0, x1, y1 = [v * size for v in rec["box_norm"]]
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6))
-                for d in rec.get("distractors", []):
-                    dx0, dy0, dx1, dy1 = [v * size for v in d["box_norm"]]
-                    ax.add_patch(Rectangle((dx0, dy0), dx1 - dx0, dy1 - dy0, fill=False, edgecolor="white",
-                                           linewidth=0.8, linestyle="--"))
-                g = m.shape[-1]
-                mass = float((m * box_coverage(rec["box_norm"], g)).sum())
-                label = f" {rec['label']} m={mass:.2f}"
-            ax.set_title(f"t{t}{label}", fontsize=7)
+            _draw_frame(ax, h, real[c])
             if c == 0:
                 ax.set_ylabel(f"{title}\n{h['key'][-6:]}", fontsize=7)
     fig.suptitle("where the queries look (green: target glyph box from glyphs.jsonl; m = attention mass on it)",
@@ -421,6 +393,38 @@ def heatmap_strip(evals: dict, path: Path, n_videos: int) -> Path | None:
     fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
+
+
+def _draw_frame(ax, h: dict, t: int) -> None:
+    """Frame t of one heat record: the image, its attention map over it, the target box (green)
+    and distractor boxes (dashed white) with the attention mass on the target in the title."""
+    import torch
+    import torch.nn.functional as F
+    from matplotlib.patches import Rectangle
+
+    from fovea.model.blocks import IMAGENET_MEAN, IMAGENET_STD
+
+    size = h["frames"].shape[-1]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    img = (h["frames"][t] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    m = h["maps"][t]
+    heat = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)
+    ax.imshow(img)
+    ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+    meta = h["meta"]
+    label = ""
+    if meta and t < len(meta["glyphs"]):
+        rec = meta["glyphs"][t]
+        x0, y0, x1, y1 = [v * size for v in rec["box_norm"]]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6))
+        for d in rec.get("distractors", []):
+            dx0, dy0, dx1, dy1 = [v * size for v in d["box_norm"]]
+            ax.add_patch(Rectangle((dx0, dy0), dx1 - dx0, dy1 - dy0, fill=False, edgecolor="white",
+                                   linewidth=0.8, linestyle="--"))
+        mass = float((m * box_coverage(rec["box_norm"], m.shape[-1])).sum())
+        label = f" {rec['label']} m={mass:.2f}"
+    ax.set_title(f"t{t}{label}", fontsize=7)
 
 
 def curves_png(rows: dict[str, list[dict]], log_n: float, path: Path) -> Path | None:
