@@ -17,8 +17,8 @@
 #   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step
 #   cudnn-liger-r6-f2304  the same with cuDNN patch attention and frame bucket BUCKET (64)
-#   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul (all 12 blocks recomputed:
-#                    the memory the kept blocks take is what matmul's [rows, 257] scores need)
+#   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul, all 12 blocks recomputed:
+#                    beside 6 kept blocks the matmul variant did not start (session 23)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
