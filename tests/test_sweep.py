@@ -284,14 +284,12 @@ def test_trial_status_reconciles_mlflow_with_tune(tmp_path):
     plan = swp.make_plan("ablations", only=["baseline", "A6", "A7"], base_config="tiny", name="t",
                          sets=[f"runs_dir={tmp_path}"], cluster_cpus=2, cluster_gpus=0, scheduler="asha")
     plan["parent_run_id"] = sw.open_parent(plan)
-    runs = {}
     for exp in ("baseline", "A6", "A7"):
         t = Tracker(plan["tracking_uri"], plan["mlflow_experiment"], run_name=f"t-{exp}",
                     tags={"mlflow.parentRunId": plan["parent_run_id"], "experiment_id": exp})
         t.log_metrics({"loss": 2.0, "step": 1}, 1)
         if exp == "A7":
             t.finish()  # FINISHED in MLflow, but Tune saw the trial fail afterwards
-        runs[exp] = t
     rows = swr.collect_results(plan, {"baseline": "TERMINATED", "A6": "RUNNING", "A7": "ERROR"})
     by = {r["experiment"]: r for r in rows}
     assert [by[e]["status"] for e in ("baseline", "A6", "A7")] == ["STOPPED", "INTERRUPTED", "ERROR"]

@@ -66,8 +66,9 @@ def verdicts(evals: dict, rows: dict[str, list[dict]], log_n: float, warn: dict[
     ok: dict[str, bool] = {}
     lines = _loss_and_caption_checks(b, a, chance, ok)
     lines += _attention_checks(b, a, rows.get("baseline", []), log_n, ok)
-    names = sorted(set(warn) | {s.name for s in final_sigs})
-    lines.append(_signature_line(names, warn, {s.name for s in final_sigs}))
+    held_out = {s.name for s in final_sigs}
+    names = sorted(set(warn) | held_out)
+    lines.append(_signature_line(names, warn, held_out))
     learned = not math.isfinite(chance) or max(b["glyph_accuracy"], a["glyph_accuracy"]) > chance + LEARNED_MARGIN
     if not learned:
         lines.append(f"NOTE neither arm reads the glyphs above chance ({chance:.3f} + {LEARNED_MARGIN}): the budget "
