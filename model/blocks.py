@@ -78,11 +78,15 @@ def patch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
     """SDPA over the patch tokens (scale 1/sqrt(hd); attention dropout is 0 in DINOv2).
 
     ``backend`` is ``model.dino_attention``: "cudnn" pins cuDNN attention for CUDA tensors (inside a
-    compiled block too: dynamo traces ``sdpa_kernel``); "flash", and any CPU tensor, leave the
-    choice to PyTorch, which on CUDA has cuDNN off (configure_cuda_backends)."""
+    compiled block too: dynamo traces ``sdpa_kernel``); "fa4" takes FlashAttention-4's kernels
+    there (model/fa4.py); "flash", and any CPU tensor, leave the choice to PyTorch, which on CUDA
+    has cuDNN off (configure_cuda_backends)."""
     if backend == "cudnn" and q.is_cuda:
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v)
+    if backend == "fa4" and q.is_cuda:
+        from .fa4 import fa4_attention  # registers the custom ops on first use only
+        return fa4_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
 

@@ -52,8 +52,9 @@ class ModelConfig(BaseModel):
     # DINOv2's patch attention on CUDA ([frames, H, 257, hd]): "flash" is PyTorch's choice with
     # cuDNN attention off (configure_cuda_backends); "cudnn" pins cuDNN attention there, faster per
     # call but it builds an execution plan for every new frame count (docs/PERFORMANCE.md). CPU
-    # tensors always take PyTorch's CPU kernels.
-    dino_attention: Literal["flash", "cudnn"] = "flash"
+    # tensors always take PyTorch's CPU kernels. "fa4" takes FlashAttention-4's kernels there
+    # (model/fa4.py; needs the flash-attn-4 package and an SM90/SM100 GPU).
+    dino_attention: Literal["flash", "cudnn", "fa4"] = "flash"
     # the query pass's attention, one query token over a frame's cached keys/values: "sdpa" (the
     # fused kernel PyTorch picks: flash on CUDA) or "matmul" (q k^T, softmax, w v as two batched
     # matmuls). A fused kernel tiles over queries, which one token cannot fill; its backward still

@@ -103,7 +103,7 @@ class FoveatedEncoder(nn.Module):
         query_dim: width Dq of the query vectors fed to ``query_pass`` (None -> D).
         deep_query: True = query walks all blocks; False = one shallow cross-attention.
         query_bias: bias on ``query_input_proj`` (False, BUG-002).
-        patch_attention: ``model.dino_attention`` ("flash" or "cudnn"; blocks.patch_attention).
+        patch_attention: ``model.dino_attention`` ("flash", "cudnn" or "fa4"; blocks.patch_attention).
         frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
             up to a multiple of it (``bucketed_frames``).
         query_attention: ``model.query_attention`` ("sdpa" or "matmul"; blocks.query_attention).

@@ -17,6 +17,8 @@
 #   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step
 #   cudnn-liger-r6-f2304  the same with cuDNN patch attention and frame bucket BUCKET (64)
+#   fa4-liger-r6-f2304    liger-r6-f2304 with FlashAttention-4's patch attention
+#                    (model.dino_attention=fa4; flash-attn-4 installed under PYTHONPATH)
 #   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul, all 12 blocks recomputed:
 #                    beside 6 kept blocks the matmul variant did not start (session 23)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
@@ -73,6 +75,7 @@ declare -A args=(
   [liger-r8]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8"
   [liger-r6-f2304]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [cudnn-liger-r6-f2304]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true model.dino_checkpoint_layers=6"
+  [fa4-liger-r6-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"

@@ -9,6 +9,8 @@ export RAY_AUTH_MODE=token TOKENIZERS_PARALLELISM=false PYTHONDONTWRITEBYTECODE=
 # (the repo root itself stays off sys.path, so `platform` is never shadowed).
 mkdir -p /tmp/shim/fovea
 for d in model pipelines platform search_spaces; do ln -sfn "$PWD/$d" "/tmp/shim/fovea/$d"; done
-export PYTHONPATH=/tmp/site:/tmp/shim
+# EXTRA_SITE: a folder of packages installed beside the bundle (e.g. flash-attn-4 with pip
+# --target), searched after it so the bundle's own versions win
+export PYTHONPATH=/tmp/site:/tmp/shim${EXTRA_SITE:+:$EXTRA_SITE}
 export FOVEA_MODEL_STORE=${FOVEA_MODEL_STORE:-/tmp/fovea-models}
 [ -f "$FOVEA_MODEL_STORE/index.json" ] || python3 -m fovea.model.store --random-llm-from .gpuassets/smollm2 >/dev/null 2>&1

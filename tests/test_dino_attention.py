@@ -57,3 +57,27 @@ def test_cpu_path_ignores_cudnn_same_loss_and_gradients_and_says_so(model_store)
 def test_fused_ce_without_liger_names_the_extra():
     with pytest.raises(ImportError, match=r"fovea\[gpu\].*model.liger_fused_ce=false"):
         fused_linear_text_ce(torch.zeros(2, 4), torch.zeros(8, 4), torch.tensor([1, 2]))
+
+
+def test_fa4_ops_shapes_gradients_and_missing_package_under_fake_tensors():
+    """model.dino_attention=fa4: the config takes it, and model/fa4.py's custom ops (FA4 runs on
+    SM90/SM100 GPUs only) give SDPA's shapes and a gradient for each of q, k, v under fake tensors,
+    which is how a compiled PatchBlock traces them. Without flash-attn-4 a real call names the
+    package and the setting that turns it off."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fovea.model.fa4 import fa4_attention, fa4_forward
+
+    assert load_config("stage1_135m", ["model.dino_attention=fa4"]).model.dino_attention == "fa4"
+    with FakeTensorMode():
+        q, k, v = (torch.empty(5, 257, 6, 64, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+                   for _ in range(3))  # [n, H, Np, hd] views, as blocks.split_heads makes them
+        out = fa4_attention(q, k, v)
+        assert out.shape == (5, 6, 257, 64) and out.dtype == torch.bfloat16
+        _, lse = fa4_forward(*(t.transpose(1, 2) for t in (q, k, v)))
+        assert lse.shape == (5, 6, 257) and lse.dtype == torch.float32
+        dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v))
+        assert dq.shape == dk.shape == dv.shape == (5, 6, 257, 64)
+    if importlib.util.find_spec("flash_attn") is None:
+        with pytest.raises(ImportError, match=r"pip install flash-attn-4.*model.dino_attention=flash"):
+            fa4_attention(*(torch.zeros(1, 6, 257, 64, dtype=torch.bfloat16) for _ in range(3)))

@@ -13,6 +13,13 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 * ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
   the training CUDA settings: the loss and the gradients of each variant against the default and
   against PyTorch's math attention kernel, as max |diff| / max |grad| over all parameters.
+* ``fa4`` (not in the default set; needs flash-attn-4): FlashAttention-4's CuTe kernels on the
+  patch attention's shape at each ``--fa4-frames`` N, against PyTorch's flash and cuDNN, forward +
+  backward median milliseconds and the first call's seconds (FA4 compiles its kernels on first use).
+  Two FA4 routes: ``model.dino_attention=fa4`` (model/fa4.py's custom ops) and SDPA's flash backend after
+  ``torch.nn.attention.activate_flash_attention_impl("FA4")`` (the model's layout, one switch for
+  the whole process). Also the query pass's one-query shape, and each route's output and
+  gradients against the math kernel in fp32 (max |diff| / max |ref|).
 * ``graphs`` (not in the default set): ``model.llm_cudagraphs``, the LLM's training passes as
   CUDA graphs (one per compiled layer and shape), against the same compiled model without them, over
   batches of two shapes, each met three times (warmed up, recorded, replayed), a no-grad pass
@@ -27,6 +34,7 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
+    python jobs/bench/bench_kernels.py --parts fa4 --fa4-frames 768,1536,2304
     python jobs/bench/bench_kernels.py --parts graphs --graphs-model stage1
     python jobs/bench/bench_kernels.py --parts llm-pass --llm-arms per_layer,hf_liger,hf_liger_compiled
 """
@@ -108,6 +116,87 @@ def query_table(n: int, reps: int) -> dict:
            for how in ("sdpa", "matmul") for c in (False, True)}
     print(f"query attention N={n}, fwd+bwd ms (median of {reps}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+    return res
+
+
+def fa4_arms() -> dict:
+    """The patch attention's routes, each ``arm(q, k, v) -> out`` on [n, H, Np, hd] views of
+    [n, Np, H, hd] storage (as blocks.split_heads makes them)."""
+    from fovea.model.fa4 import fa4_attention  # model.dino_attention=fa4
+
+    def sdpa(backend):
+        def arm(q, k, v):
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(q, k, v)
+        return arm
+
+    return {"flash": sdpa(SDPBackend.FLASH_ATTENTION), "cudnn": sdpa(SDPBackend.CUDNN_ATTENTION),
+            "fa4": fa4_attention, "fa4_compiled": torch.compile(fa4_attention, dynamic=True),
+            "math": sdpa(SDPBackend.MATH)}
+
+
+def fa4_inputs(n: int, n_q: int, dtype=torch.bfloat16) -> tuple:
+    """q [n, 6, n_q, 64], k/v [n, 6, 257, 64] as transposed views (the model's layout), and a gradient."""
+    def view(length):
+        return torch.randn(n, length, 6, 64, device="cuda", dtype=dtype).transpose(1, 2).requires_grad_()
+    q, k, v = view(n_q), view(257), view(257)
+    return q, k, v, torch.randn(n, 6, n_q, 64, device="cuda", dtype=dtype)
+
+
+def fa4_errors(arm, n_q: int) -> dict:
+    """Output and gradient error of ``arm`` (bf16) against the math kernel in fp32 on the same
+    values: max |diff| / max |ref| of each."""
+    q, k, v, g = fa4_inputs(64, n_q)
+    ref_in = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = F.scaled_dot_product_attention(*ref_in)
+    ref.backward(g.float())
+    out = arm(q, k, v)
+    out.backward(g)
+    pairs = {"out": (out, ref), "dq": (q.grad, ref_in[0].grad), "dk": (k.grad, ref_in[1].grad),
+             "dv": (v.grad, ref_in[2].grad)}
+    return {name: ((a.float() - b).abs().max() / b.abs().max()).item() for name, (a, b) in pairs.items()}
+
+
+def fa4_table(ns: list[int], reps: int) -> dict:
+    """Forward + backward median ms of each route at each N (patch: 257 queries; query pass: 1),
+    the first call's seconds, and each route's error against fp32 math."""
+    arms = fa4_arms()
+    res: dict = {"errors": {}, "first_call_s": {}, "patch_ms": {}, "query_ms": {}}
+    routes = ["flash", "cudnn", "fa4", "fa4_compiled", "fa4_sdpa"]
+    for route in routes:
+        if route == "fa4_sdpa":  # PyTorch's own FA4 registration: every SDPA flash call from here on
+            try:
+                from torch.nn.attention import activate_flash_attention_impl
+                activate_flash_attention_impl("FA4")
+            except (ImportError, ValueError, RuntimeError) as e:
+                res["fa4_sdpa_error"] = f"{type(e).__name__}: {e}"
+                print(f"fa4_sdpa: not available ({res['fa4_sdpa_error']})", flush=True)
+                break
+            arm = arms["flash"]
+        else:
+            arm = arms[route]
+        try:
+            t0 = time.perf_counter()
+            q, k, v, g = fa4_inputs(ns[0], 257)
+            arm(q, k, v).backward(g)
+            torch.cuda.synchronize()
+            res["first_call_s"][route] = time.perf_counter() - t0
+            res["errors"][route] = {"patch": fa4_errors(arm, 257), "query": fa4_errors(arm, 1)}
+            for key, n_q in (("patch_ms", 257), ("query_ms", 1)):
+                res[key][route] = {}
+                for n in ns:
+                    q, k, v, g = fa4_inputs(n, n_q)
+                    res[key][route][n] = statistics.median(
+                        timed_ms(lambda: arm(q, k, v).backward(g), reps + 3)[3:])
+        except Exception as e:  # one route failing (an unsupported shape, a missing library) leaves the others
+            res.setdefault("route_errors", {})[route] = traceback.format_exc(limit=4)
+            print(f"{route}: failed: {type(e).__name__}: {e}", flush=True)
+            continue
+        print(f"{route:8s} first call {res['first_call_s'][route]:.1f} s; patch fwd+bwd ms "
+              + ", ".join(f"N={n} {res['patch_ms'][route][n]:.3f}" for n in ns)
+              + "; query " + ", ".join(f"N={n} {res['query_ms'][route][n]:.3f}" for n in ns)
+              + "; errors " + json.dumps(res["errors"][route]), flush=True)
     return res
 
 
@@ -275,7 +364,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=23)
     ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
     ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated "
-                    "(also: graphs, model.llm_cudagraphs' check on --graphs-model; llm-pass, its timing)")
+                    "(also: fa4, FlashAttention-4's kernels; graphs, model.llm_cudagraphs' check on --graphs-model; "
+                    "llm-pass, its timing)")
+    ap.add_argument("--fa4-frames", default="768,1536,2304", help="fa4: the frame counts N it times")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
     ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, comma-separated "
@@ -283,8 +374,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"kernel", "query", "numerics", "graphs", "llm-pass"}:
-        raise SystemExit(f"--parts takes kernel, query, numerics, graphs and llm-pass, got {args.parts}")
+    if parts - {"kernel", "query", "numerics", "fa4", "graphs", "llm-pass"}:
+        raise SystemExit(f"--parts takes kernel, query, numerics, fa4, graphs and llm-pass, got {args.parts}")
     arms = args.llm_arms.split(",")
     if set(arms) - set(LLM_ARMS):
         raise SystemExit(f"--llm-arms takes {', '.join(LLM_ARMS)}, got {args.llm_arms}")
@@ -305,6 +396,8 @@ def main() -> None:
         res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
     if "llm-pass" in parts:  # the fine pass's shapes of bench12's batches, from short to long videos
         res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps, arms)
+    if "fa4" in parts:  # after the others: its SDPA route swaps PyTorch's flash kernels for FA4's
+        res["fa4"] = fa4_table([int(x) for x in args.fa4_frames.split(",")], args.reps)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
