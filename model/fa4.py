@@ -1,8 +1,8 @@
 """FlashAttention-4's kernels for DINOv2's patch attention (``model.dino_attention=fa4``).
 
 ``flash-attn-4`` (PyPI; CuTe-DSL kernels with forward and backward for SM90 and SM100, compiled
-on first use) is optional: the ``gpu`` extra does not pull it, and asking for it without the
-package raises with the install line. Its two kernels are wrapped here as ``torch.library``
+on first use) comes with the ``gpu`` extra; asking for it without the package raises with the
+install line. Its two kernels are wrapped here as ``torch.library``
 custom ops, so a compiled PatchBlock calls them as one opaque op each (dynamo cannot trace the
 CuTe DSL) and ``torch.utils.checkpoint`` recomputes the forward like any other op.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 FA4_MISSING = ("model.dino_attention=fa4 needs flash-attn-4 (FlashAttention-4's CuTe kernels, SM90/SM100 "
-               "GPUs): pip install flash-attn-4 (or set model.dino_attention=flash)")
+               "GPUs): pip install 'fovea[gpu]' or pip install flash-attn-4 (or set model.dino_attention=flash)")
 
 
 def _interface():
@@ -35,6 +35,7 @@ def _interface():
 
 @torch.library.custom_op("fovea::fa4_forward", mutates_args=())
 def fa4_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # _flash_attn_fwd returns (out, lse, ...): 4.0.0b40 adds three more, so take the first two
     out, lse = _interface()._flash_attn_fwd(q.contiguous(), k.contiguous(), v.contiguous(), return_lse=True)[:2]
     return out, lse
 

@@ -21,6 +21,7 @@
 #                    (model.dino_attention=fa4; flash-attn-4 installed under PYTHONPATH)
 #   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul, all 12 blocks recomputed:
 #                    beside 6 kept blocks the matmul variant did not start (session 23)
+#   fa4-matmul-f2304      liger-matmul-f2304 with FlashAttention-4's patch attention
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -77,6 +78,7 @@ declare -A args=(
   [cudnn-liger-r6-f2304]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [fa4-liger-r6-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
+  [fa4-matmul-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.query_attention=matmul"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"

@@ -168,7 +168,7 @@ def test_kernel_bench_names_a_bad_part_and_asks_for_cuda(repo_root):
 
     tool = [sys.executable, str(repo_root / "jobs" / "bench" / "bench_kernels.py")]
     bad = subprocess.run(tool + ["--parts", "query,bogus"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--parts takes kernel, query, numerics, graphs and llm-pass, got query,bogus" in bad.stderr
+    assert bad.returncode != 0 and "--parts takes kernel, query, numerics, fa4, graphs and llm-pass, got query,bogus" in bad.stderr
     bad = subprocess.run(tool + ["--parts", "llm-pass", "--llm-arms", "per_layer,liger"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--llm-arms takes per_layer, graphed, hf_compiled, hf_liger, hf_liger_compiled, got" in bad.stderr
     if not torch.cuda.is_available():
