@@ -1,5 +1,5 @@
-"""The opt-in CUDA kernels: ``model.dino_attention`` (DINOv2 patch attention through cuDNN) and
-``model.liger_fused_ce`` (Liger-Kernel's fused linear cross-entropy).
+"""The opt-in CUDA kernels: ``model.dino_attention`` (DINOv2 patch attention through cuDNN or
+FlashAttention-4) and ``model.liger_fused_ce`` (Liger-Kernel's fused linear cross-entropy).
 
 On CPU neither can run: the config still validates, the model computes exactly what the default
 computes, and the training loop says in its log that the settings are ignored.
@@ -30,13 +30,14 @@ def test_config_takes_the_backends_and_names_the_key_of_a_wrong_one():
     assert "model.dino_attention" in str(err.value)
 
 
-def test_cpu_path_ignores_cudnn_same_loss_and_gradients_and_says_so(model_store):
+@pytest.mark.parametrize("kernel", ["cudnn", "fa4"])
+def test_cpu_path_ignores_cuda_kernels_same_loss_and_gradients_and_says_so(model_store, kernel):
     base = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
     torch.manual_seed(0)
     flash = build_model(ModelConfig(**base)).train()
-    cuda_only = build_model(ModelConfig(**base, dino_attention="cudnn", liger_fused_ce=True)).train()
+    cuda_only = build_model(ModelConfig(**base, dino_attention=kernel, liger_fused_ce=True)).train()
     cuda_only.load_state_dict(flash.state_dict())
-    assert {b.attention for b in cuda_only.encoder.patch_blocks} == {"cudnn"}
+    assert {b.attention for b in cuda_only.encoder.patch_blocks} == {kernel}
     batch = model_inputs(dummy_batch([3, 1, 0, 5], [20, 31, 12, 25]))
     losses, grads = [], []
     for m in (flash, cuda_only):  # the training call: LM head at the target positions only
@@ -47,7 +48,7 @@ def test_cpu_path_ignores_cudnn_same_loss_and_gradients_and_says_so(model_store)
     assert losses[0] == losses[1]  # the same CPU kernels: bit for bit
     assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
     note = cuda_only_settings_note(cuda_only.cfg, torch.device("cpu"))
-    assert "model.dino_attention=cudnn" in note and "model.liger_fused_ce=true" in note and "on cpu" in note
+    assert f"model.dino_attention={kernel}" in note and "model.liger_fused_ce=true" in note and "on cpu" in note
     assert "model.dino_attention=flash silences" in note and "model.liger_fused_ce=false silences" in note
     assert cuda_only_settings_note(cuda_only.cfg, torch.device("cuda")) is None
     assert cuda_only_settings_note(flash.cfg, torch.device("cpu")) is None
