@@ -1,15 +1,18 @@
 """FlashAttention-4's kernels for DINOv2's patch attention (``model.dino_attention=fa4``).
 
 ``flash-attn-4`` (PyPI; CuTe-DSL kernels with forward and backward for SM90 and SM100, compiled
-on first use) comes with the ``gpu`` extra; asking for it without the package raises with the
-install line. Its two kernels are wrapped here as ``torch.library``
-custom ops, so a compiled PatchBlock calls them as one opaque op each (dynamo cannot trace the
-CuTe DSL) and ``torch.utils.checkpoint`` recomputes the forward like any other op.
+on first use) comes with the ``gpu`` extra, pinned to the measured release because the ops
+below call its ``_flash_attn_fwd`` / ``_flash_attn_bwd``, as PyTorch's own registration does;
+asking for fa4 without the package raises with the install line. The two kernels are wrapped
+as ``torch.library`` custom ops, so a compiled PatchBlock calls them as one opaque op each
+(dynamo cannot trace the CuTe DSL) and ``torch.utils.checkpoint`` recomputes the forward like
+any other op.
 
 Why not PyTorch's own switch, ``torch.nn.attention.activate_flash_attention_impl("FA4")``: it
-replaces SDPA's flash kernels for the whole process, the LLM's causal passes and the query
-passes' one-token attention included, where FA4 is not what was measured; the ops below touch
-the patch attention only.
+replaces SDPA's flash kernels for the whole process, the LLM's causal passes included, which
+were not measured with it; and with torch 2.11 and this release it fails (it unpacks two of the
+five values ``_flash_attn_fwd`` returns; docs/PERFORMANCE.md). The ops below touch the patch
+attention only.
 
 Layout: FA4 reads [n, Np, H, hd], which is how the q/k/v projections lay the heads out before
 ``blocks.split_heads`` views them as [n, H, Np, hd]; the transposes below are views, no copies.
