@@ -121,11 +121,19 @@ def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str 
         s = q k^T / sqrt(hd)    [n,H,1,Np]   bmm, 2 Np hd FLOPs a head
         w = softmax(s)          at least fp32, as the fused kernels accumulate
         o = w v                 [n,H,1,hd]   bmm, 2 Np hd FLOPs a head
-    Both are memory-bound at one query (each reads K and V once; backward reads them again and
-    writes dK = ds^T q and dV = w^T do, outer products); which is faster is measured, not assumed.
+    "reduce" writes the two products as broadcast multiply + sum instead of batched GEMMs of one
+    row, so that ``torch.compile`` makes each a reduction kernel that streams K (or V) once, and
+    its backward's dK = ds q and dV = w do element-wise kernels (eager, it materialises the
+    [n,H,Np,hd] products: for compiled blocks).
+    All three are memory-bound at one query (each reads K and V once; backward reads them again
+    and writes dK and dV, outer products); which is faster is measured, not assumed.
     """
     if how == "sdpa":
         return F.scaled_dot_product_attention(q, k, v)
+    if how == "reduce":
+        acc = torch.promote_types(q.dtype, torch.float32)  # fp32 sums, as the fused kernels
+        s = (q.to(acc) * k.to(acc)).sum(-1) * q.shape[-1] ** -0.5  # [n,H,Np]
+        return (s.softmax(-1).unsqueeze(-1) * v.to(acc)).sum(-2, keepdim=True).to(v.dtype)  # [n,H,1,hd]
     return query_weights(q, k).to(v.dtype) @ v
 
 

@@ -35,8 +35,9 @@ class ModelConfig(BaseModel):
     score_first_text_token: bool = True
     freeze_dino: bool = False
     freeze_llm: bool = False
-    # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (at 257
-    # tokens x 12 layers they hold ~38 MB of activations a frame, the LLM ~1 MB a sample).
+    # True: the LLM's layers and DINOv2's patch blocks; "dino": the patch blocks only (counted
+    # eagerly on stage-1 batches, the patch blocks keep ~33 MB of activations a budget unit, the
+    # LLM's layers ~13: jobs/bench/bench_memory.py, docs/PERFORMANCE.md).
     gradient_checkpointing: bool | Literal["dino"] = False
     # with gradient_checkpointing on DINOv2 (dino or true): how many of its patch blocks, the
     # first ones, are recomputed in backward (None = all). Each block left out keeps its
@@ -56,10 +57,11 @@ class ModelConfig(BaseModel):
     # (model/fa4.py; needs the flash-attn-4 package and an SM90/SM100 GPU).
     dino_attention: Literal["flash", "cudnn", "fa4"] = "flash"
     # the query pass's attention, one query token over a frame's cached keys/values: "sdpa" (the
-    # fused kernel PyTorch picks: flash on CUDA) or "matmul" (q k^T, softmax, w v as two batched
-    # matmuls). A fused kernel tiles over queries, which one token cannot fill; its backward still
+    # fused kernel PyTorch picks: flash on CUDA), "matmul" (q k^T, softmax, w v as two batched
+    # matmuls) or "reduce" (the same as multiply + sum, which compiled blocks fuse into reduction
+    # kernels). A fused kernel tiles over queries, which one token cannot fill; its backward still
     # writes dK and dV for every cached key (blocks.query_attention, docs/PERFORMANCE.md)
-    query_attention: Literal["sdpa", "matmul"] = "sdpa"
+    query_attention: Literal["sdpa", "matmul", "reduce"] = "sdpa"
     # the patch pass runs at the frame count rounded up to a multiple of this (blank frames,
     # dropped again from its keys/values/features, so losses and gradients are the unpadded
     # run's): token-budget batches then bring at most budget / bucket counts, so cuDNN's plans

@@ -106,7 +106,7 @@ class FoveatedEncoder(nn.Module):
         patch_attention: ``model.dino_attention`` ("flash", "cudnn" or "fa4"; blocks.patch_attention).
         frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
             up to a multiple of it (``bucketed_frames``).
-        query_attention: ``model.query_attention`` ("sdpa" or "matmul"; blocks.query_attention).
+        query_attention: ``model.query_attention`` ("sdpa", "matmul" or "reduce"; blocks.query_attention).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,

@@ -28,7 +28,8 @@ FA4_MISSING = ("model.dino_attention=fa4 needs flash-attn-4 (FlashAttention-4's 
                "GPUs): pip install 'fovea[gpu]' or pip install flash-attn-4 (or set model.dino_attention=flash)")
 
 
-def _interface():
+def fa4_interface():
+    """flash_attn.cute.interface; without the package, an ImportError with the install line."""
     try:
         from flash_attn.cute import interface
     except ImportError as err:
@@ -39,7 +40,7 @@ def _interface():
 @torch.library.custom_op("fovea::fa4_forward", mutates_args=())
 def fa4_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # _flash_attn_fwd returns (out, lse, ...): 4.0.0b40 adds three more, so take the first two
-    out, lse = _interface()._flash_attn_fwd(q.contiguous(), k.contiguous(), v.contiguous(), return_lse=True)[:2]
+    out, lse = fa4_interface()._flash_attn_fwd(q.contiguous(), k.contiguous(), v.contiguous(), return_lse=True)[:2]
     return out, lse
 
 
@@ -53,7 +54,7 @@ def _(q, k, v):
 @torch.library.custom_op("fovea::fa4_backward", mutates_args=())
 def fa4_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, dout: torch.Tensor,
                  lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv = _interface()._flash_attn_bwd(q.contiguous(), k.contiguous(), v.contiguous(), out,
+    dq, dk, dv = fa4_interface()._flash_attn_bwd(q.contiguous(), k.contiguous(), v.contiguous(), out,
                                               dout.contiguous(), lse)[:3]
     return dq, dk, dv
 

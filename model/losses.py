@@ -53,17 +53,23 @@ def text_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total / n.clamp(min=1)
 
 
-def fused_linear_text_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``text_ce(h @ weight.T, targets)`` through Liger-Kernel's fused linear cross-entropy
-    (CUDA, Triton): the logits are made and consumed chunk by chunk, never all at once.
-    h [m, d], weight [V, d] (the LM head), targets [m]."""
+def liger_fused_ce_loss() -> type:
+    """Liger-Kernel's LigerFusedLinearCrossEntropyLoss; without the package, an ImportError with
+    the install line."""
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     except ImportError as err:
         raise ImportError("model.liger_fused_ce=true needs liger-kernel: pip install 'fovea[gpu]' "
                           "(or set model.liger_fused_ce=false)") from err
+    return LigerFusedLinearCrossEntropyLoss
+
+
+def fused_linear_text_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``text_ce(h @ weight.T, targets)`` through Liger-Kernel's fused linear cross-entropy
+    (CUDA, Triton): the logits are made and consumed chunk by chunk, never all at once.
+    h [m, d], weight [V, d] (the LM head), targets [m]."""
     n = (targets != IGNORE_INDEX).sum()
-    total = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, targets)
+    total = liger_fused_ce_loss()(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, targets)
     return total / n.clamp(min=1)
 
 

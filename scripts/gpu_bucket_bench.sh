@@ -22,6 +22,8 @@
 #   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul, all 12 blocks recomputed:
 #                    beside 6 kept blocks the matmul variant did not start (session 23)
 #   fa4-matmul-f2304      liger-matmul-f2304 with FlashAttention-4's patch attention
+#   fa4-reduce-f2304      fa4-liger-r6-f2304 + model.query_attention=reduce (the query pass's
+#                    attention as multiply + sum, fused by the compiled QueryBlocks)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -78,6 +80,7 @@ declare -A args=(
   [cudnn-liger-r6-f2304]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [fa4-liger-r6-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
+  [fa4-reduce-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6 model.query_attention=reduce"
   [fa4-matmul-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.query_attention=matmul"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"

@@ -59,7 +59,7 @@ def test_plain_and_optimised_paths_give_the_same_loss(models, batch):
 
 
 @pytest.mark.extended
-@pytest.mark.parametrize("query_attention", ["sdpa", "matmul"])
+@pytest.mark.parametrize("query_attention", ["sdpa", "matmul", "reduce"])
 def test_compiled_packed_path_gives_the_same_loss_and_gradients(model_store, query_attention):
     """The throughput path (regional torch.compile, packed uint8 frames normalised on the
     device; the query pass's attention either way, model.query_attention) against the plain

@@ -19,7 +19,7 @@ from fovea.model.config import ModelConfig
 from fovea.model.losses import fused_linear_text_ce
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.platform.config import ConfigError, load_config
-from fovea.platform.train.loop import cuda_only_settings_note
+from fovea.platform.train.loop import cuda_only_settings_note, import_cuda_kernels
 
 
 def test_config_takes_the_backends_and_names_the_key_of_a_wrong_one():
@@ -58,6 +58,20 @@ def test_cpu_path_ignores_cuda_kernels_same_loss_and_gradients_and_says_so(model
 def test_fused_ce_without_liger_names_the_extra():
     with pytest.raises(ImportError, match=r"fovea\[gpu\].*model.liger_fused_ce=false"):
         fused_linear_text_ce(torch.zeros(2, 4), torch.zeros(8, 4), torch.tensor([1, 2]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None or importlib.util.find_spec("flash_attn")
+                    is not None, reason="a kernel package is installed here")
+def test_worker_set_up_names_the_missing_kernel_package_of_each_switch():
+    """The training worker on CUDA imports the opt-in kernels' packages before it compiles or
+    reads a batch (loop.set_up); each switch's missing package is named with its install line and
+    the setting that turns it off, and the default settings import nothing."""
+    cfg = load_config("stage1_135m").model
+    import_cuda_kernels(cfg)  # the defaults need neither package
+    with pytest.raises(ImportError, match=r"pip install flash-attn-4.*model.dino_attention=flash"):
+        import_cuda_kernels(cfg.model_copy(update={"dino_attention": "fa4"}))
+    with pytest.raises(ImportError, match=r"liger-kernel.*fovea\[gpu\].*model.liger_fused_ce=false"):
+        import_cuda_kernels(cfg.model_copy(update={"liger_fused_ce": True}))
 
 
 def test_fa4_ops_shapes_gradients_and_missing_package_under_fake_tensors():

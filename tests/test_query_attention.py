@@ -1,7 +1,8 @@
 """``model.query_attention``: the query pass's one-token attention through PyTorch's fused SDPA
-("sdpa") or written out as two batched matmuls ("matmul", blocks.query_attention). Which is
-faster is a GPU figure (docs/PERFORMANCE.md); here: that both compute the same attention, the same
-loss and the same gradients, and that the config names the key of a bad value.
+("sdpa") or written out, as two batched matmuls ("matmul") or as multiply + sum ("reduce";
+blocks.query_attention). Which is faster is a GPU figure (docs/PERFORMANCE.md); here: that all
+compute the same attention, the same loss and the same gradients, and that the config names the
+key of a bad value.
 """
 
 from __future__ import annotations
@@ -18,34 +19,36 @@ from fovea.platform.config import ConfigError, load_config
 TINY = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
 
 
-def test_config_takes_both_and_names_the_key_of_anything_else():
+def test_config_takes_the_three_and_names_the_key_of_anything_else():
     assert load_config("stage1_135m").model.query_attention == "sdpa"
-    assert load_config("stage1_135m", ["model.query_attention=matmul"]).model.query_attention == "matmul"
+    for how in ("matmul", "reduce"):
+        assert load_config("stage1_135m", [f"model.query_attention={how}"]).model.query_attention == how
     with pytest.raises(ConfigError) as err:
         load_config("stage1_135m", ["model.query_attention=flash"])
     assert "model.query_attention" in str(err.value)
 
 
-def test_matmul_form_is_the_fused_attention_with_its_gradients():
+@pytest.mark.parametrize("how", ["matmul", "reduce"])
+def test_written_form_is_the_fused_attention_with_its_gradients(how):
     torch.manual_seed(0)
     n, H, Np, hd = 5, 6, 257, 64  # DINOv2-small's heads and tokens
     q, k, v = (torch.randn(n, H, m, hd, dtype=torch.float64, requires_grad=True) for m in (1, Np, Np))
     g = torch.randn(n, H, 1, hd, dtype=torch.float64)
     out, grads = {}, {}
-    for how in ("sdpa", "matmul"):
-        o = query_attention(q, k, v, how)
+    for form in ("sdpa", how):
+        o = query_attention(q, k, v, form)
         (dq, dk, dv) = torch.autograd.grad(o, (q, k, v), g)
-        out[how], grads[how] = o, (dq, dk, dv)
-    assert out["matmul"].shape == (n, H, 1, hd)
-    torch.testing.assert_close(out["matmul"], out["sdpa"], rtol=1e-10, atol=1e-12)
-    for a, b in zip(grads["matmul"], grads["sdpa"]):
+        out[form], grads[form] = o, (dq, dk, dv)
+    assert out[how].shape == (n, H, 1, hd) and out[how].dtype == torch.float64
+    torch.testing.assert_close(out[how], out["sdpa"], rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads[how], grads["sdpa"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # and it is attention: a query equal to one key's direction, scaled up, reads that key's value
     k1 = torch.zeros(1, 1, 3, 2, dtype=torch.float64)
     k1[0, 0, 1] = torch.tensor([1.0, 0.0])
     v1 = torch.arange(6, dtype=torch.float64).view(1, 1, 3, 2)
     q1 = torch.tensor([[[[100.0, 0.0]]]], dtype=torch.float64)
-    torch.testing.assert_close(query_attention(q1, k1, v1, "matmul"), v1[:, :, 1:2])
+    torch.testing.assert_close(query_attention(q1, k1, v1, how), v1[:, :, 1:2])
 
 
 def _loss_and_grads(model, batch):
@@ -55,12 +58,13 @@ def _loss_and_grads(model, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_model_with_matmul_query_attention_gives_the_same_loss_and_gradients(model_store):
+@pytest.mark.parametrize("how", ["matmul", "reduce"])
+def test_model_with_written_query_attention_gives_the_same_loss_and_gradients(model_store, how):
     torch.manual_seed(0)
     fused = build_model(ModelConfig(**TINY, lambda_coarse=0.5)).train()
-    written = build_model(ModelConfig(**TINY, lambda_coarse=0.5, query_attention="matmul")).train()
+    written = build_model(ModelConfig(**TINY, lambda_coarse=0.5, query_attention=how)).train()
     written.load_state_dict(fused.state_dict())
-    assert {b.attention for b in written.encoder.query_blocks} == {"matmul"}
+    assert {b.attention for b in written.encoder.query_blocks} == {how}
     batch = model_inputs(dummy_batch([3, 1, 0, 5], [20, 31, 12, 25]))
     loss_f, grads_f = _loss_and_grads(fused, batch)
     loss_w, grads_w = _loss_and_grads(written, batch)

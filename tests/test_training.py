@@ -424,20 +424,22 @@ def test_bench_matched_windows_pair_the_same_batches(repo_root):
 def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_path):
     """jobs/bench/bench_memory.py: the bytes autograd keeps for backward, by phase, on one real batch;
     DINOv2 checkpointing shrinks the patch pass to its blocks' inputs, full checkpointing the LLM
-    passes to their layers' inputs."""
+    passes to their layers' inputs; compiled blocks (--compile) are counted too, and keep no more
+    than the eager ones."""
     import subprocess
     import sys
 
     saved = {}
-    for ckpt in ("false", "dino", "true"):
-        out = tmp_path / f"{ckpt}.json"
+    for ckpt in ("false", "dino", "true", "false --compile"):
+        ckpt, *flags = ckpt.split()
+        out = tmp_path / f"{ckpt}{''.join(flags)}.json"
         subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_memory.py"), "--shards", shards["train"],
-                        "--budget", "40", "--json", str(out), "model.llm=fovea/tiny-llama",
+                        "--budget", "40", "--json", str(out), *flags, "model.llm=fovea/tiny-llama",
                         "model.dino=fovea/tiny-dinov2", f"model.gradient_checkpointing={ckpt}"],
                        check=True, capture_output=True, text=True)
         r = json.loads(out.read_text())
         assert r["frames"] > 0 and r["budget_units"] >= r["frames"]
-        saved[ckpt] = r["saved_bytes"]
+        saved[ckpt + "".join(flags)] = r["saved_bytes"]
     assert {"DINOv2 patch pass", "query pass 1", "query pass 2", "LLM pass 1", "LLM pass 2",
             "LM head + loss"} <= set(saved["false"])
     assert all(v > 0 for v in saved["false"].values())
@@ -445,3 +447,7 @@ def test_bench_memory_counts_saved_activations_by_phase(repo_root, shards, tmp_p
     assert saved["dino"]["LLM pass 2"] == saved["false"]["LLM pass 2"]
     assert saved["true"]["LLM pass 2"] < 0.5 * saved["dino"]["LLM pass 2"]
     assert saved["true"]["DINOv2 patch pass"] == saved["dino"]["DINOv2 patch pass"]
+    compiled = saved["false--compile"]  # the same batch, the blocks' saved tensors chosen by AOTAutograd
+    assert set(compiled) == set(saved["false"]) and all(v > 0 for v in compiled.values())
+    for phase in ("DINOv2 patch pass", "LLM pass 2"):
+        assert compiled[phase] <= saved["false"][phase], phase

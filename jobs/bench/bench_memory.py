@@ -3,7 +3,7 @@
 
     python jobs/bench/make_bench_shards.py --out data/bench/ref --samples 400
     python jobs/bench/bench_memory.py --shards 'data/bench/ref/train-*.tar' [--budget 96] \\
-        [--project 1536,3072] [model.gradient_checkpointing=dino ...]
+        [--project 1536,3072] [--compile] [model.gradient_checkpointing=dino ...]
 
 Runs the forward pass of a few real token-budget batches (the stage1_135m model, bf16
 autocast as on a GPU, ``data.llm_tokens_per_frame=64``) and counts the bytes autograd saves
@@ -44,6 +44,8 @@ def measure_batches(a: argparse.Namespace) -> tuple[dict, dict[str, int]]:
     torch.manual_seed(0)
     count_checkpoint_inputs()
     model = build_model(cfg.model).train()
+    if a.compile:  # what the compiled regions keep is AOTAutograd's choice (training.compile)
+        model.compile_blocks()
     n = frames = 0
     cost = 0.0
     saved: dict[str, int] = defaultdict(int)
@@ -57,7 +59,7 @@ def measure_batches(a: argparse.Namespace) -> tuple[dict, dict[str, int]]:
             saved[k] += v
     totals = {"samples": n, "frames": frames, "budget_units": cost,
               "params": sum(p.numel() for p in model.parameters()),
-              "checkpointing": cfg.model.gradient_checkpointing}
+              "checkpointing": cfg.model.gradient_checkpointing, "compiled": a.compile}
     return totals, saved
 
 
@@ -66,7 +68,7 @@ def report(a: argparse.Namespace, totals: dict, saved: dict[str, int]) -> None:
     fixed = 16 * params  # fp32 parameter + gradient + AdamW exp_avg + exp_avg_sq
     total = sum(saved.values())
     print(f"{a.batches} batches: {n} samples, {frames} frames, {cost:.0f} budget units; "
-          f"model.gradient_checkpointing={totals['checkpointing']}")
+          f"model.gradient_checkpointing={totals['checkpointing']}, {'compiled' if totals['compiled'] else 'eager'}")
     print(f"{'saved for backward':28s} {'MB':>9s} {'MB/unit':>8s} {'share':>6s}")
     for k, v in sorted(saved.items(), key=lambda kv: -kv[1]):
         print(f"{k:28s} {v / 2**20:9.1f} {v / cost / 2**20:8.2f} {v / total:6.1%}")
@@ -87,6 +89,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024, help="data.batch_size (the sample cap)")
     ap.add_argument("--batches", type=int, default=4, help="measure this many batches (their mean per unit)")
     ap.add_argument("--project", default="1536,3072", help="budgets to project the step's memory to")
+    ap.add_argument("--compile", action="store_true", help="compile the blocks first, as training.compile does "
+                    "(AOTAutograd then picks what each compiled region saves; on CPU, inductor's CPU backend)")
     ap.add_argument("--json", default=None, help="also write the figures (bytes) to this file")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.gradient_checkpointing=dino")
     a = ap.parse_args()

@@ -101,6 +101,19 @@ def cuda_only_settings_note(model_cfg, device: torch.device) -> str | None:
     return f"this run is on {device.type}: " + "; ".join(notes) if notes else None
 
 
+def import_cuda_kernels(model_cfg) -> None:
+    """Import the packages of the opt-in CUDA kernels ``model:`` asks for, on the worker that runs
+    them: a missing flash-attn-4 or liger-kernel then fails the run before its compilation and
+    first batch, with the install line (the driver does not check: the GPU and its packages may
+    be on another node)."""
+    if model_cfg.dino_attention == "fa4":
+        from fovea.model.fa4 import fa4_interface
+        fa4_interface()
+    if model_cfg.liger_fused_ce:
+        from fovea.model.losses import liger_fused_ce_loss
+        liger_fused_ce_loss()
+
+
 def quiet_train_reports() -> None:
     """Ray Train V2 logs each ``ray.train.report`` call's whole metrics dict at INFO (one long
     line per rank per log window, streamed to the driver); keep its warnings only."""
@@ -240,6 +253,7 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     if device.type == "cuda":
         configure_cuda_backends()
+        import_cuda_kernels(cfg.model)
     if note := cuda_only_settings_note(cfg.model, device):
         log.warning(note)
 
