@@ -82,7 +82,7 @@ class _Net(torch.nn.Module):
         super().__init__()
         self.layers = torch.nn.ModuleList(torch.nn.Linear(16, 16) for _ in range(6))
         self.side = torch.nn.Linear(16, 16)  # unused in some steps on rank 0 (find_unused_parameters)
-        self.register_buffer("scale", torch.ones(16))  # DDP broadcasts buffers in every forward
+        self.register_buffer("scale", torch.ones(16))  # a buffer, which wrap_ddp does not broadcast
 
     def forward(self, x, use_side: bool):
         for layer in self.layers:
@@ -171,9 +171,33 @@ def test_ddp_kwargs_follow_the_cluster_section():
     cfg = RunConfig.model_validate({"cluster": {"ddp_bucket_mb": 100, "ddp_bucket_view": True},
                                     "data": {"text_ratio": 0.0}})
     assert ddp_kwargs(cfg) == {"find_unused_parameters": False, "bucket_cap_mb": 100.0,
-                               "gradient_as_bucket_view": True}
+                               "gradient_as_bucket_view": True, "broadcast_buffers": False}
     with pytest.raises(ValueError, match="ddp_comm_dtype"):
         RunConfig.model_validate({"cluster": {"ddp_comm_dtype": "fp16"}})
+
+
+def test_buffers_are_constants_so_ddp_need_not_broadcast_them(model_store):
+    """ddp_kwargs turns DDP's per-forward buffer broadcast off. That is right while every buffer of
+    the model is the same on every rank from construction (the same config gives the same
+    values, whatever the seed) and no training step writes one: here, a forward + backward +
+    AdamW step of the model in training mode."""
+    from fovea.model import build_model
+    from fovea.model.config import ModelConfig
+    from fovea.pipelines.batch import dummy_batch, model_inputs
+
+    cfg = ModelConfig(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    torch.manual_seed(1)  # another rank's seed
+    other = dict(build_model(cfg).named_buffers())
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    assert before and before.keys() == other.keys()
+    assert all(torch.equal(before[n], other[n]) for n in before)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = model_inputs(dummy_batch([3, 1, 0, 5], [20, 31, 12, 25]))
+    model(**batch, mode="coarse_fine", compute_coarse=True)["loss"].backward()
+    opt.step()
+    assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())
 
 
 @pytest.mark.extended

@@ -35,10 +35,15 @@ def find_unused(cfg: RunConfig) -> bool:
 
 
 def ddp_kwargs(cfg: RunConfig) -> dict:
-    """Keyword arguments of ``DistributedDataParallel`` (``wrap_ddp``)."""
+    """Keyword arguments of ``DistributedDataParallel`` (``wrap_ddp``).
+
+    ``broadcast_buffers=False``: by default DDP broadcasts every buffer from rank 0 before each
+    synced forward, a collective that makes every rank's stream wait for rank 0's. The model's
+    only buffers are RoPE's frequencies, equal on every rank from construction and never
+    written by training (tests/test_ddp.py checks both)."""
     c = cfg.cluster
     return {"find_unused_parameters": find_unused(cfg), "bucket_cap_mb": c.ddp_bucket_mb,
-            "gradient_as_bucket_view": c.ddp_bucket_view}
+            "gradient_as_bucket_view": c.ddp_bucket_view, "broadcast_buffers": False}
 
 
 def bf16_allreduce_hook(process_group, bucket):
