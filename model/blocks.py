@@ -123,8 +123,8 @@ def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str 
         o = w v                 [n,H,1,hd]   bmm, 2 Np hd FLOPs a head
     "reduce" writes the two products as broadcast multiply + sum instead of batched GEMMs of one
     row, so that ``torch.compile`` makes each a reduction kernel that streams K (or V) once, and
-    its backward's dK = ds q and dV = w do element-wise kernels (eager, it materialises the
-    [n,H,Np,hd] products: for compiled blocks).
+    its backward's dK = ds q and dV = w do element-wise kernels. Eager, it materialises the
+    [n,H,Np,hd] products in fp32: it is meant for compiled blocks.
     All three are memory-bound at one query (each reads K and V once; backward reads them again
     and writes dK and dV, outer products); which is faster is measured, not assumed.
     """
