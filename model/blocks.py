@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,17 +91,47 @@ def patch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
     return F.scaled_dot_product_attention(q, k, v)
 
 
+def _keep_all_but_gelu(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing policy of the MLP (``model.dino_recompute_gelu``): GELU and the
+    dtype casts run again in backward; every other op's output is kept (fc1's, above all)."""
+    if op in (torch.ops.aten.gelu.default, torch.ops.aten._to_copy.default):
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.MUST_SAVE
+
+
+def check_gelu_mlp(layer: nn.Module, hidden_act: str) -> None:
+    """``model.dino_recompute_gelu`` needs the GELU MLP (fc1, exact GELU, fc2) of DINOv2-small,
+    -base and -large; -giant's SwiGLU feed-forward has no such pair (ValueError)."""
+    if not (hasattr(layer.mlp, "fc1") and hasattr(layer.mlp, "fc2") and hidden_act == "gelu"):
+        raise ValueError(f"model.dino_recompute_gelu=true recomputes the GELU of DINOv2's fc1 -> GELU -> fc2 MLP; "
+                         f"this DINOv2 has {type(layer.mlp).__name__} with hidden_act={hidden_act!r}: "
+                         "set model.dino_recompute_gelu=false")
+
+
 class PatchBlock(nn.Module):
     """One DINOv2 block over CLS + patch tokens that also returns its K/V.
 
     FLOPs per frame (Np = 257, D = 384): QKV + O 8 Np D^2, MLP 16 Np D^2, attention 4 Np^2 D.
+    ``recompute_gelu`` (``model.dino_recompute_gelu``): the MLP runs under selective activation
+    checkpointing (torch.utils.checkpoint's ``create_selective_checkpoint_contexts``) that keeps
+    fc1's output and recomputes GELU and the casts. Plain autograd, compiled too, keeps GELU's
+    output as well ([257, 1536] bf16 a frame, 789 KB, for fc2's weight gradient); compiled, a kept
+    DINOv2-small block then holds ~1 MB a frame less (docs/PERFORMANCE.md), room to keep more
+    blocks (``model.dino_checkpoint_layers``) for one more GELU pass in backward.
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "flash"):
+    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "flash", recompute_gelu: bool = False):
         super().__init__()
         object.__setattr__(self, "layer", layer)  # not a submodule: no second copy in state dicts
         self.num_heads = num_heads
         self.attention = attention  # model.dino_attention
+        self.recompute_gelu = recompute_gelu
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.recompute_gelu:
+            return self.layer.mlp(x)
+        return checkpoint(self.layer.mlp, x, use_reentrant=False,
+                          context_fn=functools.partial(create_selective_checkpoint_contexts, _keep_all_but_gelu))
 
     def forward(self, h: torch.Tensor):
         layer, H = self.layer, self.num_heads
@@ -109,7 +140,7 @@ class PatchBlock(nn.Module):
         q, k, v = (split_heads(p(x), H) for p in (q_proj, k_proj, v_proj))  # [n, H, Np, hd]
         a = patch_attention(q, k, v, self.attention)
         h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
-        h = h + layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(h))))
+        h = h + layer.drop_path(layer.layer_scale2(self.mlp(layer.norm2(h))))
         return h, k, v
 
 

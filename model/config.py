@@ -45,6 +45,10 @@ class ModelConfig(BaseModel):
     # saves its forward's recompute, a twelfth of a patch forward for DINOv2-small: memory traded
     # for GPU time, which pays only where the GPU, not the host, bounds the step (PERFORMANCE.md)
     dino_checkpoint_layers: int | None = Field(None, ge=0)
+    # DINOv2's patch blocks keep fc1's output but not GELU's for backward, where GELU runs again
+    # (selective checkpointing of the MLP, blocks.PatchBlock): compiled, ~1 MB a frame less a kept
+    # block; the memory is for keeping more blocks (dino_checkpoint_layers). GELU MLPs only
+    dino_recompute_gelu: bool = False
     llm_dtype: Literal["float32", "bfloat16"] = "float32"
     # the training passes' LLM layers with q/k/v and gate/up each one matmul (model/fused_llm.py):
     # fewer kernel launches a step, which pays where the host's launches bound the step (several GPUs)

@@ -55,7 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import (  # noqa: F401 (attn_linears re-exported)
-    PatchBlock, QueryBlock, attn_linears, merge_heads, normalize_frames, query_weights, split_heads,
+    PatchBlock, QueryBlock, attn_linears, check_gelu_mlp, merge_heads, normalize_frames, query_weights,
+    split_heads,
 )
 
 
@@ -107,11 +108,13 @@ class FoveatedEncoder(nn.Module):
         frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
             up to a multiple of it (``bucketed_frames``).
         query_attention: ``model.query_attention`` ("sdpa", "matmul" or "reduce"; blocks.query_attention).
+        recompute_gelu: ``model.dino_recompute_gelu``: the PatchBlocks' MLP keeps fc1's output
+            only and runs GELU again in backward (blocks.PatchBlock).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
                  query_bias: bool = False, patch_attention: str = "flash", frame_bucket: int = 0,
-                 query_attention: str = "sdpa"):
+                 query_attention: str = "sdpa", recompute_gelu: bool = False):
         super().__init__()
         self.dino = dino
         cfg = dino.config
@@ -125,7 +128,10 @@ class FoveatedEncoder(nn.Module):
         self.query_input_proj = nn.Linear(self.query_dim, self.dim, bias=query_bias)  # Dq -> D
         self.output_proj = nn.Linear(self.dim, self.output_dim)  # D -> D
         # Views of the HF layers (no weights of their own, not in the state dict).
-        self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention) for layer in self.layers]
+        if recompute_gelu:
+            check_gelu_mlp(self.layers[0], cfg.hidden_act)
+        self.patch_blocks = [PatchBlock(layer, self.num_heads, patch_attention, recompute_gelu)
+                             for layer in self.layers]
         self.query_blocks = [QueryBlock(layer, self.num_heads, query_attention) for layer in self.layers]
         self.checkpoint_patches = False
         self.checkpoint_layers: int | None = None

@@ -212,7 +212,7 @@ class FoveatedVLM(nn.Module):
         self.cfg = (cfg or ModelConfig()).model_copy()
         c = self.cfg
         self.encoder = FoveatedEncoder(dino, c.query_dim, c.deep_query, c.query_bias, c.dino_attention,
-                                       c.frame_bucket, c.query_attention)
+                                       c.frame_bucket, c.query_attention, c.dino_recompute_gelu)
         self.llm = llm
         D, Dq, d = self.encoder.output_dim, self.encoder.query_dim, llm.config.hidden_size
         self.q_static = nn.Parameter(torch.randn(1, Dq) * c.query_init_std)

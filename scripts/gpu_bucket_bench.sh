@@ -24,6 +24,9 @@
 #   fa4-matmul-f2304      liger-matmul-f2304 with FlashAttention-4's patch attention
 #   fa4-reduce-f2304      fa4-liger-r6-f2304 + model.query_attention=reduce (the query pass's
 #                    attention as multiply + sum, fused by the compiled QueryBlocks)
+#   fa4-reduce-gelu-rR-f2304  fa4-reduce-f2304 + model.dino_recompute_gelu=true with R of the 12
+#                    patch blocks recomputed (R = 4, 2, 0): the memory GELU's output no longer
+#                    takes, spent on keeping more blocks
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -81,6 +84,9 @@ declare -A args=(
   [fa4-liger-r6-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
   [fa4-reduce-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6 model.query_attention=reduce"
+  [fa4-reduce-gelu-r4-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=4 model.query_attention=reduce model.dino_recompute_gelu=true"
+  [fa4-reduce-gelu-r2-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=2 model.query_attention=reduce model.dino_recompute_gelu=true"
+  [fa4-reduce-gelu-r0-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=0 model.query_attention=reduce model.dino_recompute_gelu=true"
   [fa4-matmul-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.query_attention=matmul"
   [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"

@@ -90,7 +90,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4, help="measure this many batches (their mean per unit)")
     ap.add_argument("--project", default="1536,3072", help="budgets to project the step's memory to")
     ap.add_argument("--compile", action="store_true", help="compile the blocks first, as training.compile does "
-                    "(AOTAutograd then picks what each compiled region saves; on CPU, inductor's CPU backend)")
+                    "(AOTAutograd then picks what each compiled region saves; on CPU, inductor's CPU backend). "
+                    "Needed for model.dino_recompute_gelu: eagerly, its selective checkpoint's cache is not counted")
     ap.add_argument("--json", default=None, help="also write the figures (bytes) to this file")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.gradient_checkpointing=dino")
     a = ap.parse_args()
