@@ -18,6 +18,7 @@ from fovea.model.config import ModelConfig
 from fovea.model.encoder import FoveatedEncoder
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.platform.config import ConfigError, load_config
+from fovea.platform.profiling.saved_tensors import SavedTensorLedger
 
 TINY = dict(llm="fovea/tiny-llama", dino="fovea/tiny-dinov2")
 
@@ -29,16 +30,11 @@ def _dino(**kw) -> Dinov2Model:
 
 
 def _saved_bytes(block: PatchBlock, h: torch.Tensor) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    params = {p.untyped_storage().data_ptr() for p in block.layer.parameters()}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    """Bytes autograd keeps for backward of ``block(h)``, parameters excluded (bench_memory.py's ledger)."""
+    ledger = SavedTensorLedger(block.layer)
+    with torch.autograd.graph.saved_tensors_hooks(ledger.pack, lambda t: t):
         block(h)
-    return sum(b for ptr, b in seen.items() if ptr not in params)
+    return sum(ledger.bytes.values())
 
 
 def _outputs_and_grads(block: PatchBlock, h: torch.Tensor):
