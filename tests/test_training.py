@@ -56,7 +56,7 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
 
     cfg = tiny_cfg(tmp_path, shards, "learn", "training.max_steps=30", "training.checkpoint_every=15",
                    "training.log_every=5", "eval.every_steps=15", "eval.caption_samples=1",
-                   "eval.max_new_tokens=4", "training.profile_steps=[3,4]", "training.gc_freeze=true")
+                   "eval.max_new_tokens=4", "training.profile_steps=[15,16]", "training.gc_freeze=true")
     s = train_stage(cfg)
     rows = [r for r in read_metrics(tmp_path, "learn")]
     assert rows[0]["step"] == 5 and rows[-1]["step"] == 30
@@ -75,13 +75,14 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert rows[0]["gc_full_max"] >= 1 and rows[0]["gc_s_max"] > 0
     assert all(0 <= r["gc_s_max"] < 0.25 for r in rows[1:]), [r["gc_s_max"] for r in rows]
     assert all(r["gc_frozen"] > 10_000 for r in rows)  # a Ray worker with torch + transformers: far more
-    # training.profile_steps: each rank profiled steps 3..4 and wrote its op table
+    # training.profile_steps: each rank profiled steps 15..16 and wrote its op table
     for r in (0, 1):
         text = (tmp_path / "ray" / "learn" / "profile" / f"rank{r}.txt").read_text()
-        assert text.startswith(f"rank {r}, steps 3..4\nwall ") and "aten::" in text, text[:300]
-        # the per-phase timeline (on CPU: no GPU, so all of it idle) and the Chrome trace beside it
+        assert text.startswith(f"rank {r}, steps 15..16\nwall ") and "aten::" in text, text[:300]
+        # the per-phase timeline (on CPU: no GPU, so all of it idle) and the Chrome trace beside it;
+        # step 15 ends a window with a validation and a checkpoint, which the timeline names
         assert "timeline per step" in text, text[:800]
-        for ph in ("encode_patches", "fine_text", "backward", "optimizer", "data"):
+        for ph in ("encode_patches", "fine_text", "backward", "optimizer", "data", "checkpoint"):
             assert f"\n{ph} " in text, (ph, text[:800])
         trace = json.loads(gzip.decompress((tmp_path / "ray" / "learn" / "profile" / f"rank{r}_trace.json.gz")
                                            .read_bytes()))

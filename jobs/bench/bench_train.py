@@ -30,7 +30,7 @@ is a ratio measured side by side:
                  (model.gradient_checkpointing=dino) so that 3072 frames fit in memory
 
 Then, for each --gpus entry, ``jobs/stage1.py --config stage1_135m`` itself runs --steps
-steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, checkpoints), and the
+steps (Ray Train TorchTrainer, DDP over NCCL, the real loader, one checkpoint at the end), and the
 figures are rates over its log windows (one round of --readers batches: total samples / total
 time; the per-window median is kept too), the first two windows skipped (warm-up,
 compilation), and so are windows that hold profiled steps (``training.profile_steps=[a,b]``
@@ -166,7 +166,9 @@ def run_stage1(shards: str, gpus: int, steps: int, batch: int, budget: int, read
         "data.text_shards=[]", "data.text_ratio=0", f"data.batch_size={batch}", f"data.max_total_frames={budget}",
         f"data.num_workers={workers}", "data.shuffle_buffer=256", "training.grad_accum=1",
         f"training.max_steps={steps}", f"training.log_every={workers}",
-        f"training.checkpoint_every={max(steps // 2, 1)}",
+        # one checkpoint, after the last step: a save mid-run lands in a whole epoch's time (and
+        # in a profile that holds its step), where a real run saves once in ~1000 steps
+        f"training.checkpoint_every={steps}",
         f"training.diagnostics_every={10 * steps}", "eval.every_steps=0", f"training.compile={str(compiled).lower()}",
         f"cluster.num_workers={gpus}", "cluster.max_failures=0", "cluster.cpus_per_worker=1", *extra]
     t0 = time.time()

@@ -326,8 +326,9 @@ def train_step(w: Worker, progress: Progress, state: LoopState) -> None:
     after_step(w, progress.step, state)
 
     do_log, do_eval, do_ckpt = window_due(cfg, progress.step, w.total_steps)
-    if do_log:
-        end_window(w, progress, state, acc.last_batch, do_eval, do_ckpt)
+    if do_log:  # named for the profiler's timeline: a profile that holds a save shows it as such
+        with phase("checkpoint" if do_ckpt else "window_end"):
+            end_window(w, progress, state, acc.last_batch, do_eval, do_ckpt)
 
 
 def accumulate(w: Worker, progress: Progress, state: LoopState, compute_coarse: bool) -> MicroBatches:
