@@ -144,33 +144,32 @@ class PatchBlock(nn.Module):
         return h, k, v
 
 
-def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str = "sdpa") -> torch.Tensor:
+def query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, how: str = "auto") -> torch.Tensor:
     """One query token's attention over a frame's cached tokens (scale 1/sqrt(hd), as DINOv2).
 
     q [n,H,1,hd], k/v [n,H,Np,hd] -> [n,H,1,hd].  ``how`` is ``model.query_attention``:
-    "sdpa" is PyTorch's fused kernel; "matmul" writes it out:
-        s = q k^T / sqrt(hd)    [n,H,1,Np]   bmm, 2 Np hd FLOPs a head
-        w = softmax(s)          at least fp32, as the fused kernels accumulate
-        o = w v                 [n,H,1,hd]   bmm, 2 Np hd FLOPs a head
-    "reduce" writes the two products as broadcast multiply + sum instead of batched GEMMs of one
-    row, so that ``torch.compile`` makes each a reduction kernel that streams K (or V) once, and
-    its backward's dK = ds q and dV = w do element-wise kernels. Eager, it materialises the
-    [n,H,Np,hd] products in fp32: it is meant for compiled blocks.
-    All three are memory-bound at one query (each reads K and V once; backward reads them again
-    and writes dK and dV, outer products); which is faster is measured, not assumed.
+    "sdpa" is PyTorch's fused kernel; "reduce" writes it out as broadcast multiply + sum:
+        s = sum_d q_d k_d / sqrt(hd)   [n,H,Np]     Np hd multiply-adds a head
+        w = softmax(s)                 in fp32, as the fused kernels accumulate
+        o = sum_j w_j v_j              [n,H,1,hd]   Np hd multiply-adds a head
+    so that ``torch.compile`` makes each sum a reduction kernel that streams K (or V) once, and
+    its backward's dK = ds q and dV = w do element-wise kernels. Eagerly it materialises the
+    [n,H,Np,hd] products in fp32, so "auto" takes it only under torch.compile and "sdpa" otherwise.
+    Both are memory-bound at one query (each reads K and V once; backward reads them again and
+    writes dK and dV, outer products).
     """
+    if how == "auto":
+        how = "reduce" if torch.compiler.is_compiling() else "sdpa"
     if how == "sdpa":
         return F.scaled_dot_product_attention(q, k, v)
-    if how == "reduce":
-        acc = torch.promote_types(q.dtype, torch.float32)  # fp32 sums, as the fused kernels
-        s = (q.to(acc) * k.to(acc)).sum(-1) * q.shape[-1] ** -0.5  # [n,H,Np]
-        return (s.softmax(-1).unsqueeze(-1) * v.to(acc)).sum(-2, keepdim=True).to(v.dtype)  # [n,H,1,hd]
-    return query_weights(q, k).to(v.dtype) @ v
+    acc = torch.promote_types(q.dtype, torch.float32)  # fp32 sums, as the fused kernels
+    s = (q.to(acc) * k.to(acc)).sum(-1) * q.shape[-1] ** -0.5  # [n,H,Np]
+    return (s.softmax(-1).unsqueeze(-1) * v.to(acc)).sum(-2, keepdim=True).to(v.dtype)  # [n,H,1,hd]
 
 
 def query_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hd)) [n,H,1,Np], in at least fp32: the "matmul" attention's weights,
-    also what the encoder's heatmaps read (``return_attn``)."""
+    """softmax(q k^T / sqrt(hd)) [n,H,1,Np], in at least fp32: the attention weights the
+    encoder's heatmaps read (``return_attn``)."""
     s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
     return s.to(torch.promote_types(s.dtype, torch.float32)).softmax(-1)
 
@@ -182,7 +181,7 @@ class QueryBlock(nn.Module):
     over the 12 layers of DINOv2-small).
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "sdpa"):
+    def __init__(self, layer: nn.Module, num_heads: int, attention: str = "auto"):
         super().__init__()
         object.__setattr__(self, "layer", layer)
         self.num_heads = num_heads

@@ -60,12 +60,14 @@ class ModelConfig(BaseModel):
     # tensors always take PyTorch's CPU kernels. "fa4" takes FlashAttention-4's kernels there
     # (model/fa4.py; needs the flash-attn-4 package and an SM90/SM100 GPU).
     dino_attention: Literal["flash", "cudnn", "fa4"] = "flash"
-    # the query pass's attention, one query token over a frame's cached keys/values: "sdpa" (the
-    # fused kernel PyTorch picks: flash on CUDA), "matmul" (q k^T, softmax, w v as two batched
-    # matmuls) or "reduce" (the same as multiply + sum, which compiled blocks fuse into reduction
-    # kernels). A fused kernel tiles over queries, which one token cannot fill; its backward still
-    # writes dK and dV for every cached key (blocks.query_attention, docs/PERFORMANCE.md)
-    query_attention: Literal["sdpa", "matmul", "reduce"] = "sdpa"
+    # the query pass's attention, one query token over a frame's cached keys/values. A fused
+    # kernel tiles over queries, which one token cannot fill, and its backward still writes dK
+    # and dV for every cached key. "reduce" writes q k^T, softmax and w v as multiply + sum: compiled
+    # blocks fuse each into a reduction kernel that reads K (or V) once, but eagerly it materialises
+    # the fp32 products and is slower than "sdpa" (PyTorch's fused kernel). "auto" takes "reduce"
+    # where torch.compile traces the blocks (training.compile) and "sdpa" where they run eagerly
+    # (blocks.query_attention; the measured kernels: docs/PERFORMANCE.md, "Decisions")
+    query_attention: Literal["auto", "sdpa", "reduce"] = "auto"
     # the patch pass runs at the frame count rounded up to a multiple of this (blank frames,
     # dropped again from its keys/values/features, so losses and gradients are the unpadded
     # run's): token-budget batches then bring at most budget / bucket counts, so cuDNN's plans

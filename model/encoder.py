@@ -107,14 +107,14 @@ class FoveatedEncoder(nn.Module):
         patch_attention: ``model.dino_attention`` ("flash", "cudnn" or "fa4"; blocks.patch_attention).
         frame_bucket: ``model.frame_bucket`` (0 = off): the patch pass's frame count is rounded
             up to a multiple of it (``bucketed_frames``).
-        query_attention: ``model.query_attention`` ("sdpa", "matmul" or "reduce"; blocks.query_attention).
+        query_attention: ``model.query_attention`` ("auto", "sdpa" or "reduce"; blocks.query_attention).
         recompute_gelu: ``model.dino_recompute_gelu``: the PatchBlocks' MLP keeps fc1's output
             only and runs GELU again in backward (blocks.PatchBlock).
     """
 
     def __init__(self, dino: nn.Module, query_dim: int | None = None, deep_query: bool = True,
                  query_bias: bool = False, patch_attention: str = "flash", frame_bucket: int = 0,
-                 query_attention: str = "sdpa", recompute_gelu: bool = False):
+                 query_attention: str = "auto", recompute_gelu: bool = False):
         super().__init__()
         self.dino = dino
         cfg = dino.config

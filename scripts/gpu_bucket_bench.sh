@@ -5,8 +5,6 @@
 #   flash            the default path (baseline)
 #   cudnn-b64        model.dino_attention=cudnn model.frame_bucket=64
 #   cudnn-b64-liger  the same + model.liger_fused_ce=true
-#   query-matmul     the default path + model.query_attention=matmul (the query pass's attention
-#                    as two matmuls instead of flash attention)
 #   liger            the default path + model.liger_fused_ce=true
 #   liger-f2304      the same at 2304 units, batch cap 768: the memory Liger frees (no
 #                    [tokens, 49,152] logits) spent on a larger token budget
@@ -14,16 +12,16 @@
 #                    keeping the last 6 of DINOv2's 12 patch blocks' activations instead of
 #                    recomputing them in backward (~2.6 MB a unit each; all 12 do not fit 80 GB)
 #   liger-r8         the same with 8 blocks recomputed (4 kept)
-#   liger-r8-matmul  liger-r8 + model.query_attention=matmul
 #   liger-r6-f2304   liger-r6 at 2304 units, cap 768: where the GPU, not the host, bounds the step
 #   cudnn-liger-r6-f2304  the same with cuDNN patch attention and frame bucket BUCKET (64)
 #   fa4-liger-r6-f2304    liger-r6-f2304 with FlashAttention-4's patch attention
 #                    (model.dino_attention=fa4; flash-attn-4 installed under PYTHONPATH)
-#   liger-matmul-f2304    liger-f2304 + model.query_attention=matmul, all 12 blocks recomputed:
-#                    beside 6 kept blocks the matmul variant did not start (session 23)
-#   fa4-matmul-f2304      liger-matmul-f2304 with FlashAttention-4's patch attention
 #   fa4-reduce-f2304      fa4-liger-r6-f2304 + model.query_attention=reduce (the query pass's
-#                    attention as multiply + sum, fused by the compiled QueryBlocks)
+#                    attention as multiply + sum, fused by the compiled QueryBlocks); since
+#                    session 27 "auto", the default, takes it in these compiled runs
+#   fa4-sdpa-f2304        fa4-liger-r6-f2304 + model.query_attention=sdpa: the query passes as
+#                    every variant ran them before session 27 (PyTorch's fused SDPA); add
+#                    EXTRA="model.query_attention=sdpa" to repeat an older variant as it was
 #   fa4-reduce-gelu-rR-f2304  fa4-reduce-f2304 + model.dino_recompute_gelu=true with R of the 12
 #                    patch blocks recomputed (R = 4, 2, 0): the memory GELU's output no longer
 #                    takes, spent on keeping more blocks
@@ -46,7 +44,7 @@
 # not (a 253-s limit ended one at step 144 of 176): for two or three variants a call sets
 # STEPS=64 (RESERVE=175 for three) and compares the windows of the same steps.
 #   VARIANTS=flash bash scripts/gpu_bucket_bench.sh  # one whole epoch
-#   STEPS=80 bash scripts/gpu_bucket_bench.sh        # flash, query-matmul, the same windows
+#   STEPS=80 VARIANTS="flash liger" bash scripts/gpu_bucket_bench.sh   # the same windows
 #   KERNELS=query VARIANTS="flash cudnn-b64" BUCKET=32 bash scripts/gpu_bucket_bench.sh
 #   RESERVE=175 EXTRA="model.coarse_loss_every=0" VARIANTS="flash liger-r6 liger-r8" STEPS=64 bash scripts/gpu_bucket_bench.sh
 #   PROFILE="[50,51]" EXTRA="model.coarse_loss_every=0" VARIANTS=llm-graphs STEPS=64 bash scripts/gpu_bucket_bench.sh
@@ -74,7 +72,6 @@ declare -A args=(
   [flash]="$base"
   [cudnn-b64]="$base model.dino_attention=cudnn model.frame_bucket=$bucket"
   [cudnn-b64-liger]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true"
-  [query-matmul]="$base model.query_attention=matmul"
   [liger]="$base model.liger_fused_ce=true"
   [liger-f2304]="$base model.liger_fused_ce=true"
   [liger-r6]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
@@ -82,17 +79,15 @@ declare -A args=(
   [liger-r6-f2304]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [cudnn-liger-r6-f2304]="$base model.dino_attention=cudnn model.frame_bucket=$bucket model.liger_fused_ce=true model.dino_checkpoint_layers=6"
   [fa4-liger-r6-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6"
-  [liger-matmul-f2304]="$base model.liger_fused_ce=true model.query_attention=matmul"
+  [fa4-sdpa-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6 model.query_attention=sdpa"
   [fa4-reduce-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6 model.query_attention=reduce"
   [fa4-reduce-gelu-r4-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=4 model.query_attention=reduce model.dino_recompute_gelu=true"
   [fa4-reduce-gelu-r2-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=2 model.query_attention=reduce model.dino_recompute_gelu=true"
   [fa4-reduce-gelu-r0-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=0 model.query_attention=reduce model.dino_recompute_gelu=true"
-  [fa4-matmul-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.query_attention=matmul"
-  [liger-r8-matmul]="$base model.liger_fused_ce=true model.dino_checkpoint_layers=8 model.query_attention=matmul"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
-variants=(${VARIANTS:-flash query-matmul})
+variants=(${VARIANTS:-flash})
 # the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
 mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
   --per-shard 100 --workers 24 >/tmp/bench/shards.log 2>&1

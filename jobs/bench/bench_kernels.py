@@ -8,7 +8,7 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
   median milliseconds at a fixed N, and the first call at each of ``--new-shapes`` frame counts
   never seen before (cuDNN builds an execution plan per shape; flash has no per-shape setup).
 * ``query``: the query pass's attention forward + backward, bf16, one query [N, 6, 1, 64] over
-  [N, 6, 257, 64] keys/values, "sdpa" against "matmul" and "reduce" (blocks.query_attention), eager and
+  [N, 6, 257, 64] keys/values, "sdpa" against "reduce" (blocks.query_attention), eager and
   compiled (torch.compile, as the QueryBlocks run in training), median milliseconds.
 * ``numerics``: the stage-1 model (store weights) on one batch under bf16 autocast, eager, with
   the training CUDA settings: the loss and the gradients of each variant against the default and
@@ -113,7 +113,7 @@ def query_ms(n: int, how: str, compiled: bool, reps: int) -> float:
 
 def query_table(n: int, reps: int) -> dict:
     res = {f"{how}{'_compiled' if c else ''}": query_ms(n, how, c, reps)
-           for how in ("sdpa", "matmul", "reduce") for c in (False, True)}
+           for how in ("sdpa", "reduce") for c in (False, True)}
     print(f"query attention N={n}, fwd+bwd ms (median of {reps}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
     return res
@@ -209,8 +209,8 @@ def cuda_batch(frames: list[int]) -> dict:
 
 def loss_and_grads(model, batch: dict, variant: str) -> tuple[float, dict]:
     """One forward + backward of ``variant``: "flash" (the default), "cudnn" (patch attention),
-    "liger" (fused linear cross-entropy), "query-matmul" and "query-reduce" (the query pass's
-    attention written out, model.query_attention), "math" (PyTorch's math kernel for every SDPA
+    "liger" (fused linear cross-entropy), "query-reduce" (the query pass's attention written out,
+    model.query_attention; eager here, as the other variants), "math" (PyTorch's math kernel for every SDPA
     call of the step, the LLM's too: a reference)."""
     for blk in model.encoder.patch_blocks:
         blk.attention = "cudnn" if variant == "cudnn" else "flash"
@@ -238,7 +238,7 @@ def numerics(frames: list[int], model_cfg: ModelConfig, liger: bool = True) -> d
     torch.manual_seed(0)
     model = build_model(model_cfg).cuda().train()
     batch = cuda_batch(frames)
-    runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "query-matmul", "query-reduce", "math")
+    runs = {b: loss_and_grads(model, batch, b) for b in ("flash", "cudnn", "liger", "query-reduce", "math")
             if b != "liger" or liger}
     runs["flash_again"] = loss_and_grads(model, batch, "flash")  # the run-to-run noise of the default
     res = {"frames": frames, "loss": {b: r[0] for b, r in runs.items()},
