@@ -581,7 +581,8 @@ class FoveatedVLM(nn.Module):
         mode, and CUDA graph trees record one graph per layer and shape they meet (few, with the
         LLM buckets). The whole LLM as one region would be one graph per shape, but its unrolled
         layers compile for minutes (docs/PERFORMANCE.md). The training loop marks each step's
-        start (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own."""
+        start (``torch.compiler.cudagraph_mark_step_begin``); a no-grad ``forward`` marks its own.
+        ``compile_kw`` go to every region's ``torch.compile`` (``training.compile_mode`` as ``mode``)."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)

@@ -68,6 +68,10 @@ class TrainingConfig(_Section):
     max_oom_windows: int = Field(20, ge=1)  # abort after this many windows in a row dropped for a CUDA OOM
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # regional torch.compile of the repeated blocks (FoveatedVLM.compile_blocks)
+    # that compile's mode: "max-autotune-no-cudagraphs" has inductor time Triton GEMM templates
+    # against cuBLAS for each matmul of the blocks and fuse element-wise neighbours (bias, GELU,
+    # residual adds) into the winning template; compiling takes minutes longer (docs/PERFORMANCE.md)
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = "default"
     # after the first step (model built, blocks compiled): gc.collect() then gc.freeze(), so that
     # Python's full collections skip the ~1 M set-up objects: a full collection pauses the thread
     # that launches the kernels, and the freeze keeps it short (platform/train/gc_clock.py)
@@ -162,6 +166,9 @@ class RunConfig(_Section):
         ps = self.training.profile_steps
         if ps is not None and not 1 <= ps[0] <= ps[1]:
             raise ValueError(f"training.profile_steps must be [first, last] with 1 <= first <= last, got {list(ps)}")
+        if self.training.compile_mode != "default" and not self.training.compile:
+            raise ValueError(f"training.compile_mode={self.training.compile_mode} is the mode of the blocks' "
+                             "torch.compile: set training.compile=true")
         if self.model.llm_cudagraphs and not self.training.compile:
             raise ValueError("model.llm_cudagraphs=true records the graphs through torch.compile: "
                              "set training.compile=true")

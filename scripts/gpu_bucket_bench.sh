@@ -25,6 +25,9 @@
 #   fa4-reduce-gelu-rR-f2304  fa4-reduce-f2304 + model.dino_recompute_gelu=true with R of the 12
 #                    patch blocks recomputed (R = 4, 2, 0): the memory GELU's output no longer
 #                    takes, spent on keeping more blocks
+#   fa4-autotune-f2304    fa4-reduce-f2304 + training.compile_mode=max-autotune-no-cudagraphs
+#                    (inductor times Triton GEMM templates against cuBLAS and fuses their
+#                    element-wise neighbours; its first compile takes minutes longer)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -84,6 +87,7 @@ declare -A args=(
   [fa4-reduce-gelu-r4-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=4 model.query_attention=reduce model.dino_recompute_gelu=true"
   [fa4-reduce-gelu-r2-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=2 model.query_attention=reduce model.dino_recompute_gelu=true"
   [fa4-reduce-gelu-r0-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=0 model.query_attention=reduce model.dino_recompute_gelu=true"
+  [fa4-autotune-f2304]="$base model.dino_attention=fa4 model.liger_fused_ce=true model.dino_checkpoint_layers=6 training.compile_mode=max-autotune-no-cudagraphs"
   [llm-b16]="$base model.llm_row_bucket=16 model.llm_length_bucket=16"
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
