@@ -25,7 +25,7 @@ def test_config_takes_the_three_and_names_the_key_of_anything_else():
     assert load_config("stage1_135m").model.query_attention == "auto"
     for how in ("sdpa", "reduce"):
         assert load_config("stage1_135m", [f"model.query_attention={how}"]).model.query_attention == how
-    for bad in ("flash", "matmul"):  # matmul: a form that lost to reduce on the GPU and was removed
+    for bad in ("flash", "matmul"):  # matmul: not offered (slower than reduce compiled; docs/DESIGN.md 1.2)
         with pytest.raises(ConfigError) as err:
             load_config("stage1_135m", [f"model.query_attention={bad}"])
         assert "model.query_attention" in str(err.value)
