@@ -31,10 +31,10 @@ def _regions(model):
     return [*enc.patch_blocks, *enc.query_blocks, *model.llm.get_decoder().layers, *(model.fused_layers or ())]
 
 
-@pytest.mark.parametrize("mode,autotune", [(None, False), ("max-autotune-no-cudagraphs", True)])
+@pytest.mark.parametrize("mode,autotune", [("default", False), ("max-autotune-no-cudagraphs", True)])
 def test_every_compiled_region_carries_the_modes_options(model_store, mode, autotune):
     model = build_model(ModelConfig(**TINY))
-    model.compile_blocks(**({"mode": mode} if mode else {}))
+    model.compile_blocks(mode=mode)  # as the training loop passes training.compile_mode
     regions = _regions(model)
     assert len(regions) > 4 and all(r._compiled_call_impl is not None for r in regions)
     for r in regions:

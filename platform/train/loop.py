@@ -265,7 +265,7 @@ def set_up(cfg: RunConfig, loop_config: dict[str, Any]) -> Worker:
         log.info("initialised from %s", loop_config["init_model_dir"])
     model.to(device)
     if tc.compile:  # regional torch.compile: DINOv2 blocks, query blocks, LLM layers (one graph each)
-        model.compile_blocks(**({} if tc.compile_mode == "default" else {"mode": tc.compile_mode}))
+        model.compile_blocks(mode=tc.compile_mode)
     oom = OomAgreement(world, cfg.cluster.oom_agreement)  # a gloo group: every rank builds it
     net = wrap_ddp(model, cfg, oom) if world > 1 else model
     optimizer = build_optimizer(model, tc)
