@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -94,6 +95,11 @@ class StepProfiler:
             acts = [torch.profiler.ProfilerActivity.CPU]
             if self.device.type == "cuda":
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
+                # Kineto detaches CUPTI when the trace stops only where TEARDOWN_CUPTI=1 (it reads
+                # the variable then); left attached, CUPTI's callbacks slow every later kernel
+                # launch of the run (docs/PERFORMANCE.md, "Open goals"). An explicit value wins:
+                # torch sets 0 itself where inductor's CUDA graphs cannot survive a re-attach.
+                os.environ.setdefault("TEARDOWN_CUPTI", "1")
                 torch.cuda.synchronize(self.device)
             self._prof = torch.profiler.profile(activities=acts)
             self._prof.__enter__()
