@@ -166,14 +166,36 @@ def test_an_oom_on_one_rank_drops_the_window_on_every_rank(tmp_path):
 
 def test_ddp_kwargs_follow_the_cluster_section():
     from fovea.platform.config import RunConfig
-    from fovea.platform.train.ddp import ddp_kwargs
+    from fovea.platform.train.ddp import ddp_kwargs, no_forward_buffer_sync
 
     cfg = RunConfig.model_validate({"cluster": {"ddp_bucket_mb": 100, "ddp_bucket_view": True},
                                     "data": {"text_ratio": 0.0}})
     assert ddp_kwargs(cfg) == {"find_unused_parameters": False, "bucket_cap_mb": 100.0,
-                               "gradient_as_bucket_view": True, "broadcast_buffers": False}
+                               "gradient_as_bucket_view": True, **no_forward_buffer_sync()}
     with pytest.raises(ValueError, match="ddp_comm_dtype"):
         RunConfig.model_validate({"cluster": {"ddp_comm_dtype": "fp16"}})
+
+
+def test_buffer_sync_is_off_without_a_deprecation_warning():
+    """The buffer switch names whichever argument this torch's DDP takes, and building DDP with
+    it warns of nothing (torch 2.13 deprecates ``broadcast_buffers``; 2.11 lacks
+    ``forward_sync_buffers``)."""
+    import inspect
+    import warnings
+
+    from fovea.platform.train.ddp import no_forward_buffer_sync
+
+    (key, off), = no_forward_buffer_sync().items()
+    assert off is False and key in inspect.signature(DDP.__init__).parameters
+    port = free_port()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails the test
+            net = DDP(torch.nn.Linear(4, 2), **no_forward_buffer_sync())
+        assert net.module.weight.shape == (2, 4)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_buffers_are_constants_so_ddp_need_not_broadcast_them(model_store):

@@ -17,6 +17,8 @@ launches, not by the all-reduce, so a cheaper all-reduce has not made it faster
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -37,13 +39,24 @@ def find_unused(cfg: RunConfig) -> bool:
 def ddp_kwargs(cfg: RunConfig) -> dict:
     """Keyword arguments of ``DistributedDataParallel`` (``wrap_ddp``).
 
-    ``broadcast_buffers=False``: by default DDP broadcasts every buffer from rank 0 before each
-    synced forward, a collective that makes every rank's stream wait for rank 0's. The model's
-    only buffers are RoPE's frequencies, equal on every rank from construction and never
-    written by training (tests/test_ddp.py checks both)."""
+    No buffer broadcast before each forward: by default DDP broadcasts every buffer from rank 0
+    before each synced forward, a collective that makes every rank's stream wait for rank 0's.
+    The model's only buffers are RoPE's frequencies, equal on every rank from construction and
+    never written by training (tests/test_ddp.py checks both)."""
     c = cfg.cluster
     return {"find_unused_parameters": find_unused(cfg), "bucket_cap_mb": c.ddp_bucket_mb,
-            "gradient_as_bucket_view": c.ddp_bucket_view, "broadcast_buffers": False}
+            "gradient_as_bucket_view": c.ddp_bucket_view, **no_forward_buffer_sync()}
+
+
+def no_forward_buffer_sync() -> dict:
+    """DDP's switch for that broadcast: ``forward_sync_buffers=False`` where torch has it (it
+    deprecates ``broadcast_buffers`` with a warning, and still syncs the buffers once when the
+    wrapper is built, which constants allow), else ``broadcast_buffers=False``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def bf16_allreduce_hook(process_group, bucket):
