@@ -72,7 +72,8 @@ def test_two_workers_lower_the_loss_and_track_in_mlflow(ray_local, shards, tmp_p
     assert all(r["epoch_compile_s"] == 0 for r in rows if "epoch_s" in r)  # with its compile time (none here)
     # Python's collection pauses, worst rank: the first window holds the full collection before
     # the freeze after step 1 (training.gc_freeze=true); later ones walk no set-up objects, so they stay
-    # short, but for the window of steps 16-20, whose collections free the profile's events
+    # short, but for the window of steps 16-20, whose step 16 writes the profile and frees its
+    # events in one full collection (tests/test_step_profiler.py)
     assert rows[0]["gc_full_max"] >= 1 and rows[0]["gc_s_max"] > 0
     assert all(0 <= r["gc_s_max"] < 0.25 for r in rows[1:] if r["step"] != 20), [r["gc_s_max"] for r in rows]
     assert all(r["gc_frozen"] > 10_000 for r in rows)  # a Ray worker with torch + transformers: far more
