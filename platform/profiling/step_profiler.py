@@ -21,6 +21,10 @@ NCCL kernels also spin while they wait for the slower rank, so comm is larger on
 
 Then a per-phase table of where the GPU sat idle (platform/profiling/step_timeline.py); beside the text,
 the steps' Chrome trace, ``rank<r>_trace.json.gz`` (chrome://tracing, ui.perfetto.dev).
+
+The profiled steps run several times slower and their log window is no throughput figure;
+the steps after them should not be slower, so the profiler detaches CUPTI when it stops and
+frees its events in one garbage collection (``after_step``).
 """
 
 from __future__ import annotations
