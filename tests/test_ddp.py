@@ -231,10 +231,14 @@ def test_allreduce_benchmark_runs_between_two_processes(repo_root, tmp_path):
 
     out = tmp_path / "ar.json"
     r = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_allreduce.py"), "--cpu", "--sizes-mb", "0.4",
-                        "--iters", "2", "--warmup", "1", "--env", "GLOO_SOCKET_IFNAME=lo", "--out", str(out)],
+                        "--iters", "2", "--warmup", "1", "--env", "GLOO_SOCKET_IFNAME=lo", "--exchanges", "20",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    runs = json.loads(out.read_text())["runs"]
+    result = json.loads(out.read_text())
+    assert result["oom_agreement_exchange_ms"] > 0
+    assert f"one gloo exchange between 2 host processes {result['oom_agreement_exchange_ms']:.3f} ms" in r.stdout
+    runs = result["runs"]
     assert set(runs) == {"default", "GLOO_SOCKET_IFNAME=lo"}
     for rows in runs.values():
         assert [(x["dtype"], x["bytes"]) for x in rows] == [("float32", 400_000), ("bfloat16", 200_000)]

@@ -12,6 +12,11 @@ gradients a step. --out writes all of it as JSON.
 ``--env K=V`` (repeatable) runs the same measurement again with that NCCL setting, so the
 default and e.g. ``NCCL_P2P_LEVEL=SYS`` or ``NCCL_PROTO=Simple`` are compared side by side.
 With NCCL_DEBUG=INFO set, NCCL's transport lines (P2P / SHM / NET) go to stderr.
+
+Then (``--exchanges N``, 0 to skip) the host's side of ``cluster.oom_agreement``: the median of N
+rounds of its gloo exchange between --gpus processes. A training step makes one a micro-batch and
+one before each DDP bucket's all-reduce (~26 buckets of 25 MB for the 135M model); those run
+inside backward, on the thread that launches its kernels, and each waits for every rank.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from fovea.platform.profiling.allreduce import gpu_topology, measure
+from fovea.platform.profiling.workers import collect
+from fovea.platform.train.oom import OomAgreement
 
 
 def measure_with(setting: str, args: argparse.Namespace, sizes: list[float]) -> list[dict]:
@@ -39,6 +50,39 @@ def measure_with(setting: str, args: argparse.Namespace, sizes: list[float]) -> 
         os.environ.update(saved)
 
 
+def _exchange_worker(rank: int, world: int, rounds: int, port: int, q) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    agreement = OomAgreement(world)  # its own gloo group, as the training loop builds it
+    for _ in range(5):
+        agreement.exchange(False, False)
+    times = []
+    for _ in range(rounds):
+        dist.barrier(group=agreement.group)
+        t0 = time.perf_counter()
+        agreement.exchange(False, False)
+        times.append(time.perf_counter() - t0)
+    if rank == 0:
+        q.put(statistics.median(times))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def measure_oom_exchange(world: int, rounds: int) -> float:
+    """Median seconds of one ``OomAgreement.exchange`` between ``world`` host processes, each
+    round started together (a barrier), so that it is the round trip, not a wait for a late rank."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = 29500 + (os.getpid() + 500) % 1000
+    procs = [ctx.Process(target=_exchange_worker, args=(r, world, rounds, port, q)) for r in range(world)]
+    for p in procs:
+        p.start()
+    (seconds,) = collect(procs, q, 1)
+    for p in procs:
+        p.join()
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpus", type=int, default=2)
@@ -48,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--env", action="append", default=[], help="K=V: also measure with this NCCL setting")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--cpu", action="store_true", help="--gpus processes on the CPU over gloo (tests the script)")
+    ap.add_argument("--exchanges", type=int, default=200,
+                    help="rounds of cluster.oom_agreement's gloo exchange to time (0: skip)")
     args = ap.parse_args(argv)
     if not args.cpu and torch.cuda.device_count() < args.gpus:
         print(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} GPU(s)", file=sys.stderr)
@@ -65,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"{setting or 'default':>22}  {r['dtype']:>8}  bucket {r['fp32_bucket_mb']:6.1f} MB fp32  "
                   f"{r['bytes'] / 1e6:7.1f} MB moved  {r['ms']:8.2f} ms  busbw {r['busbw_gbs']:6.1f} GB/s", flush=True)
+    if args.exchanges > 0:
+        ms = measure_oom_exchange(args.gpus, args.exchanges) * 1e3
+        result["oom_agreement_exchange_ms"] = ms
+        print(f"cluster.oom_agreement: one gloo exchange between {args.gpus} host processes {ms:.3f} ms "
+              f"(median of {args.exchanges}); a step makes one a micro-batch and one a DDP bucket", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
