@@ -85,11 +85,12 @@ for section in "$@"; do
       # a failed run's message names the job log, which does not come back: its last lines do
       grep -q "FAILED" "$log" && { echo "== $OUT/bench12_job.log, last 40 lines"; tail -n 40 "$OUT/bench12_job.log"; } >>"$log" 2>&1
       rm -f "$OUT/bench12_job.log" ;;
-    allreduce)  # what DDP's gradient all-reduce costs between these GPUs, and over which link
+    allreduce)  # what DDP's gradient all-reduce costs between these GPUs, over which link, and one
+      # round of cluster.oom_agreement's gloo exchange on this host
       nvidia-smi topo -m >>"$log" 2>&1
       NCCL_DEBUG=INFO timeout ${AR_TIMEOUT:-150} python3 jobs/bench/bench_allreduce.py --env NCCL_P2P_LEVEL=SYS \
         --env NCCL_PROTO=Simple --out "$OUT/allreduce.json" >/tmp/allreduce.log 2>&1
-      grep -E "busbw|peer_access|Traceback|Error" /tmp/allreduce.log >>"$log"
+      grep -E "busbw|peer_access|oom_agreement|Traceback|Error" /tmp/allreduce.log >>"$log"
       grep -m 8 -E "NCCL INFO (Channel 0[01]|.* via |comm .* nRanks)" /tmp/allreduce.log >>"$log" ;;
     gc)  # one full collection's pause, and the pauses of a few steps, before and after gc.freeze
       timeout ${GC_TIMEOUT:-150} python3 jobs/bench/bench_gc.py --shards '/tmp/bench/ref/train-*.tar' --compile --batch 64 \
