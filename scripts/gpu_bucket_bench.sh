@@ -27,7 +27,8 @@
 #                    takes, spent on keeping more blocks
 #   fa4-autotune-f2304    fa4-reduce-f2304 + training.compile_mode=max-autotune-no-cudagraphs
 #                    (inductor times Triton GEMM templates against cuBLAS and fuses their
-#                    element-wise neighbours; its first compile takes minutes longer)
+#                    element-wise neighbours; on a cold machine its compilation outlasts a
+#                    585-s call: docs/PERFORMANCE.md, session 29)
 #   llm-b16          the default path + model.llm_row_bucket=16 model.llm_length_bucket=16 (the LLM
 #                    passes' [rows, length] padded up to multiples of 16: what the padding costs)
 #   llm-graphs       the same + model.llm_cudagraphs=true (the LLM passes as CUDA graphs, one
@@ -59,6 +60,8 @@
 # $OUT/kernels.json (the log's last lines go to summary.txt), within KERNELS_TIMEOUT s (150);
 # KERNEL_ARGS="--llm-arms per_layer,hf_liger --reps 8": more of bench_kernels.py's arguments.
 # EXTRA="model.x=y ...": appended to every variant's overrides.
+# TORCH_LOGS=recompiles: each run's recompilations, with the guards that failed, in its bench12.log
+# (as a run cut by its limit brings back its last step lines there).
 # At most 8 files come back from a device call: $OUT/<variant>/ holds each run's bench12.log and
 # <variant>_bench-ref-1gpu_metrics.jsonl; $OUT/summary.txt one table line each (from the run's own
 # summary, or, for a run cut by its time limit, `bench_train.py --summarize` of the windows it

@@ -82,8 +82,17 @@ for section in "$@"; do
           [ -f "$p" ] && { echo "=== $run $(basename "$p")"; cat "$p"; } >>"$OUT/${TAG:-}profiles.txt"; done
         t="$(dirname "$m")/profile/rank0_trace.json.gz"
         [ "${TRACES:-0}" = 1 ] && [ -f "$t" ] && cp "$t" "$OUT/${run}_rank0_trace.json.gz"; done
-      # a failed run's message names the job log, which does not come back: its last lines do
-      grep -q "FAILED" "$log" && { echo "== $OUT/bench12_job.log, last 40 lines"; tail -n 40 "$OUT/bench12_job.log"; } >>"$log" 2>&1
+      # the job log does not come back. A failed run's message names it, and a run cut by its
+      # limit writes no summary: the last lines of either come back in the section's log, the
+      # training's step lines first (how far it got)
+      if grep -q "FAILED" "$log" || [ ! -f "$OUT/bench_12gpu.json" ]; then
+        { echo "== $OUT/bench12_job.log: no summary; its step lines, then its last 40 lines"
+          grep -E "step [0-9]+/[0-9]+ " "$OUT/bench12_job.log" | tail -n 20; tail -n 40 "$OUT/bench12_job.log"; } >>"$log" 2>&1
+      fi
+      # TORCH_LOGS=recompiles: each recompilation and the guards that failed (what shape or
+      # dtype changed), from every rank, in the section's log
+      grep -E "__recompiles\]" "$OUT/bench12_job.log" 2>/dev/null | sed -E 's/.*(\[rank[0-9]+\]):.*\[__recompiles\]/\1/' \
+        | grep -vE "^\[rank[0-9]+\] +triggered by" | sed -E 's/ +# .*//' >>"$log"
       rm -f "$OUT/bench12_job.log" ;;
     allreduce)  # what DDP's gradient all-reduce costs between these GPUs, over which link, and one
       # round of cluster.oom_agreement's gloo exchange on this host
