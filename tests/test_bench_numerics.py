@@ -172,9 +172,51 @@ def test_kernel_bench_names_a_bad_part_and_asks_for_cuda(repo_root):
 
     tool = [sys.executable, str(repo_root / "jobs" / "bench" / "bench_kernels.py")]
     bad = subprocess.run(tool + ["--parts", "query,bogus"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--parts takes kernel, query, numerics, fa4, graphs and llm-pass, got query,bogus" in bad.stderr
+    assert bad.returncode != 0 and ("--parts takes kernel, query, numerics, fa4, graphs, llm-pass, patch-block, "
+                                    "got query,bogus") in bad.stderr
+    bad = subprocess.run(tool + ["--parts", "patch-block", "--block-arms", "default,fused"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--block-arms takes default, autotune, stacked_qkv, stacked_qkv_autotune, got" in bad.stderr
     bad = subprocess.run(tool + ["--parts", "llm-pass", "--llm-arms", "per_layer,liger"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--llm-arms takes per_layer, graphed, hf_compiled, hf_liger, hf_liger_compiled, got" in bad.stderr
     if not torch.cuda.is_available():
         cpu = subprocess.run(tool + ["--parts", "query"], capture_output=True, text=True)
         assert cpu.returncode != 0 and "run it on a CUDA machine" in cpu.stderr, cpu.stderr
+
+
+def test_kernel_bench_stacked_qkv_arm_is_the_patch_block_with_one_projection_gemm(repo_root):
+    """bench_kernels.py's ``stacked_qkv`` arm times q, k and v as one GEMM over the stacked weights:
+    the same output, keys, values and gradients as the PatchBlock it stands for (fp32, CPU), and
+    4 matrix multiplies forward where the block makes 6 (so the arm does differ)."""
+    import runpy
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import Dinov2Config, Dinov2Model
+
+    from fovea.model.blocks import PatchBlock
+
+    class MatmulCount(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm)
+            return func(*args, **(kwargs or {}))
+
+    stacked_qkv_block = runpy.run_path(str(repo_root / "jobs" / "bench" / "bench_kernels.py"),
+                                       run_name="bench_kernels")["stacked_qkv_block"]
+    torch.manual_seed(0)
+    layer = Dinov2Model(Dinov2Config(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, image_size=28,
+                                     patch_size=14)).train().encoder.layer[0]
+    block = PatchBlock(layer, 2)
+    h = torch.randn(4, 5, 32, requires_grad=True)
+    results, matmuls = [], []
+    for fn in (block.forward, stacked_qkv_block(block)):
+        with MatmulCount() as count:
+            out = fn(h)
+        matmuls.append(count.n)
+        loss = out[0].square().sum() + out[1].sum() + out[2].sum()
+        results.append((*out, *torch.autograd.grad(loss, [h, *layer.parameters()])))
+    assert matmuls == [6, 4]
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -31,12 +31,22 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
   same as CUDA graphs (``model.llm_cudagraphs``), transformers' own Llama layers compiled, and
   those with Liger-Kernel's RMSNorm, SwiGLU and RoPE kernels, eager (as Liger is meant to run) and
   compiled.
+* ``patch-block`` (not in the default set): one DINOv2-small PatchBlock of the stage-1 model at
+  ``--frames`` frames, forward + backward under bf16 autocast (fp32 weights and residual, as in
+  training; gradients into the input, the weights and the returned keys/values), one row per
+  ``--block-arms`` arm (``BLOCK_ARMS``): compile seconds, median milliseconds, peak memory, and
+  the output's and gradients' largest difference from the first arm's. The arms: the block
+  compiled as training compiles it, the same in ``max-autotune-no-cudagraphs`` mode (inductor's
+  Triton GEMM templates with fused epilogues; ``training.compile_mode``), and both with q, k and
+  v as one GEMM over the three weights stacked (``stacked_qkv_block``; not in the model).
+  ``--block-attention`` picks the patch attention (``model.dino_attention``).
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
     python jobs/bench/bench_kernels.py --parts query,numerics
     python jobs/bench/bench_kernels.py --parts fa4 --fa4-frames 768,1536,2304
     python jobs/bench/bench_kernels.py --parts graphs --graphs-model stage1
     python jobs/bench/bench_kernels.py --parts llm-pass --llm-arms per_layer,hf_liger,hf_liger_compiled
+    python jobs/bench/bench_kernels.py --parts patch-block --frames 1400 --block-attention fa4
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fovea.model import build_model
-from fovea.model.blocks import query_attention
+from fovea.model.blocks import PatchBlock, attn_linears, merge_heads, patch_attention, query_attention, split_heads
 from fovea.model.config import ModelConfig
 from fovea.pipelines.batch import dummy_batch, model_inputs
 from fovea.platform.train.loop import configure_cuda_backends
@@ -356,6 +366,84 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int, arms: list[str]) ->
     return res
 
 
+def stacked_qkv_block(block: PatchBlock):
+    """``block``'s forward with q, k and v out of one multiply against the three weights stacked
+    ([n, Np, D] @ [D, 3D]: the normed input read once instead of three times, and one GEMM with
+    N = 3D = 1152 instead of three with N = 384). q, k, v become strided views of its output,
+    which PyTorch's SDPA reads as they are (FA4's ops in model/fa4.py copy them contiguous)."""
+    layer, H = block.layer, block.num_heads
+
+    def forward(h: torch.Tensor):
+        q_proj, k_proj, v_proj, o_proj = attn_linears(layer)
+        x = layer.norm1(h)  # [n, Np, D]
+        w = torch.cat([q_proj.weight, k_proj.weight, v_proj.weight])  # [3D, D]
+        b = torch.cat([q_proj.bias, k_proj.bias, v_proj.bias])
+        q, k, v = (split_heads(t, H) for t in F.linear(x, w, b).chunk(3, dim=-1))  # [n, H, Np, hd]
+        a = patch_attention(q, k, v, block.attention)
+        h = h + layer.drop_path(layer.layer_scale1(o_proj(merge_heads(a))))
+        h = h + layer.drop_path(layer.layer_scale2(block.mlp(layer.norm2(h))))
+        return h, k, v
+
+    return forward
+
+
+# arm -> (stacked q/k/v, torch.compile mode)
+BLOCK_ARMS = {
+    "default": (False, None),
+    "autotune": (False, "max-autotune-no-cudagraphs"),
+    "stacked_qkv": (True, None),
+    "stacked_qkv_autotune": (True, "max-autotune-no-cudagraphs"),
+}
+
+
+def patch_block_table(n: int, reps: int, arms: list[str], attention: str) -> dict:
+    """The stage-1 model's first PatchBlock alone, [n, 257, 384] in and out, for each arm of
+    ``BLOCK_ARMS``: seconds to the first forward + backward (compilation, autotuning included),
+    median milliseconds of the rest, peak memory, and max |diff| / max |ref| of the output and
+    of every gradient against the first arm's (bf16 autocast: differences of ~1e-2 are bf16's)."""
+    model = build_model(ModelConfig()).cuda().train()
+    dino = model.encoder.dino
+    layer = dino.encoder.layer[0]
+    torch.manual_seed(0)
+    h = torch.randn(n, 257, dino.config.hidden_size, device="cuda", requires_grad=True)
+    res, ref = {}, None
+    for name in arms:
+        stacked, mode = BLOCK_ARMS[name]
+        block = PatchBlock(layer, dino.config.num_attention_heads, attention)
+        fn = torch.compile(stacked_qkv_block(block) if stacked else block.forward, dynamic=True, mode=mode)
+        torch._dynamo.reset()  # every arm compiles its own graphs
+        torch.cuda.reset_peak_memory_stats()
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = fn(h)
+            grads = torch.autograd.grad(out, [h, *layer.parameters()], [torch.ones_like(t) * 1e-3 for t in out])
+            return out, grads
+
+        row = {}
+        try:
+            t0 = time.perf_counter()
+            out, grads = step()
+            torch.cuda.synchronize()
+            row["first_pass_s"] = time.perf_counter() - t0
+            print(f"patch block {name}: first pass (compilation) {row['first_pass_s']:.1f} s", flush=True)
+            row["ms"] = statistics.median(timed_ms(step, reps + 3)[3:])
+            got = [t.float() for t in (*out, *grads)]
+            if ref is None:
+                ref = got
+            row["max_rel_diff"] = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+                                      for a, b in zip(got, ref))
+        except Exception as e:  # noqa: BLE001 (Triton and inductor raise their own types)
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            row["error"] = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                            f"(at {where.filename}:{where.lineno})")
+        row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        res[name] = row
+        print(f"patch block {name} (N={n}, {attention}): " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=1536, help="N of the steady kernel timing")
@@ -365,20 +453,28 @@ def main() -> None:
     ap.add_argument("--batch-frames", default="8,4,1,16,0,3", help="frames a sample of the numerics batch")
     ap.add_argument("--parts", default="kernel,query,numerics", help="which parts, comma-separated "
                     "(also: fa4, FlashAttention-4's kernels; graphs, model.llm_cudagraphs' check on --graphs-model; "
-                    "llm-pass, its timing)")
+                    "llm-pass, its timing; patch-block, one DINOv2 block's compile modes and stacked q/k/v)")
     ap.add_argument("--fa4-frames", default="768,1536,2304", help="fa4: the frame counts N it times")
     ap.add_argument("--graphs-model", default="tiny", choices=["tiny", "stage1"],
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
     ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, comma-separated "
                     f"({', '.join(LLM_ARMS)}; Liger's run last)")
+    ap.add_argument("--block-arms", default="default,autotune,stacked_qkv,stacked_qkv_autotune",
+                    help=f"patch-block: which arms, comma-separated ({', '.join(BLOCK_ARMS)}; the first is the reference)")
+    ap.add_argument("--block-attention", default="flash", choices=["flash", "cudnn", "fa4"],
+                    help="patch-block: the patch attention, as model.dino_attention")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"kernel", "query", "numerics", "fa4", "graphs", "llm-pass"}:
-        raise SystemExit(f"--parts takes kernel, query, numerics, fa4, graphs and llm-pass, got {args.parts}")
+    known = ("kernel", "query", "numerics", "fa4", "graphs", "llm-pass", "patch-block")
+    if parts - set(known):
+        raise SystemExit(f"--parts takes {', '.join(known)}, got {args.parts}")
     arms = args.llm_arms.split(",")
     if set(arms) - set(LLM_ARMS):
         raise SystemExit(f"--llm-arms takes {', '.join(LLM_ARMS)}, got {args.llm_arms}")
+    block_arms = args.block_arms.split(",")
+    if set(block_arms) - set(BLOCK_ARMS):
+        raise SystemExit(f"--block-arms takes {', '.join(BLOCK_ARMS)}, got {args.block_arms}")
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels.py times CUDA kernels: run it on a CUDA machine")
     configure_cuda_backends()  # as in training: TF32, cuDNN attention off unless pinned
@@ -396,6 +492,8 @@ def main() -> None:
         res["graphs"] = graphs_check([[8, 4, 1, 16, 0, 3], [2, 2, 5]], cfg)
     if "llm-pass" in parts:  # the fine pass's shapes of bench12's batches, from short to long videos
         res["llm_pass"] = llm_pass_table([(448, 80), (256, 96), (96, 128), (512, 16)], args.reps, arms)
+    if "patch-block" in parts:
+        res["patch_block"] = patch_block_table(args.frames, args.reps, block_arms, args.block_attention)
     if "fa4" in parts:  # after the others: its SDPA route swaps PyTorch's flash kernels for FA4's
         res["fa4"] = fa4_table([int(x) for x in args.fa4_frames.split(",")], args.reps)
     if args.out:
