@@ -10,7 +10,7 @@ exec > >(tee -a "$OUT/bench.log") 2>&1
 nvidia-smi -L; nproc
 python3 -c "import torch, transformers, ray; print(torch.__version__, transformers.__version__, ray.__version__)"
 echo "setup $(( $(date +%s) - t0 ))s"
-[ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-4000} --workers 24 2>&1 | tail -1
+ref_shards "${SAMPLES:-}" 4000 && tail -1 /tmp/bench/shards.log  # scripts/gpu_env.sh: SAMPLES unset keeps a set there
 [ -d /tmp/bench/64 ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/64 --samples ${SAMPLES64:-200} --per-shard 25 --dist 64 --workers 8 2>&1 | tail -1
 echo "shards $(( $(date +%s) - t0 ))s"
 timeout ${BENCH_TIMEOUT:-480} python3 -u jobs/bench/bench_train.py --shards '/tmp/bench/ref/train-*.tar' \

@@ -95,9 +95,9 @@ declare -A args=(
   [llm-graphs]="$base model.llm_row_bucket=16 model.llm_length_bucket=16 model.llm_cudagraphs=true"
 )
 variants=(${VARIANTS:-flash})
-# the benchmark shards once, before the clock is shared out (gpu_next.sh keeps an existing set)
-mkdir -p /tmp/bench; [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref --samples ${SAMPLES:-12000} \
-  --per-shard 100 --workers 24 >/tmp/bench/shards.log 2>&1
+# the benchmark shards once, before the clock is shared out: exactly SAMPLES (12000), a set of
+# another count made anew (ref_shards, scripts/gpu_env.sh)
+ref_shards ${SAMPLES:-12000}
 echo "setup (env + shards): $(( $(date +%s) - t_start ))s" | tee "$OUT/summary.txt"
 if [ -n "${KERNELS:-}" ]; then
   timeout ${KERNELS_TIMEOUT:-150} python3 jobs/bench/bench_kernels.py --parts "$KERNELS" ${KERNEL_ARGS:-} --out "$OUT/kernels.json" >/tmp/bench/kernels.log 2>&1

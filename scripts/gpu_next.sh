@@ -41,9 +41,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 quiet='Controller actor state|PlacementGroupCleaner|Reporting training result|Failed to query Ray Train|Loading weights'
 # Bench shards (sections that train stage 1) once per machine; 100 a shard, so that every loader
 # worker of 2 ranks x 8 workers reads its own shards (fewer shards than readers: each reader
-# reads them all and keeps every k-th sample).
-bench_shards() { [ -d /tmp/bench/ref ] || python3 jobs/bench/make_bench_shards.py --out /tmp/bench/ref \
-  --samples ${SAMPLES:-2000} --per-shard 100 --workers 24 >/dev/null 2>&1; }
+# reads them all and keeps every k-th sample). SAMPLES=N: exactly N (made anew if the set there
+# holds another count); unset: the set there, or 2000 samples (ref_shards, scripts/gpu_env.sh).
+bench_shards() { ref_shards "${SAMPLES:-}" 2000; }
 data="data.train_shards=['/tmp/bench/ref/train-*.tar']"
 for section in "$@"; do
   log="$OUT/$section.log"; t0=$(date +%s)
