@@ -175,7 +175,7 @@ def test_kernel_bench_names_a_bad_part_and_asks_for_cuda(repo_root):
     assert bad.returncode != 0 and ("--parts takes kernel, query, numerics, fa4, graphs, llm-pass, patch-block, "
                                     "got query,bogus") in bad.stderr
     bad = subprocess.run(tool + ["--parts", "patch-block", "--block-arms", "default,fused"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--block-arms takes default, autotune, stacked_qkv, stacked_qkv_autotune, got" in bad.stderr
+    assert bad.returncode != 0 and "--block-arms takes default, stacked_qkv, autotune, stacked_qkv_autotune, got" in bad.stderr
     bad = subprocess.run(tool + ["--parts", "llm-pass", "--llm-arms", "per_layer,liger"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--llm-arms takes per_layer, graphed, hf_compiled, hf_liger, hf_liger_compiled, got" in bad.stderr
     if not torch.cuda.is_available():

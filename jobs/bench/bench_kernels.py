@@ -36,9 +36,10 @@ Its parts (``--parts``), each printed and written to ``--out`` (JSON):
   training; gradients into the input, the weights and the returned keys/values), one row per
   ``--block-arms`` arm (``BLOCK_ARMS``): compile seconds, median milliseconds, peak memory, and
   the output's and gradients' largest difference from the first arm's. The arms: the block
-  compiled as training compiles it, the same in ``max-autotune-no-cudagraphs`` mode (inductor's
-  Triton GEMM templates with fused epilogues; ``training.compile_mode``), and both with q, k and
-  v as one GEMM over the three weights stacked (``stacked_qkv_block``; not in the model).
+  compiled as training compiles it, the same with q, k and v as one GEMM over the three weights
+  stacked (``stacked_qkv_block``; not in the model), and both in ``max-autotune-no-cudagraphs``
+  mode (inductor's Triton GEMM templates with fused epilogues; ``training.compile_mode``), whose
+  compilation takes minutes. Each arm's line is printed as it ends.
   ``--block-attention`` picks the patch attention (``model.dino_attention``).
 
     python jobs/bench/bench_kernels.py --out kernels.json      # a CUDA machine (liger-kernel for "liger")
@@ -388,10 +389,10 @@ def stacked_qkv_block(block: PatchBlock):
 
 
 # arm -> (stacked q/k/v, torch.compile mode)
-BLOCK_ARMS = {
+BLOCK_ARMS = {  # in the order they run by default: the slow-compiling autotune arms last
     "default": (False, None),
-    "autotune": (False, "max-autotune-no-cudagraphs"),
     "stacked_qkv": (True, None),
+    "autotune": (False, "max-autotune-no-cudagraphs"),
     "stacked_qkv_autotune": (True, "max-autotune-no-cudagraphs"),
 }
 
@@ -461,7 +462,7 @@ def main() -> None:
                     help="graphs: the tiny store model (compiles in seconds) or the stage-1 model")
     ap.add_argument("--llm-arms", default="per_layer,graphed", help="llm-pass: which arms, comma-separated "
                     f"({', '.join(LLM_ARMS)}; Liger's run last)")
-    ap.add_argument("--block-arms", default="default,autotune,stacked_qkv,stacked_qkv_autotune",
+    ap.add_argument("--block-arms", default=",".join(BLOCK_ARMS),
                     help=f"patch-block: which arms, comma-separated ({', '.join(BLOCK_ARMS)}; the first is the reference)")
     ap.add_argument("--block-attention", default="flash", choices=["flash", "cudnn", "fa4"],
                     help="patch-block: the patch attention, as model.dino_attention")
