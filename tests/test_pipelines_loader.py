@@ -432,6 +432,18 @@ def test_rank_balance_llm_buckets_trade_added_tokens_for_fewer_shapes(repo_root)
     assert bad.returncode == 2 and "--llm-buckets takes ROWSxLENGTH" in bad.stderr, bad.stderr
 
 
+def test_rank_balance_llm_padding_counts_slots_against_real_tokens():
+    """One sample a row: a 10-frame sample with 2 text tokens beside a 1-frame one with 20 runs the
+    coarse pass as [2, 10] (20 slots for 11 frames) and the fine pass as [2, 10 + 20] (60 for 33
+    tokens); rows trimmed to the longest real row (21) would run 42."""
+    from types import SimpleNamespace as S
+
+    tool = load_script("jobs/bench/bench_rank_balance.py")
+    (line,) = tool.llm_padding([[S(frames=10, tokens=2), S(frames=1, tokens=20)]])
+    assert "coarse LLM pass: 20 token slots a step for 11 real (+81.8%)" in line, line
+    assert "fine pass 60 for 33 (+81.8%)" in line and "longest real one 42 (+27.3%)" in line, line
+
+
 def test_rank_balance_counts_a_step_path_per_coarse_and_fine_pair(repo_root):
     """CUDA graph trees record each step's sequence of calls: a fine shape met before after a new
     coarse shape is a new path. Four hand-made batches: coarse [rows, max frames], fine [rows,

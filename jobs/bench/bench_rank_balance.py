@@ -33,6 +33,7 @@ to a multiple of the second: the LLM tokens the rounding adds over rank 0's batc
 padded tokens each batch runs today, and against its real tokens), how many distinct
 [rows, length] shapes remain, and how many distinct (coarse, fine) pairs the steps run: what CUDA
 graph trees of the LLM passes record, one set of graphs per pair (``model.llm_cudagraphs``).
+Before that table, what one sample a row costs the coarse and the fine pass in padding.
 The bench12 job on one GPU reads its batches as ``--ranks 1 --readers 16``.
 """
 
@@ -125,6 +126,23 @@ def llm_bucket_rows(batches: list[list], buckets: list[tuple[int, int]], first: 
     return rows
 
 
+def llm_padding(batches: list[list]) -> list[str]:
+    """What one sample a row costs the LLM passes: the coarse pass runs [rows, max frames], the fine
+    pass [rows, max frames + max text]; token slots a step against real tokens, and the fine pass
+    with each batch's rows trimmed to its longest real row (what is left is the rows' spread of
+    lengths, which only packing several samples into a row removes)."""
+    steps = len(batches)
+    coarse_real = sum(s.frames for b in batches for s in b)
+    coarse = sum(len(b) * max(s.frames for s in b) for b in batches)
+    real = sum(s.frames + s.tokens for b in batches for s in b)
+    fine = sum(len(b) * (max(s.frames for s in b) + max(s.tokens for s in b)) for b in batches)
+    trimmed = sum(len(b) * max(s.frames + s.tokens for s in b) for b in batches)
+    return [f"rank 0's coarse LLM pass: {coarse / steps:.0f} token slots a step for {coarse_real / steps:.0f} real "
+            f"({coarse / coarse_real - 1:+.1%}); fine pass {fine / steps:.0f} for {real / steps:.0f} "
+            f"({fine / real - 1:+.1%}), rows trimmed to the longest real one {trimmed / steps:.0f} "
+            f"({trimmed / real - 1:+.1%})"]
+
+
 def llm_bucket(text: str) -> tuple[int, int]:
     rows, _, length = text.partition("x")
     if not (rows.isdigit() and length.isdigit() and int(rows) > 0 and int(length) > 0):
@@ -169,6 +187,7 @@ def main() -> None:
                   f"({min(frames)}-{max(frames)}):")
             print("\n".join("  " + r for r in bucket_rows(frames, a.buckets)))
         if a.llm_buckets:
+            print("\n".join("  " + r for r in llm_padding(batches)))
             print(f"  rank 0's fine LLM pass [rows, frames + text], {len(batches)} steps:")
             print("\n".join("  " + r for r in llm_bucket_rows(batches, a.llm_buckets)))
 
