@@ -370,6 +370,11 @@ def test_bench_summary_leaves_out_profiled_windows_and_times_whole_epochs(repo_r
                           f"1:{one}", "training.profile_steps=[45,46]"], capture_output=True, text=True,
                          check=True).stdout
     assert re.search(r"ref +1 jobs/stage1\.py metrics +- +100\.0 ", out), out
+    # two runs on one GPU count (variants): their same windows side by side
+    out = subprocess.run([sys.executable, str(repo_root / "jobs" / "bench" / "bench_train.py"), "--summarize",
+                          f"1:{one}", f"1:{one}"], capture_output=True, text=True, check=True).stdout
+    assert "same windows of the 2 runs (steady in all, the same frames)" in out, out
+    assert re.search(r"time / run 1: +1\.000 +1\.000", out), out
 
 
 def test_bench_rates_whole_epochs_at_the_shard_sets_own_mix(repo_root, tmp_path, model_store):
@@ -421,6 +426,25 @@ def test_bench_matched_windows_pair_the_same_batches(repo_root):
     assert m["frames_ratio_min"] == 1.0 and m["frames_ratio_max"] == pytest.approx(2790 / 2700)
     assert m["scaling"] == pytest.approx((5790 / 10.1) / (5700 / 19.0))
     assert matched_windows(one, [w(10, 5.0, 3000)]) is None  # windows of other lengths: no pair
+
+
+def test_bench_same_windows_compare_variants_on_the_same_batches():
+    """jobs/bench/bench_train.py --summarize with several 1-GPU runs: the windows of the same steps
+    that are steady in every run and hold the same frames, seconds run by run, totals over run 1's.
+    A window that recompiled in one run, or that read other batches, is left out of all."""
+    from fovea.platform.profiling.throughput import same_window_lines, same_windows
+
+    w = lambda step, s, frames, steady=True: {"step": step, "s": s, "samples": frames / 7, "frames": frames,  # noqa: E731
+                                              "steady": steady}
+    a = [w(16, 90.0, 4000, False), w(32, 10.0, 3000), w(48, 12.0, 3600), w(64, 9.0, 2700), w(80, 8.0, 2500)]
+    b = [w(16, 80.0, 4000, False), w(32, 9.0, 3000), w(48, 15.0, 3600, False), w(64, 8.1, 2700), w(80, 7.0, 2600)]
+    m = same_windows([a, b])
+    assert m["steps"] == ["17-32", "49-64"]  # 33-48 recompiled in b, 65-80 read other batches
+    assert m["seconds"] == [[10.0, 9.0], [9.0, 8.1]] and m["totals"] == [19.0, 17.1]
+    assert m["time_ratio"] == [1.0, pytest.approx(0.9)]
+    lines = same_window_lines([{"log_windows": a}, {"log_windows": b}])
+    assert "steps 17-32, 49-64" in lines[0] and lines[-1].split()[-2:] == ["1.000", "0.900"], lines
+    assert same_windows([a, [w(10, 5.0, 3000)]]) is None
 
 
 @pytest.mark.extended

@@ -66,7 +66,7 @@ from typing import Callable
 
 from fovea.platform.profiling.throughput import (READERS, TEXT_TOKENS, epoch_figures, flops_per_sample,
                                                  loader_workers_per_gpu, mfu_figures, profiled_steps, read_metrics,
-                                                 scaling_lines, summarize_windows)
+                                                 same_window_lines, scaling_lines, summarize_windows)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -264,6 +264,16 @@ def print_table(rows: list[dict], where: str) -> None:
                 print(f"  {r['path']:26s} {r['samples_per_s'] / base['samples_per_s']:6.2f}x plain")
 
 
+def print_variants(rows: list[dict]) -> None:
+    """Several summarised runs on one GPU count (variants of a step on the same batches): their
+    windows of the same steps side by side."""
+    for g in sorted({r["gpus"] for r in rows}):
+        same = [r for r in rows if r["gpus"] == g and r["path"] == "jobs/stage1.py metrics" and r["log_windows"]]
+        if len(same) > 1:
+            for line in same_window_lines(same):
+                print(line)
+
+
 def print_scaling(rows: list[dict]) -> None:
     """1 -> 2 GPUs, when there are stage1 runs (or metrics) of both on the reference shards."""
     one = next((r for r in rows if r["gpus"] == 1 and r["path"].startswith("jobs/") and r["dist"] == "ref"), None)
@@ -360,6 +370,7 @@ def main() -> None:
     where = "summarised from metrics files" if a.summarize else (
         torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
     print_table(report.rows, where)
+    print_variants(report.rows)
     print_scaling(report.rows)
 
 

@@ -1,6 +1,7 @@
 """Throughput figures of a stage-1 training run from its ``metrics.jsonl`` (one row a log window):
 rates over the timed and the steady windows, equal-work 1 -> 2 GPU scaling (matched windows,
-whole epochs), and the FLOP model behind MFU and model FLOP/s.
+whole epochs), variants on equal work (the same windows of runs on one GPU count), and the FLOP
+model behind MFU and model FLOP/s.
 
 FLOP model (forward; training = 3x forward, backward ~ 2x), with D = DINO width, L = DINO
 layers, Np = 257 tokens at 224 px, d = LLM width, nl = LLM layers, kv = K/V width, I = MLP width:
@@ -203,6 +204,40 @@ def matched_windows(one: list[dict], two: list[dict]) -> dict | None:
     return {"pairs": len(pairs), "one_s": t1, "two_s": t2, "frames_ratio_min": min(work),
             "frames_ratio_max": max(work), "work_ratio_frames": f2 / f1, "work_ratio_samples": s2 / s1,
             "scaling": (f2 / t2) / (f1 / t1)}
+
+
+def same_windows(runs: list[list[dict]]) -> dict | None:
+    """Variants on equal work from several runs' ``log_windows`` on the same GPU count: the
+    windows of the same steps that are steady in every run and hold the same frames in each (the
+    same batches: the runs read one shard set with equal readers), their seconds run by run and
+    each run's total over the first's. Picking the windows by each run's own steadiness instead
+    would let one run's recompilation into the comparison. -> None where no window qualifies."""
+    spans = []
+    for prev, w in zip([{"step": 0}] + runs[0], runs[0]):
+        span = (prev["step"], w["step"])
+        found = [next((v for p, v in zip([{"step": 0}] + r, r) if (p["step"], v["step"]) == span), None)
+                 for r in runs]
+        if all(v is not None and v["steady"] and v["frames"] for v in found) and \
+                max(v["frames"] for v in found) <= 1.001 * min(v["frames"] for v in found):
+            spans.append((span, [v["s"] for v in found]))
+    if not spans:
+        return None
+    totals = [sum(s[i] for _, s in spans) for i in range(len(runs))]
+    return {"steps": [f"{int(a) + 1}-{int(b)}" for (a, b), _ in spans], "seconds": [s for _, s in spans],
+            "totals": totals, "time_ratio": [t / totals[0] for t in totals]}
+
+
+def same_window_lines(runs: list[dict]) -> list[str]:
+    """Report lines comparing run summaries of one GPU count window by window (``same_windows``)."""
+    m = same_windows([r["log_windows"] for r in runs])
+    if m is None:
+        return [f"same windows of the {len(runs)} runs: none steady in all with the same frames"]
+    lines = [f"same windows of the {len(runs)} runs (steady in all, the same frames): steps "
+             f"{', '.join(m['steps'])}; seconds run by run, then each run's time over run 1's"]
+    lines += [f"  steps {st:>9s}: " + "  ".join(f"{x:7.2f}" for x in s) for st, s in zip(m["steps"], m["seconds"])]
+    lines.append(f"  {'total':>15s}: " + "  ".join(f"{x:7.2f}" for x in m["totals"]))
+    lines.append(f"  {'time / run 1':>15s}: " + "  ".join(f"{x:7.3f}" for x in m["time_ratio"]))
+    return lines
 
 
 def scaling_lines(one: dict, two: dict) -> list[str]:
