@@ -30,10 +30,9 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fovea.platform.profiling.allreduce import gpu_topology, measure
-from fovea.platform.profiling.workers import collect
+from fovea.platform.profiling.workers import rank0_result
 from fovea.platform.train.oom import OomAgreement
 
 
@@ -50,7 +49,7 @@ def measure_with(setting: str, args: argparse.Namespace, sizes: list[float]) -> 
         os.environ.update(saved)
 
 
-def _exchange_worker(rank: int, world: int, rounds: int, port: int, q) -> None:
+def _exchange_worker(rank: int, world: int, port: int, q, rounds: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     agreement = OomAgreement(world)  # its own gloo group, as the training loop builds it
@@ -71,16 +70,7 @@ def _exchange_worker(rank: int, world: int, rounds: int, port: int, q) -> None:
 def measure_oom_exchange(world: int, rounds: int) -> float:
     """Median seconds of one ``OomAgreement.exchange`` between ``world`` host processes, each
     round started together (a barrier), so that it is the round trip, not a wait for a late rank."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = 29500 + (os.getpid() + 500) % 1000
-    procs = [ctx.Process(target=_exchange_worker, args=(r, world, rounds, port, q)) for r in range(world)]
-    for p in procs:
-        p.start()
-    (seconds,) = collect(procs, q, 1)
-    for p in procs:
-        p.join()
-    return seconds
+    return rank0_result(_exchange_worker, world, rounds, port_offset=500)  # not the all-reduce's port
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,13 @@ def timed_ms(call, reps: int) -> list[float]:
     return out
 
 
+def error_line(e: Exception) -> str:
+    """An arm's failure in one line: its type, its message's first line and where it was raised
+    (an AssertionError often has no message)."""
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (at {where.filename}:{where.lineno})"
+
+
 def fwd_bwd_ms(n: int, backend: SDPBackend, reps: int) -> list[float]:
     """Milliseconds of each of ``reps`` SDPA forward + backward calls over [n, 6, 257, 64] bf16."""
     q, k, v = (torch.randn(n, 6, 257, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
@@ -355,9 +362,7 @@ def llm_pass_table(shapes: list[tuple[int, int]], reps: int, arms: list[str]) ->
             for rows, length in shapes:
                 row[f"{rows}x{length}_ms"] = statistics.median(timed_ms(lambda: one_pass(rows, length), reps + 3)[3:])
         except Exception as e:  # noqa: BLE001 (Triton and inductor raise their own types)
-            where = traceback.extract_tb(e.__traceback__)[-1]  # an AssertionError often has no message
-            row["error"] = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                            f"(at {where.filename}:{where.lineno})")
+            row["error"] = error_line(e)
         row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res[name] = row
         print(f"LLM pass {name}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
@@ -437,9 +442,7 @@ def patch_block_table(n: int, reps: int, arms: list[str], attention: str) -> dic
             row["max_rel_diff"] = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
                                       for a, b in zip(got, ref))
         except Exception as e:  # noqa: BLE001 (Triton and inductor raise their own types)
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            row["error"] = (f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                            f"(at {where.filename}:{where.lineno})")
+            row["error"] = error_line(e)
         row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res[name] = row
         print(f"patch block {name} (N={n}, {attention}): " + ", ".join(

@@ -15,9 +15,8 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from fovea.platform.profiling.workers import collect
+from fovea.platform.profiling.workers import rank0_result
 
 
 def _time_all_reduce(x: torch.Tensor, iters: int, warmup: int, sync) -> float:
@@ -35,7 +34,7 @@ def _time_all_reduce(x: torch.Tensor, iters: int, warmup: int, sync) -> float:
     return statistics.median(times)
 
 
-def _worker(rank: int, world: int, sizes_mb: list[float], iters: int, warmup: int, port: int, q, cpu: bool) -> None:
+def _worker(rank: int, world: int, port: int, q, sizes_mb: list[float], iters: int, warmup: int, cpu: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if cpu:  # gloo between processes on this host (the code path, for the tests)
         dev = torch.device("cpu")
@@ -64,16 +63,7 @@ def measure(world: int, sizes_mb: list[float], iters: int, warmup: int, cpu: boo
     """``world`` processes all-reducing buckets of ``sizes_mb`` (MB of fp32) in fp32 and bf16:
     a row a (dtype, size) with ``bytes``, ``ms`` and ``busbw_gbs``. The processes inherit the
     environment (NCCL settings)."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = 29500 + os.getpid() % 1000
-    procs = [ctx.Process(target=_worker, args=(r, world, sizes_mb, iters, warmup, port, q, cpu)) for r in range(world)]
-    for p in procs:
-        p.start()
-    (rows,) = collect(procs, q, 1)  # rank 0's rows; a worker that dies ends the wait
-    for p in procs:
-        p.join()
-    return rows
+    return rank0_result(_worker, world, sizes_mb, iters, warmup, cpu)  # a worker that dies ends the wait
 
 
 def gpu_topology() -> dict:
